@@ -1,0 +1,46 @@
+#pragma once
+
+// RSA binding keys and raw signatures (PSS for CSRs and attestation proofs, PKCS#1 v1.5
+// for RS256 JWTs). Keys travel as EVP_PKEY handles; only public keys are ever exported,
+// except by the explicit PEM helpers that the simulator and the per-boot key file use.
+
+#include <string>
+#include <string_view>
+
+#include "platform/openssl.hpp"
+#include "platform/result.hpp"
+
+namespace msiv2::platform {
+
+/// A new RSA key (public exponent 65537) from `libctx` (nullptr = default context).
+result<pkey_ptr> generate_rsa_key(unsigned bits = 2048, OSSL_LIB_CTX* libctx = nullptr);
+
+/// DER SubjectPublicKeyInfo of the key's public half.
+result<std::string> public_key_der(EVP_PKEY* key);
+/// A public key from DER SubjectPublicKeyInfo.
+result<pkey_ptr> public_key_from_der(std::string_view spki_der);
+/// Key id for caches: lower-case hex SHA-256 of the DER SubjectPublicKeyInfo (protocol.md §3).
+result<std::string> key_id(EVP_PKEY* key);
+/// True when both keys have the same public half.
+bool same_public_key(EVP_PKEY* a, EVP_PKEY* b);
+
+/// RSASSA-PSS, SHA-256, MGF1-SHA-256, salt length 32, over `data`.
+result<std::string> sign_pss_sha256(EVP_PKEY* key, std::string_view data);
+/// Verifies an RSASSA-PSS SHA-256 (salt 32) signature.
+bool verify_pss_sha256(EVP_PKEY* key, std::string_view data, std::string_view signature);
+/// RSASSA-PKCS1-v1_5 with SHA-256 (JWT RS256, X.509 signatures).
+result<std::string> sign_rs256(EVP_PKEY* key, std::string_view data);
+/// Verifies an RSASSA-PKCS1-v1_5 SHA-256 signature.
+bool verify_rs256(EVP_PKEY* key, std::string_view data, std::string_view signature);
+/// Proves a key can still sign: signs random bytes and verifies them (protocol.md §3).
+result<void> prove_key_signs(EVP_PKEY* key);
+
+/// PKCS#8 PEM of the private key (unencrypted; callers store it 0600 or not at all).
+result<std::string> private_key_pem(EVP_PKEY* key);
+/// A private key from PEM (PKCS#8 or traditional RSA).
+result<pkey_ptr> private_key_from_pem(std::string_view pem);
+
+/// RSA modulus and exponent as base64url (the JWK "n" and "e").
+result<std::pair<std::string, std::string>> rsa_jwk_components(EVP_PKEY* key);
+
+} // namespace msiv2::platform

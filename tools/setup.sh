@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages msiv2 needs (only when one is missing) and configures and
+# builds the project.
+#   tools/setup.sh              -> build/          (RelWithDebInfo)
+#   tools/setup.sh --sanitize   -> build-asan/     (ASan + UBSan)
+#   tools/setup.sh --tsan       -> build-tsan/     (ThreadSanitizer)
+#   tools/setup.sh --no-build   -> packages only
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+variant=default
+build=1
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) variant=asan ;;
+    --tsan) variant=tsan ;;
+    --no-build) build=0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+packages=(
+  build-essential cmake ninja-build pkg-config ca-certificates curl
+  libssl-dev libcurl4-openssl-dev libsimdjson-dev libcaf-dev
+  libboost-dev libboost-test-dev libboost-system-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+[ "$build" -eq 1 ] || exit 0
+
+case "$variant" in
+  default) dir="$root/build"; flags=() ;;
+  asan) dir="$root/build-asan"; flags=(-DMSIV2_SANITIZE=ON) ;;
+  tsan) dir="$root/build-tsan"; flags=(-DMSIV2_TSAN=ON) ;;
+esac
+
+if [ ! -f "$dir/build.ninja" ]; then
+  cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" >/dev/null
+fi
+cmake --build "$dir" -j "$(nproc)"
