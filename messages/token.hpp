@@ -1,0 +1,120 @@
+#pragma once
+
+// The public request and reply of the module: what a server sends to `token_service`
+// (or to msiv2::client) and what it gets back.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/meta/type_name.hpp>
+
+namespace msiv2 {
+
+/// How the managed identity is selected (protocol.md §2 "Selectors").
+enum class identity_kind : std::uint8_t {
+  system_assigned = 0,
+  client_id = 1,   ///< user-assigned, by client id (GUID)
+  object_id = 2,   ///< user-assigned, by object id (GUID)
+  resource_id = 3, ///< user-assigned, by ARM resource id
+};
+
+/// A managed identity: the system-assigned one, or a user-assigned one by id.
+struct managed_identity {
+  identity_kind kind = identity_kind::system_assigned;
+  std::string id; ///< empty for system_assigned
+
+  /// The system-assigned identity.
+  static managed_identity system() { return {}; }
+  /// A user-assigned identity by client id.
+  static managed_identity by_client_id(std::string v) { return {identity_kind::client_id, std::move(v)}; }
+  /// A user-assigned identity by object id.
+  static managed_identity by_object_id(std::string v) { return {identity_kind::object_id, std::move(v)}; }
+  /// A user-assigned identity by ARM resource id.
+  static managed_identity by_resource_id(std::string v) { return {identity_kind::resource_id, std::move(v)}; }
+
+  friend bool operator==(const managed_identity& a, const managed_identity& b) {
+    return a.kind == b.kind && a.id == b.id;
+  }
+  friend bool operator!=(const managed_identity& a, const managed_identity& b) { return !(a == b); }
+  friend bool operator<(const managed_identity& a, const managed_identity& b) {
+    return a.kind != b.kind ? a.kind < b.kind : a.id < b.id;
+  }
+};
+
+/// Which kind of access token.
+enum class token_type : std::uint8_t {
+  mtls_pop = 0, ///< bound to the binding certificate (IMDS v2 only, never downgraded)
+  bearer = 1,   ///< a plain bearer token (IMDS v1, or v2 with token_type=bearer)
+};
+
+/// What a caller asks for.
+struct token_request {
+  managed_identity identity;
+  /// The resource (audience), e.g. "https://management.azure.com"; a trailing "/.default" is
+  /// accepted and not doubled.
+  std::string resource;
+  token_type type = token_type::mtls_pop;
+  /// Claims challenge JSON from a resource (empty = none); bypasses the token cache.
+  std::string claims;
+  /// Client capabilities to declare (e.g. "cp1"), sent as xms_cc claims.
+  std::vector<std::string> client_capabilities;
+  /// Ignore a cached token (the certificate is still reused while valid).
+  bool force_refresh = false;
+  /// How long the caller is prepared to wait, counted from when the module receives the
+  /// request. Every retry and wait inside is bounded by it.
+  std::chrono::milliseconds timeout{30000};
+};
+
+/// Where a token came from.
+enum class token_source : std::uint8_t { cache = 0, network = 1 };
+
+/// The private half of a binding; defined in platform/ (an EVP_PKEY handle, never bytes).
+class binding_key;
+
+/// What an mTLS PoP token is bound to: present this certificate with this key when calling
+/// the resource (io/ and platform/ have helpers for a curl handle or an SSL_CTX).
+struct token_binding {
+  /// The binding certificate first, then any intermediates (DER).
+  std::vector<std::string> certificate_chain;
+  /// base64url SHA-256 of the certificate DER (the token's cnf "x5t#S256").
+  std::string x5t_s256;
+  /// The private key, as an opaque handle.
+  std::shared_ptr<const binding_key> key;
+};
+
+/// What a caller gets back.
+struct token_result {
+  std::string access_token; ///< the secret: never log it
+  token_type type = token_type::mtls_pop;
+  std::int64_t expires_on = 0; ///< Unix seconds
+  std::int64_t refresh_on = 0; ///< Unix seconds: when the module renews it in the background
+  token_source source = token_source::network;
+  /// Set for mtls_pop tokens.
+  std::shared_ptr<const token_binding> binding;
+};
+
+/// Text form of a token type ("mtls_pop", "bearer").
+const char* to_string(token_type t) noexcept;
+/// Text form of an identity ("system-assigned", "client_id=...").
+std::string to_string(const managed_identity& id);
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, managed_identity& x) {
+  return f(caf::meta::type_name("managed_identity"), x.kind, x.id);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_request& x) {
+  return f(caf::meta::type_name("token_request"), x.identity, x.resource, x.type, x.claims,
+           x.client_capabilities, x.force_refresh, x.timeout);
+}
+
+} // namespace msiv2
+
+// token_result carries a secret and a key handle: it is passed between local actors only and
+// must never be printed or serialized, so it has no inspect() on purpose.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(msiv2::token_result)
