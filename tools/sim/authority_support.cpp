@@ -1,0 +1,123 @@
+#include "tools/sim/authority_support.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+
+#include <simdjson.h>
+
+#include "platform/encoding.hpp"
+
+namespace msiv2::sim::detail {
+
+result<string_members> read_string_members(std::string_view body,
+                                           std::initializer_list<std::string_view> wanted) {
+  using namespace simdjson;
+  const failure not_object = fail("request body is not a JSON object");
+  ondemand::parser parser;
+  padded_string padded(body);
+  ondemand::document doc;
+  if (parser.iterate(padded).get(doc) != SUCCESS)
+    return not_object;
+  ondemand::object obj;
+  if (doc.get_object().get(obj) != SUCCESS)
+    return not_object;
+
+  string_members out;
+  for (auto field : obj) {
+    std::string_view key;
+    if (field.unescaped_key().get(key) != SUCCESS)
+      return not_object;
+    if (std::find(wanted.begin(), wanted.end(), key) == wanted.end())
+      continue; // unknown members are ignored (the iterator skips their values)
+    std::string name(key);
+    if (out.count(name) != 0)
+      return fail(name + " appears more than once");
+    std::string_view text;
+    const error_code ec = field.value().get_string().get(text);
+    if (ec == INCORRECT_TYPE)
+      return fail(name + " must be a string");
+    if (ec != SUCCESS)
+      return not_object;
+    out.emplace(std::move(name), std::string(text));
+  }
+  // After a complete object the iterator must be at the end: no trailing content.
+  const char* rest = nullptr;
+  if (doc.current_location().get(rest) != OUT_OF_BOUNDS)
+    return not_object;
+  return out;
+}
+
+result<form_fields> parse_form(std::string_view body) {
+  form_fields out;
+  while (!body.empty()) {
+    const auto amp = body.find('&');
+    const std::string_view part = body.substr(0, amp);
+    body = amp == std::string_view::npos ? std::string_view{} : body.substr(amp + 1);
+    if (part.empty())
+      continue;
+    const auto eq = part.find('=');
+    auto name = platform::url_decode(part.substr(0, eq));
+    if (!name)
+      return fail("form body: " + name.error());
+    std::string_view raw_value = eq == std::string_view::npos ? std::string_view{}
+                                                              : part.substr(eq + 1);
+    auto value = platform::url_decode(raw_value);
+    if (!value)
+      return fail("form body: parameter '" + *name + "': " + value.error());
+    out.emplace_back(std::move(*name), std::move(*value));
+  }
+  return out;
+}
+
+std::string aad_timestamp(std::int64_t unix_seconds) {
+  const std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+response aad_error(int status, std::string_view error, int code, std::string_view message,
+                   std::string_view correlation_id, std::int64_t now_unix) {
+  const std::string trace_id = platform::uuid_v4();
+  const std::string correlation =
+    correlation_id.empty() ? platform::uuid_v4() : std::string(correlation_id);
+  const std::string timestamp = aad_timestamp(now_unix);
+  const std::string description = "AADSTS" + std::to_string(code) + ": " + std::string(message) +
+                                  " Trace ID: " + trace_id + " Correlation ID: " + correlation +
+                                  " Timestamp: " + timestamp;
+  std::string extra = "\"error_codes\":[" + std::to_string(code) + "]";
+  extra += ",\"timestamp\":" + platform::json_quote(timestamp);
+  extra += ",\"trace_id\":" + platform::json_quote(trace_id);
+  extra += ",\"correlation_id\":" + platform::json_quote(correlation);
+  response r = response::oauth_error(status, error, description, extra);
+  r.set("x-ms-request-id", trace_id);
+  return r;
+}
+
+response resource_refusal(std::string_view scheme, std::string_view error,
+                          std::string_view description) {
+  response r = response::oauth_error(401, error, description);
+  r.set("WWW-Authenticate", std::string(scheme) + " error=\"" + std::string(error) +
+                              "\", error_description=\"" + std::string(description) + "\"");
+  return r;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+} // namespace msiv2::sim::detail

@@ -1,0 +1,56 @@
+#pragma once
+
+// Small pieces the simulator's authority shares between its endpoints: reading flat JSON
+// request bodies, form bodies, AADSTS-shaped OAuth errors and resource-server challenges.
+// Private to tools/sim (authority*.cpp).
+
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "platform/result.hpp"
+#include "tools/sim/http.hpp"
+
+namespace msiv2::sim::detail {
+
+/// String members of a JSON object, by name.
+using string_members = std::map<std::string, std::string, std::less<>>;
+
+/// Reads the members named in `wanted` from a JSON object body. Other members are skipped;
+/// a wanted member that is not a string, appears twice, or a body that is not exactly one
+/// JSON object is an error naming it ("csr must be a string").
+result<string_members> read_string_members(std::string_view body,
+                                           std::initializer_list<std::string_view> wanted);
+
+/// Parameters of an application/x-www-form-urlencoded body, decoded, in order.
+using form_fields = std::vector<std::pair<std::string, std::string>>;
+
+/// Splits and decodes a form body; an error names a malformed escape.
+result<form_fields> parse_form(std::string_view body);
+
+/// "2024-05-01 12:34:56Z", the timestamp form of Entra ID error bodies.
+std::string aad_timestamp(std::int64_t unix_seconds);
+
+/// An Entra ID (ESTS) error answer: {"error","error_description":"AADSTS<code>: <message>
+/// Trace ID: .. Correlation ID: .. Timestamp: ..","error_codes":[code],"timestamp",
+/// "trace_id","correlation_id"}. `correlation_id` empty = a fresh one.
+response aad_error(int status, std::string_view error, int code, std::string_view message,
+                   std::string_view correlation_id, std::int64_t now_unix);
+
+/// A resource-server refusal: 401, `WWW-Authenticate: <scheme> error="<error>",
+/// error_description="<description>"` and the same as a JSON body. `description` must not
+/// contain a double quote.
+response resource_refusal(std::string_view scheme, std::string_view error,
+                          std::string_view description);
+
+/// ASCII case-insensitive equality.
+bool iequals(std::string_view a, std::string_view b);
+
+/// ASCII lower case.
+std::string to_lower(std::string_view s);
+
+} // namespace msiv2::sim::detail
