@@ -1,6 +1,5 @@
 #include "platform/encoding.hpp"
 
-#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
