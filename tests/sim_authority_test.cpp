@@ -822,13 +822,12 @@ BOOST_AUTO_TEST_CASE(attest_rejects_bad_proofs_and_bodies) {
   wrong_sig.body.replace(at, wrong_sig.body.find('"', at) - at, other_sig);
   expect_invalid_request(w.auth->attest(wrong_sig), "signature does not verify");
 
-  request foreign = attest_request(binding_key(), client_id, "nonce-a");
-  const request by_other_key = attest_request(other_binding_key(), client_id, "nonce-a");
-  foreign.body = by_other_key.body;
-  auto spki = platform::public_key_der(binding_key());
-  const std::string other_spki = platform::base64_encode(*platform::public_key_der(other_binding_key()));
-  const auto pk = foreign.body.find(other_spki);
-  foreign.body.replace(pk, other_spki.size(), platform::base64_encode(*spki));
+  // Signed by another key than the one whose attestation is asked for.
+  request foreign = attest_request(other_binding_key(), client_id, "nonce-a");
+  const std::string signer_spki =
+    platform::base64_encode(*platform::public_key_der(other_binding_key()));
+  const std::string claimed_spki = platform::base64_encode(*platform::public_key_der(binding_key()));
+  foreign.body.replace(foreign.body.find(signer_spki), signer_spki.size(), claimed_spki);
   expect_invalid_request(w.auth->attest(foreign), "signature does not verify");
 
   platform::pkey_ptr small = new_key(1024);
