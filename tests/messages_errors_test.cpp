@@ -43,3 +43,34 @@ BOOST_AUTO_TEST_CASE(identity_text_names_the_selector) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#include "messages/protocol.hpp"
+
+BOOST_AUTO_TEST_SUITE(messages_protocol_test)
+
+BOOST_AUTO_TEST_CASE(prometheus_text_groups_each_family_under_one_type_line) {
+  msiv2::stats_snapshot s;
+  s.counters["msiv2_upstream_requests_total{upstream=\"imds_metadata\",status=\"200\"}"] = 3;
+  s.counters["msiv2_upstream_requests_total{upstream=\"token\",status=\"200\"}"] = 1;
+  s.counters["msiv2_cache_hits_total"] = 7;
+  s.gauges["msiv2_certificate_expiry_seconds{identity=\"system-assigned\"}"] = 1.7e9;
+  auto text = msiv2::to_prometheus(s);
+  BOOST_CHECK_EQUAL(text,
+                    "# TYPE msiv2_cache_hits_total counter\n"
+                    "msiv2_cache_hits_total 7\n"
+                    "# TYPE msiv2_upstream_requests_total counter\n"
+                    "msiv2_upstream_requests_total{upstream=\"imds_metadata\",status=\"200\"} 3\n"
+                    "msiv2_upstream_requests_total{upstream=\"token\",status=\"200\"} 1\n"
+                    "# TYPE msiv2_certificate_expiry_seconds gauge\n"
+                    "msiv2_certificate_expiry_seconds{identity=\"system-assigned\"} 1700000000\n");
+}
+
+BOOST_AUTO_TEST_CASE(deadline_reports_time_left_on_any_clock) {
+  using namespace std::chrono;
+  auto now = steady_clock::time_point{} + seconds(10);
+  auto d = msiv2::deadline::at(now + milliseconds(250));
+  BOOST_CHECK(d.left(now) == milliseconds(250));
+  BOOST_CHECK(d.left(now + seconds(1)) < nanoseconds(0));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,41 @@
+#pragma once
+
+// The one lifecycle rule of architecture.md for every renewable artifact (attestation JWT,
+// binding certificate, access token). Pure arithmetic on Unix milliseconds: callers bring the
+// wall time and the random draw, so the rule is tested exactly.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+
+namespace msiv2::platform {
+
+/// Where an artifact stands at a given time.
+enum class freshness {
+  fresh,   ///< now < renew_at: serve it
+  due,     ///< renew_at <= now < usable_until: serve it and start one background renewal
+  expired, ///< now >= usable_until: callers wait for the renewal
+};
+
+/// The schedule of one artifact version.
+struct lifecycle {
+  std::int64_t valid_from_ms = 0;   ///< t0: iat / notBefore / receipt
+  std::int64_t valid_until_ms = 0;  ///< t1: exp / notAfter / receipt + expires_in
+  std::int64_t renew_at_ms = 0;     ///< r = t0 + L/2 (or refresh_in) + j
+  std::int64_t usable_until_ms = 0; ///< u = t1 - min(5 min, L/10)
+
+  /// The state at `now_ms`.
+  freshness at(std::int64_t now_ms) const noexcept;
+};
+
+/// Draws a uniform integer in [lo, hi]; the real one is platform::random_between (CSPRNG).
+using jitter_source = std::function<std::int64_t(std::int64_t lo, std::int64_t hi)>;
+
+/// Plans an artifact valid from `t0_ms` to `t1_ms`. With L = t1 - t0 and J = min(5 min, L/10):
+/// renew_at = t0 + (refresh_in_ms when given, else L/2) + j with j uniform in [-J, +J],
+/// clamped into [t0, usable_until]; usable_until = t1 - J. A non-positive L gives an artifact
+/// that is expired from the start.
+lifecycle plan_lifecycle(std::int64_t t0_ms, std::int64_t t1_ms,
+                         std::optional<std::int64_t> refresh_in_ms, const jitter_source& draw);
+
+} // namespace msiv2::platform
