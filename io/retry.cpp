@@ -1,0 +1,123 @@
+#include "io/retry.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <string>
+
+namespace msiv2::io {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+bool timed_out_or_unreachable(const http_response& r) {
+  switch (r.error) {
+    case transport_error::timeout:
+    case transport_error::connect_timeout:
+    case transport_error::connect_failed:
+    case transport_error::reset:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// +-20 % jitter.
+milliseconds jittered(milliseconds base, const platform::jitter_source& draw) {
+  auto spread = base.count() / 5;
+  return milliseconds(base.count() + (spread > 0 ? draw(-spread, spread) : 0));
+}
+
+bool imds_retryable(int status, bool probe) {
+  if (status == 404)
+    return !probe;
+  return status == 408 || status == 410 || status == 429 || (status >= 500 && status <= 599);
+}
+
+std::optional<milliseconds> imds_delay(retry_state& s, const http_response& r, bool probe,
+                                       const platform::jitter_source& draw) {
+  bool retry = r.ok() ? imds_retryable(r.status, probe) : timed_out_or_unreachable(r);
+  if (!retry)
+    return std::nullopt;
+  int retries_done = s.attempts - 1;
+  if (s.first_status == 410) {
+    if (retries_done >= 7)
+      return std::nullopt;
+    return jittered(milliseconds(10'000), draw);
+  }
+  if (retries_done >= 3)
+    return std::nullopt;
+  return jittered(milliseconds(1000 << retries_done), draw);
+}
+
+/// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT").
+std::optional<std::int64_t> parse_http_date(const std::string& text) {
+  std::tm tm{};
+  const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0')
+    return std::nullopt;
+  return static_cast<std::int64_t>(timegm(&tm));
+}
+
+} // namespace
+
+std::optional<milliseconds> retry_after(const http_response& r, std::int64_t now_unix_s) {
+  auto v = r.headers.get("Retry-After");
+  if (!v)
+    return std::nullopt;
+  std::string text(*v);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.pop_back();
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.erase(text.begin());
+  if (!text.empty() && std::all_of(text.begin(), text.end(),
+                                   [](unsigned char c) { return std::isdigit(c) != 0; })) {
+    if (text.size() > 9)
+      return std::nullopt;
+    return milliseconds(std::stoll(text) * 1000);
+  }
+  if (auto when = parse_http_date(text))
+    return milliseconds(std::max<std::int64_t>(0, *when - now_unix_s) * 1000);
+  return std::nullopt;
+}
+
+std::optional<milliseconds> next_retry_delay(retry_leg leg, retry_state& state,
+                                             const http_response& last,
+                                             const platform::jitter_source& draw,
+                                             std::int64_t now_unix_s) {
+  ++state.attempts;
+  if (state.first_status == 0 && last.ok())
+    state.first_status = last.status;
+  if (last.ok() && last.status >= 200 && last.status < 300)
+    return std::nullopt;
+  switch (leg) {
+    case retry_leg::imds_probe:
+      return imds_delay(state, last, true, draw);
+    case retry_leg::imds:
+      return imds_delay(state, last, false, draw);
+    case retry_leg::attestation: {
+      bool retry = last.ok() ? (last.status == 429 || (last.status >= 500 && last.status <= 599))
+                             : last.timed_out() || last.error == transport_error::reset;
+      int retries_done = state.attempts - 1;
+      if (!retry || retries_done >= 6)
+        return std::nullopt;
+      auto cap = std::min<std::int64_t>(30'000, std::int64_t{1000} << retries_done);
+      return milliseconds(draw(0, cap));
+    }
+    case retry_leg::token_endpoint: {
+      if (!last.ok() || state.attempts > 1)
+        return std::nullopt;
+      if (auto after = retry_after(last, now_unix_s))
+        return *after;
+      if (last.status == 429)
+        return std::nullopt; // throttled without saying for how long: the caller backs off
+      if (last.status >= 500 && last.status <= 599)
+        return jittered(milliseconds(1000), draw);
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+} // namespace msiv2::io
