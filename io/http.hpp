@@ -95,7 +95,8 @@ struct http_request {
 enum class transport_error {
   none,                      ///< an HTTP response arrived (whatever its status)
   connect_failed,            ///< name not resolved, connection refused or unreachable
-  connect_timeout,           ///< no TCP connection within connect_timeout
+  connect_timeout,           ///< no connection within connect_timeout: TCP connect, and for
+                             ///< https the TLS handshake too (curl's connect phase)
   timeout,                   ///< connected (or handshaking) but no complete response in time
   tls_failed,                ///< TLS handshake or server certificate verification failed
   tls_client_cert_rejected,  ///< the server refused the TLS client certificate we presented
