@@ -1,0 +1,40 @@
+#include "actors/runtime.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace msiv2 {
+
+module_config module_config::from_environment() {
+  module_config cfg;
+  if (const char* host = std::getenv("AZURE_POD_IDENTITY_AUTHORITY_HOST"); host && *host) {
+    cfg.imds_base_url = host;
+    while (!cfg.imds_base_url.empty() && cfg.imds_base_url.back() == '/')
+      cfg.imds_base_url.pop_back();
+  }
+  if (const char* off = std::getenv("MSIV2_DISABLE_V2"); off != nullptr)
+    cfg.v2_enabled = !(std::strcmp(off, "1") == 0 || std::strcmp(off, "true") == 0);
+  return cfg;
+}
+
+void stats_registry::add(const std::string& key, std::uint64_t n) {
+  std::lock_guard<std::mutex> guard(mtx_);
+  data_.counters[key] += n;
+}
+
+void stats_registry::set_gauge(const std::string& key, double value) {
+  std::lock_guard<std::mutex> guard(mtx_);
+  data_.gauges[key] = value;
+}
+
+void stats_registry::erase_gauge(const std::string& key) {
+  std::lock_guard<std::mutex> guard(mtx_);
+  data_.gauges.erase(key);
+}
+
+stats_snapshot stats_registry::snapshot() const {
+  std::lock_guard<std::mutex> guard(mtx_);
+  return data_;
+}
+
+} // namespace msiv2

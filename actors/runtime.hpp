@@ -1,0 +1,119 @@
+#pragma once
+
+// What every actor of the module is given at spawn: configuration and the outside world
+// (transport, wall clock, randomness, key store, attestation provider, log sink, stats), all
+// behind interfaces so that unit tests run every actor on CAF's test scheduler with fakes.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+
+#include "io/http.hpp"
+#include "messages/protocol.hpp"
+#include "platform/clock.hpp"
+#include "platform/lifecycle.hpp"
+#include "platform/log.hpp"
+#include "platform/result.hpp"
+
+namespace msiv2 {
+
+/// Settings of the module.
+struct module_config {
+  /// IMDS base URL without trailing '/'. Default: $AZURE_POD_IDENTITY_AUTHORITY_HOST, else
+  /// http://169.254.169.254.
+  std::string imds_base_url = "http://169.254.169.254";
+  /// PEM CA bundle trusted for the HTTPS upstreams (attestation, token endpoint) instead of
+  /// the system store (the simulator's ca.pem in tests and demos). Verification stays on.
+  std::string ca_file;
+  /// The v2 kill switch: false makes every mtls_pop request fail with v2_disabled.
+  bool v2_enabled = true;
+  /// Client capabilities declared to the token endpoint (e.g. {"cp1"}).
+  std::vector<std::string> client_capabilities;
+  /// Connect timeout of the probe (a host without IMDS learns it fast).
+  std::chrono::milliseconds probe_connect_timeout{1000};
+  /// Total timeout of one IMDS call.
+  std::chrono::milliseconds imds_timeout{10000};
+  /// Total timeout of one attestation or token endpoint call.
+  std::chrono::milliseconds upstream_timeout{20000};
+  /// How long a transient probe failure is remembered before probing again.
+  std::chrono::seconds transient_probe_ttl{30};
+  /// Bound on every request() between actors (CAF 0.17 has no broken-promise signal).
+  std::chrono::milliseconds actor_request_timeout{120000};
+  /// invalid_client remediations (evict + re-mint) allowed per identity within
+  /// remediation_window; beyond that requests fail with token_refused.
+  int max_remediations = 3;
+  std::chrono::seconds remediation_window{600};
+
+  /// The defaults with $AZURE_POD_IDENTITY_AUTHORITY_HOST and $MSIV2_DISABLE_V2 (1/true)
+  /// applied.
+  static module_config from_environment();
+};
+
+/// Creates or opens the binding key. Asynchronous: key generation takes tens of
+/// milliseconds and must never run on an actor thread. `done` is called exactly once, on
+/// any thread (the software store calls it from a worker thread; test stores may call it
+/// inline).
+class key_store {
+public:
+  virtual ~key_store() = default;
+  /// The current key, creating it when there is none.
+  virtual void load_or_create(std::function<void(result<key_ref>)> done) = 0;
+  /// Drops `key_id` (it failed) and creates a new key.
+  virtual void rotate(std::string key_id, std::function<void(result<key_ref>)> done) = 0;
+};
+
+/// Attests a binding key (protocol.md §5). `done` is called exactly once, on any thread.
+class attestation_provider {
+public:
+  virtual ~attestation_provider() = default;
+  /// Asks `endpoint` to attest `key` for `client_id`; one attempt, bounded by `timeout`
+  /// (attestation_cache drives retries).
+  virtual void attest(const key_ref& key, const std::string& endpoint,
+                      const std::string& client_id, std::chrono::milliseconds timeout,
+                      std::function<void(result<attestation_token>, int http_status)> done) = 0;
+};
+
+/// Thread-safe counters and gauges shared by the actors (snapshot on `stats_atom`).
+class stats_registry {
+public:
+  /// Adds `n` to the counter `key` (Prometheus name with labels).
+  void add(const std::string& key, std::uint64_t n = 1);
+  /// Sets the gauge `key`.
+  void set_gauge(const std::string& key, double value);
+  /// Removes the gauge `key`.
+  void erase_gauge(const std::string& key);
+  /// A copy of everything.
+  stats_snapshot snapshot() const;
+
+private:
+  mutable std::mutex mtx_;
+  stats_snapshot data_;
+};
+
+/// Everything an actor of the module needs from outside.
+struct runtime_deps {
+  module_config config;
+  std::shared_ptr<io::transport> transport;
+  std::shared_ptr<platform::wall_clock> wall;
+  /// Uniform integer in [lo, hi] (CSPRNG in production).
+  platform::jitter_source draw;
+  std::shared_ptr<key_store> keys;
+  /// Null: keys are not attested (the default on Linux VMs today).
+  std::shared_ptr<attestation_provider> attestation;
+  std::shared_ptr<platform::log_sink> log;
+  std::shared_ptr<stats_registry> stats;
+};
+
+using deps_ptr = std::shared_ptr<const runtime_deps>;
+
+} // namespace msiv2
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(msiv2::io::http_response)
