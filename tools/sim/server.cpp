@@ -763,13 +763,20 @@ void simulator_impl::stop() {
   if (stopped_)
     return;
   stopped_ = true;
+  // The last reference to a session may be the one taken here; its destructor takes
+  // sessions_mutex_, so the references are dropped only after the lock is released.
+  std::vector<std::shared_ptr<session_base>> live;
   {
     std::lock_guard lock(sessions_mutex_);
     stopping_.store(true, std::memory_order_release);
+    live.reserve(sessions_.size());
     for (auto& [ptr, weak] : sessions_)
       if (auto s = weak.lock())
-        s->close_async();
+        live.push_back(std::move(s));
   }
+  for (auto& s : live)
+    s->close_async();
+  live.clear();
   for (auto& l : listeners_)
     l->close_async();
   for (auto& t : threads_)
