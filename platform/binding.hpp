@@ -1,11 +1,9 @@
 #pragma once
 
 // The private half of an mTLS PoP binding as an opaque handle (messages/token.hpp declares
-// msiv2::binding_key; this is its definition), and the helper that hands a binding to OpenSSL
-// for the caller's own resource calls.
+// msiv2::binding_key; this is its definition). io::client_identity hands a binding to OpenSSL.
 
 #include <string>
-#include <vector>
 
 #include "platform/openssl.hpp"
 #include "platform/result.hpp"
@@ -29,12 +27,4 @@ private:
   std::string key_id_;
 };
 
-namespace platform {
-
-/// Puts a client certificate chain (leaf first, DER) and its key into `ctx` and checks they
-/// match. For CURLOPT_SSL_CTX_FUNCTION callbacks and for servers' own SSL_CTX.
-result<void> use_client_identity(SSL_CTX* ctx, const std::vector<std::string>& chain_der,
-                                 const binding_key& key);
-
-} // namespace platform
 } // namespace msiv2

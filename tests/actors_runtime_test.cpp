@@ -32,3 +32,66 @@ BOOST_AUTO_TEST_CASE(environment_overrides_imds_host_and_kill_switch) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include "tests/support/actor_fixture.hpp"
+
+namespace {
+
+using echo_after = caf::typed_actor<
+  caf::replies_to<caf::get_atom, std::int32_t>::with<std::int32_t>,
+  caf::reacts_to<caf::ok_atom, std::int32_t>>;
+
+struct echo_after_state {
+  std::vector<caf::typed_response_promise<std::int32_t>> pending;
+};
+
+/// Answers n * 2 after n seconds of virtual time.
+echo_after::behavior_type echo_after_impl(echo_after::stateful_pointer<echo_after_state> self) {
+  return {
+    [=](caf::get_atom, std::int32_t n) -> caf::result<std::int32_t> {
+      self->state.pending.push_back(self->make_response_promise<std::int32_t>());
+      self->delayed_send(self, std::chrono::seconds(n), caf::ok_atom::value, n);
+      return self->state.pending.back();
+    },
+    [=](caf::ok_atom, std::int32_t n) {
+      for (auto& rp : self->state.pending)
+        rp.deliver(n * 2);
+      self->state.pending.clear();
+    },
+  };
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(actors_fixture_test)
+
+BOOST_AUTO_TEST_CASE(virtual_time_drives_delayed_answers_and_wall_time) {
+  msiv2::test::actor_fixture f;
+  auto a = f.keep(f.sys.spawn(echo_after_impl));
+  auto wall0 = f.wall_ms();
+  auto got = f.request<std::int32_t>(a, caf::get_atom::value, std::int32_t{1800});
+  f.run();
+  BOOST_CHECK(!got->answered());
+  f.advance(std::chrono::seconds(1799));
+  BOOST_CHECK(!got->answered());
+  f.advance(std::chrono::seconds(1));
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(*got->value, 3600);
+  BOOST_CHECK_EQUAL(f.wall_ms() - wall0, 1800 * 1000);
+}
+
+BOOST_AUTO_TEST_CASE(inline_key_store_creates_once_and_rotates_on_demand) {
+  msiv2::test::actor_fixture f;
+  std::string first;
+  f.keys->load_or_create([&](msiv2::result<msiv2::key_ref> k) { first = k->key_id; });
+  f.keys->load_or_create([&](msiv2::result<msiv2::key_ref> k) { BOOST_CHECK_EQUAL(k->key_id, first); });
+  std::string second;
+  f.keys->rotate(first, [&](msiv2::result<msiv2::key_ref> k) { second = k->key_id; });
+  BOOST_CHECK_EQUAL(f.keys->creates, 2);
+  BOOST_CHECK_NE(first, second);
+  BOOST_CHECK_EQUAL(first.size(), 64u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
