@@ -1,0 +1,46 @@
+#pragma once
+
+// renewal_timer: one timer per artifact id; at the artifact's renewal time (wall clock) it
+// sends (renew_atom, id) to the artifact's owner. Timers run on the actor clock (virtual under
+// the test scheduler) and every tick re-checks the wall clock, so a clock corrected backwards
+// re-arms instead of renewing early and a late tick (suspend, overload) renews at once.
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <caf/actor.hpp>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/interfaces.hpp"
+
+namespace msiv2 {
+
+/// One armed timer.
+struct renewal_entry {
+  std::uint64_t generation = 0; ///< ticks of older generations are stale
+  std::int64_t at_ms = 0;       ///< wall time (Unix ms) to renew at
+  caf::actor owner;             ///< receives (renew_atom, id)
+};
+
+/// State of renewal_timer.
+struct renewal_timer_state {
+  static inline const char* name = "msiv2.renewal_timer";
+  /// Armed timers by artifact id.
+  std::map<std::string, renewal_entry> timers;
+  /// Last generation handed out.
+  std::uint64_t generation = 0;
+  /// Peers (unused: owners come with each schedule).
+  wiring_ptr peers;
+};
+
+/// The gauge name of an artifact's renewal time (`msiv2_renewal_at_seconds{artifact="<id>"}`).
+std::string renewal_gauge_name(const std::string& artifact_id);
+
+/// The behavior of renewal_timer.
+renewal_timer::behavior_type
+renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, deps_ptr deps);
+
+} // namespace msiv2

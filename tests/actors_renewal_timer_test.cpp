@@ -1,0 +1,160 @@
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include "actors/renewal_timer.hpp"
+#include "tests/support/actor_fixture.hpp"
+
+using namespace std::chrono_literals;
+using msiv2::test::actor_fixture;
+
+namespace {
+
+/// What an owner received: artifact id and the wall time (Unix ms) it arrived.
+struct renewal_seen {
+  std::string id;
+  std::int64_t wall_ms = 0;
+};
+
+struct timer_fixture : actor_fixture {
+  std::shared_ptr<std::vector<renewal_seen>> seen = std::make_shared<std::vector<renewal_seen>>();
+  msiv2::renewal_timer timer;
+  caf::actor owner;
+
+  timer_fixture() {
+    timer = keep(sys.spawn(msiv2::renewal_timer_impl, deps()));
+    auto rec = seen;
+    auto clock = wall;
+    owner = keep(sys.spawn([rec, clock](caf::event_based_actor*) -> caf::behavior {
+      return {
+        [rec, clock](msiv2::renew_atom, const std::string& id) {
+          rec->push_back({id, clock->now_ms()});
+        },
+      };
+    }));
+    run();
+  }
+
+  void schedule(const std::string& id, std::int64_t at_ms) {
+    caf::anon_send(timer, msiv2::schedule_atom::value, id, at_ms, owner);
+    run();
+  }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(actors_renewal_timer_test)
+
+BOOST_AUTO_TEST_CASE(fires_at_the_wall_time_not_before) {
+  timer_fixture f;
+  auto at = f.wall_ms() + 60'000;
+  f.schedule("certificate/system", at);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::renewal_gauge_name("certificate/system")),
+                    static_cast<double>(at) / 1000.0);
+  f.advance(59'999ms);
+  BOOST_CHECK(f.seen->empty());
+  f.advance(1ms);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).id, "certificate/system");
+  BOOST_CHECK_EQUAL(f.seen->at(0).wall_ms, at);
+  // Fired timers are forgotten.
+  f.advance(3600s);
+  BOOST_CHECK_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("certificate/system")), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(reschedule_replaces_the_previous_timer) {
+  timer_fixture f;
+  auto t0 = f.wall_ms();
+  f.schedule("token/a", t0 + 60'000);
+  f.schedule("token/a", t0 + 120'000);
+  f.advance(60s);
+  BOOST_CHECK(f.seen->empty());
+  f.advance(60s);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).wall_ms, t0 + 120'000);
+  // An earlier target also replaces a later one.
+  f.schedule("token/b", t0 + 600'000);
+  f.schedule("token/b", t0 + 180'000);
+  f.advance(60s);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 2u);
+  BOOST_CHECK_EQUAL(f.seen->at(1).id, "token/b");
+  f.advance(600s);
+  BOOST_CHECK_EQUAL(f.seen->size(), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(cancel_drops_the_timer) {
+  timer_fixture f;
+  f.schedule("attestation/x", f.wall_ms() + 10'000);
+  f.schedule("attestation/y", f.wall_ms() + 10'000);
+  caf::anon_send(f.timer, msiv2::cancel_atom::value, std::string("attestation/x"));
+  f.run();
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("attestation/x")), 0u);
+  f.advance(20s);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).id, "attestation/y");
+}
+
+BOOST_AUTO_TEST_CASE(wall_clock_jump_backwards_rearms_instead_of_firing_early) {
+  timer_fixture f;
+  auto at = f.wall_ms() + 60'000;
+  f.schedule("certificate/system", at);
+  f.wall->jump(-30'000);
+  f.advance(60s); // the actor clock says it is time; the wall clock says 30 s early
+  BOOST_CHECK(f.seen->empty());
+  f.advance(29'999ms);
+  BOOST_CHECK(f.seen->empty());
+  f.advance(1ms);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).wall_ms, at);
+}
+
+BOOST_AUTO_TEST_CASE(late_timer_fires_at_once) {
+  timer_fixture f;
+  f.schedule("token/late", f.wall_ms() - 5'000);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).id, "token/late");
+}
+
+BOOST_AUTO_TEST_CASE(wall_clock_jump_forwards_fires_within_a_minute) {
+  timer_fixture f;
+  auto at = f.wall_ms() + 3'600'000;
+  f.schedule("certificate/system", at);
+  f.advance(30s);
+  f.wall->jump(4'000'000); // a suspended VM woke up after the renewal time
+  BOOST_CHECK(f.seen->empty());
+  f.advance(30s);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_GE(f.seen->at(0).wall_ms, at);
+}
+
+BOOST_AUTO_TEST_CASE(long_timer_fires_exactly_despite_partial_waits) {
+  timer_fixture f;
+  auto at = f.wall_ms() + 3'600'123;
+  f.schedule("certificate/system", at);
+  f.advance(3600s);
+  BOOST_CHECK(f.seen->empty());
+  f.advance(123ms);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).wall_ms, at);
+}
+
+BOOST_AUTO_TEST_CASE(exit_with_timers_pending_finishes) {
+  timer_fixture f;
+  f.schedule("a", f.wall_ms() + 3'600'000);
+  f.schedule("b", f.wall_ms() + 7'200'000);
+  caf::anon_send_exit(f.timer, caf::exit_reason::user_shutdown);
+  f.run();
+  f.advance(7200s);
+  BOOST_CHECK(f.seen->empty());
+  // The fixture's destructor stops the rest and must not hang.
+}
+
+BOOST_AUTO_TEST_SUITE_END()
