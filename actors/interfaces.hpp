@@ -35,7 +35,9 @@ using wiring_ptr = std::shared_ptr<const wiring>;
 using probe = caf::typed_actor<
   caf::replies_to<probe_atom, deadline>::with<imds_source>,
   caf::reacts_to<http_atom, std::uint64_t, io::http_response>,
-  caf::reacts_to<wire_atom, wiring_ptr>>;
+  caf::reacts_to<wire_atom, wiring_ptr>,
+  caf::reacts_to<caf::tick_atom, std::uint64_t>,     ///< retry timer, attempt (internal)
+  caf::reacts_to<caf::timeout_atom, std::uint64_t>>; ///< a caller's deadline (internal)
 
 /// The binding key: creates or opens it through key_store (off the actor threads), hands out
 /// key_ref, rotates a key proven bad. Fails with key_failed.
