@@ -90,7 +90,8 @@ using token_service = caf::typed_actor<
   caf::replies_to<token_request>::with<token_result>,
   caf::replies_to<stats_atom>::with<stats_snapshot>,
   caf::reacts_to<renew_atom, std::string>,
-  caf::reacts_to<wire_atom, wiring_ptr>>;
+  caf::reacts_to<wire_atom, wiring_ptr>,
+  caf::reacts_to<caf::timeout_atom, std::string, std::uint64_t>>; ///< flight key, waiter (internal)
 
 /// The current handles of every actor (the supervisor sends a new one after a restart).
 struct wiring {

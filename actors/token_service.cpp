@@ -1,0 +1,633 @@
+#include "actors/token_service.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <limits>
+
+#include <caf/actor_cast.hpp>
+#include <caf/sec.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "messages/errors.hpp"
+
+namespace msiv2 {
+
+namespace {
+
+using state = token_service_state;
+using self_ptr = token_service::stateful_pointer<token_service_state>;
+
+constexpr std::string_view default_suffix = "/.default";
+
+const std::string& hits_key() {
+  static const std::string k = "msiv2_cache_hits_total{artifact=\"access_token\"}";
+  return k;
+}
+const std::string& misses_key() {
+  static const std::string k = "msiv2_cache_misses_total{artifact=\"access_token\"}";
+  return k;
+}
+const std::string& renewals_key() {
+  static const std::string k = "msiv2_renewals_total{artifact=\"access_token\"}";
+  return k;
+}
+
+bool bad_char(unsigned char c) noexcept {
+  return c <= 0x20 || c == 0x7f;
+}
+
+bool has_bad_char(const std::string& s) noexcept {
+  return std::any_of(s.begin(), s.end(), [](char c) { return bad_char(static_cast<unsigned char>(c)); });
+}
+
+/// "scheme:rest" per RFC 3986 (https://..., api://..., urn:...).
+bool looks_like_uri(const std::string& s) noexcept {
+  auto colon = s.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= s.size())
+    return false;
+  if (!std::isalpha(static_cast<unsigned char>(s[0])))
+    return false;
+  for (std::size_t i = 1; i < colon; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (!std::isalnum(c) && c != '+' && c != '-' && c != '.')
+      return false;
+  }
+  return true;
+}
+
+bool starts_with_nocase(const std::string& s, std::string_view prefix) noexcept {
+  if (s.size() < prefix.size())
+    return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i])
+      return false;
+  return true;
+}
+
+caf::error invalid(std::string what) {
+  return make_msiv2_error(error_code::invalid_request, std::move(what));
+}
+
+/// Writes the flight key of `req` into `out`: "token\n<kind><id>\n<resource>\n<type>\n<claims>".
+/// The identity part ("<kind><id>") starts at offset 6.
+void make_flight_key(const token_request& req, std::string& out) {
+  out.assign("token\n");
+  out.push_back(static_cast<char>('0' + static_cast<int>(req.identity.kind)));
+  out.append(req.identity.id);
+  out.push_back('\n');
+  out.append(req.resource);
+  out.push_back('\n');
+  out.push_back(static_cast<char>('0' + static_cast<int>(req.type)));
+  out.push_back('\n');
+  out.append(req.claims);
+}
+
+constexpr std::size_t identity_offset = 6;
+
+void identity_of(const token_request& req, std::string& out) {
+  out.clear();
+  out.push_back(static_cast<char>('0' + static_cast<int>(req.identity.kind)));
+  out.append(req.identity.id);
+}
+
+/// How long a request() to a peer may take: what is left of `due`, capped by the configured
+/// bound, at least 1 ms (a zero timeout means "none" to CAF).
+std::chrono::milliseconds request_timeout(self_ptr self, deadline due) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(due.left(self->clock().now()));
+  auto cap = self->state.deps->config.actor_request_timeout;
+  return std::max(std::chrono::milliseconds(1), std::min(left, cap));
+}
+
+const char* peer_name(state::stage s) {
+  switch (s) {
+    case state::stage::probe: return "probe";
+    case state::stage::certs: return "cert_issuer";
+    case state::stage::exchanger: return "token_exchanger";
+  }
+  return "peer";
+}
+
+/// A peer's failure as the caller sees it: msiv2 errors pass unchanged, CAF's own are
+/// translated into something a person can act on.
+caf::error translate(const caf::error& err, state::stage at) {
+  if (err.category() == caf::atom("msiv2"))
+    return err;
+  if (err == caf::sec::request_timeout)
+    return make_msiv2_error(error_code::deadline_exceeded,
+                            std::string("no answer from ") + peer_name(at)
+                              + " before the request's deadline; retry with a longer timeout or "
+                                "check the IMDS and token endpoint health");
+  return make_msiv2_error(error_code::internal_failure,
+                          std::string("the ") + peer_name(at) + " actor failed while serving "
+                            "this request (" + caf::to_string(err) + "); retry");
+}
+
+void cancel_timer(self_ptr self, const std::string& cache_key) {
+  auto& w = self->state.wires;
+  if (w && w->timer)
+    self->send(w->timer, cancel_atom::value, cache_key);
+}
+
+void update_gauges(self_ptr self) {
+  auto& st = self->state;
+  st.deps->stats->set_gauge("msiv2_cached_tokens", static_cast<double>(st.cache.size()));
+  std::int64_t expires = std::numeric_limits<std::int64_t>::max();
+  std::int64_t renews = expires;
+  for (auto& [k, e] : st.cache) {
+    expires = std::min(expires, e.result.expires_on);
+    renews = std::min(renews, e.life.renew_at_ms / 1000);
+  }
+  if (st.cache.empty()) {
+    st.deps->stats->erase_gauge("msiv2_expiry_seconds{artifact=\"access_token\"}");
+    st.deps->stats->erase_gauge("msiv2_renewal_seconds{artifact=\"access_token\"}");
+  } else {
+    st.deps->stats->set_gauge("msiv2_expiry_seconds{artifact=\"access_token\"}",
+                              static_cast<double>(expires));
+    st.deps->stats->set_gauge("msiv2_renewal_seconds{artifact=\"access_token\"}",
+                              static_cast<double>(renews));
+  }
+}
+
+void erase_entry(self_ptr self, const std::string& cache_key) {
+  cancel_timer(self, cache_key);
+  self->state.cache.erase(cache_key);
+}
+
+/// A new certificate for an identity makes its older tokens unreachable: drop them.
+void note_x5t(self_ptr self, const std::string& identity_key, const std::string& x5t) {
+  auto& st = self->state;
+  auto& known = st.x5t_by_identity[identity_key];
+  if (known == x5t)
+    return;
+  known = x5t;
+  std::vector<std::string> stale;
+  for (auto& [k, e] : st.cache)
+    if (e.identity_key == identity_key && e.request.type == token_type::mtls_pop && e.x5t != x5t)
+      stale.push_back(k);
+  for (auto& k : stale)
+    erase_entry(self, k);
+  if (!stale.empty())
+    update_gauges(self);
+}
+
+void start_chain(self_ptr self, const std::string& key);
+
+caf::error v1_only_error() {
+  return make_msiv2_error(error_code::v1_only_host,
+                          "this host only has IMDS v1 (getplatformmetadata answered 404): mTLS "
+                          "PoP tokens cannot be had here (never downgraded); ask for a bearer "
+                          "token",
+                          404);
+}
+
+/// The flight for `key`, created (not started yet) unless one runs; second = created.
+std::pair<state::flight*, bool> ensure_flight(self_ptr self, const std::string& key,
+                                              const token_request& req, deadline due,
+                                              const std::string& renews) {
+  auto& flights = *self->state.flights;
+  auto [i, created] = flights.try_emplace(key);
+  auto& fl = i->second;
+  if (!created) {
+    if (fl.renews.empty())
+      fl.renews = renews;
+    return {&fl, false};
+  }
+  fl.id = self->state.next_id++;
+  fl.request = req;
+  fl.request.force_refresh = false;
+  identity_of(req, fl.identity_key);
+  fl.due = due;
+  fl.renews = renews;
+  return {&fl, true};
+}
+
+void fail_flight(self_ptr self, const std::string& key, std::uint64_t id, const caf::error& err);
+void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, token_result res,
+                   const std::string& x5t);
+
+/// Looks up the flight `key` if it is still the one numbered `id`.
+state::flight* live_flight(self_ptr self, const std::string& key, std::uint64_t id) {
+  auto& flights = *self->state.flights;
+  auto i = flights.find(key);
+  return i != flights.end() && i->second.id == id ? &i->second : nullptr;
+}
+
+/// A step timed out for the first caller's deadline while a later caller still waits: run the
+/// step again for that caller (the chain continues for the others).
+bool retry_step(self_ptr self, const std::string& key, std::uint64_t id, const caf::error& err) {
+  if (err != caf::sec::request_timeout)
+    return false;
+  auto* fl = live_flight(self, key, id);
+  if (!fl)
+    return false;
+  auto now = self->clock().now();
+  return std::any_of(fl->waiters.begin(), fl->waiters.end(),
+                     [&](const state::waiter& w) { return w.due.left(now).count() > 0; });
+}
+
+void exchange(self_ptr self, const std::string& key, std::uint64_t id, credential_ptr cred) {
+  auto* fl = live_flight(self, key, id);
+  if (!fl)
+    return;
+  auto& w = self->state.wires;
+  fl->at = state::stage::exchanger;
+  fl->waiting_on = caf::actor_cast<caf::actor_addr>(w->exchanger);
+  std::string x5t = cred ? cred->x5t_s256 : std::string{};
+  self
+    ->request(w->exchanger, request_timeout(self, fl->due), exchange_atom::value,
+              exchange_request{fl->request, cred, fl->due})
+    .then([=](token_result& res) { finish_flight(self, key, id, std::move(res), x5t); },
+          [=](caf::error& err) {
+            if (retry_step(self, key, id, err))
+              exchange(self, key, id, cred);
+            else
+              fail_flight(self, key, id, translate(err, state::stage::exchanger));
+          });
+}
+
+void get_credential(self_ptr self, const std::string& key, std::uint64_t id) {
+  auto* fl = live_flight(self, key, id);
+  if (!fl)
+    return;
+  auto& w = self->state.wires;
+  fl->at = state::stage::certs;
+  fl->waiting_on = caf::actor_cast<caf::actor_addr>(w->certs);
+  self
+    ->request(w->certs, request_timeout(self, fl->due), caf::get_atom::value,
+              credential_request{fl->request.identity, fl->due, {}})
+    .then(
+      [=](credential_ptr& cred) {
+        auto* f = live_flight(self, key, id);
+        if (!f)
+          return;
+        if (!cred) {
+          fail_flight(self, key, id,
+                      make_msiv2_error(error_code::internal_failure,
+                                       "cert_issuer answered without a credential; retry"));
+          return;
+        }
+        note_x5t(self, f->identity_key, cred->x5t_s256);
+        exchange(self, key, id, std::move(cred));
+      },
+      [=](caf::error& err) {
+        if (retry_step(self, key, id, err))
+          get_credential(self, key, id);
+        else
+          fail_flight(self, key, id, translate(err, state::stage::certs));
+      });
+}
+
+void on_source(self_ptr self, const std::string& key, std::uint64_t id, imds_source src) {
+  if (src == imds_source::v1_only) {
+    fail_flight(self, key, id, v1_only_error());
+    return;
+  }
+  get_credential(self, key, id);
+}
+
+void start_chain(self_ptr self, const std::string& key) {
+  auto& fl = (*self->state.flights)[key];
+  auto id = fl.id;
+  if (fl.request.type == token_type::bearer) {
+    // protocol.md §8: a bearer request may use v1.
+    exchange(self, key, id, nullptr);
+    return;
+  }
+  if (self->state.source) {
+    on_source(self, key, id, *self->state.source);
+    return;
+  }
+  auto& w = self->state.wires;
+  fl.at = state::stage::probe;
+  fl.waiting_on = caf::actor_cast<caf::actor_addr>(w->probe_actor);
+  self->request(w->probe_actor, request_timeout(self, fl.due), probe_atom::value, fl.due)
+    .then(
+      [=](imds_source src) {
+        self->state.source = src;
+        on_source(self, key, id, src);
+      },
+      [=](caf::error& err) {
+        if (retry_step(self, key, id, err))
+          start_chain(self, key);
+        else
+          fail_flight(self, key, id, translate(err, state::stage::probe));
+      });
+}
+
+/// Schedules the next attempt of a failed renewal while the old token is still usable.
+void retry_renewal(self_ptr self, const std::string& cache_key) {
+  auto& st = self->state;
+  auto i = st.cache.find(cache_key);
+  if (i == st.cache.end())
+    return;
+  auto& e = i->second;
+  auto now = st.deps->wall->now_ms();
+  if (now >= e.life.usable_until_ms) {
+    erase_entry(self, cache_key);
+    update_gauges(self);
+    return;
+  }
+  ++e.failed_renewals;
+  std::int64_t delay_ms = 1000;
+  for (int n = 1; n < e.failed_renewals && delay_ms < 60000; ++n)
+    delay_ms *= 2;
+  delay_ms = std::min<std::int64_t>({delay_ms, 60000, e.life.usable_until_ms - now});
+  self->delayed_send(self, std::chrono::milliseconds(delay_ms), renew_atom::value, cache_key);
+}
+
+void fail_flight(self_ptr self, const std::string& key, std::uint64_t id, const caf::error& err) {
+  auto& flights = *self->state.flights;
+  auto i = flights.find(key);
+  if (i == flights.end() || i->second.id != id)
+    return;
+  auto fl = std::move(i->second);
+  flights.erase(i);
+  auto info = describe(err);
+  self->state.deps->stats->add(std::string("msiv2_token_errors_total{code=\"")
+                               + to_string(info.code) + "\"}");
+  for (auto& w : fl.waiters)
+    w.promise.deliver(err);
+  if (!fl.renews.empty()) {
+    // A failed renewal never replaces a usable token.
+    self->state.deps->log->write(platform::log_level::warning, "token_service",
+                                 "access token renewal failed, keeping the current token: "
+                                   + render(err));
+    retry_renewal(self, fl.renews);
+  }
+}
+
+void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, token_result res,
+                   const std::string& x5t) {
+  auto& st = self->state;
+  auto& flights = *st.flights;
+  auto i = flights.find(key);
+  if (i == flights.end() || i->second.id != id)
+    return;
+  auto fl = std::move(i->second);
+  flights.erase(i);
+  auto now = st.deps->wall->now_ms();
+  std::optional<std::int64_t> refresh_in;
+  if (res.refresh_on > 0 && res.refresh_on * 1000 > now)
+    refresh_in = res.refresh_on * 1000 - now;
+  auto life = platform::plan_lifecycle(now, res.expires_on * 1000, refresh_in, st.deps->draw);
+  res.refresh_on = life.renew_at_ms / 1000;
+  res.source = token_source::network;
+  bool cacheable = fl.request.claims.empty() && life.at(now) != platform::freshness::expired;
+  if (cacheable && fl.request.type == token_type::mtls_pop) {
+    auto known = st.x5t_by_identity.find(fl.identity_key);
+    cacheable = known != st.x5t_by_identity.end() && known->second == x5t;
+  }
+  if (cacheable) {
+    auto cache_key = key + "\n" + x5t;
+    auto& e = st.cache[cache_key];
+    e.result = res;
+    e.life = life;
+    e.flight_key = key;
+    e.identity_key = fl.identity_key;
+    e.x5t = x5t;
+    e.request = fl.request;
+    e.failed_renewals = 0;
+    if (st.wires && st.wires->timer)
+      self->send(st.wires->timer, schedule_atom::value, cache_key, life.renew_at_ms,
+                 caf::actor_cast<caf::actor>(self));
+    update_gauges(self);
+  }
+  for (auto& w : fl.waiters)
+    w.promise.deliver(res);
+}
+
+/// Adds a caller to the flight of `key` (starting it when none runs).
+caf::result<token_result> join(self_ptr self, const std::string& key, const token_request& req,
+                               deadline due, const std::string& renews) {
+  auto& st = self->state;
+  auto [fl, created] = ensure_flight(self, key, req, due, renews);
+  // Later steps are bounded by the most patient caller.
+  fl->due = std::max(fl->due, due);
+  auto rp = self->make_response_promise<token_result>();
+  auto wid = st.next_id++;
+  fl->waiters.push_back(state::waiter{rp, due, wid});
+  auto left = due.left(self->clock().now());
+  self->delayed_send(self, std::max(left, std::chrono::nanoseconds(0)), caf::timeout_atom::value,
+                     key, wid);
+  // Started after the waiter joined: a chain may fail at once (v1-only host).
+  if (created)
+    start_chain(self, key);
+  return rp;
+}
+
+/// Starts one background renewal of a cached token (no caller waits for it). A request that
+/// finds the token due (`front_end`) leaves it to the backoff after a failed renewal.
+void renew(self_ptr self, const std::string& cache_key, bool front_end) {
+  auto& st = self->state;
+  auto i = st.cache.find(cache_key);
+  if (i == st.cache.end() || !st.wires || (front_end && i->second.failed_renewals > 0))
+    return;
+  if (st.flights->count(i->second.flight_key) != 0) {
+    (*st.flights)[i->second.flight_key].renews = cache_key;
+    return;
+  }
+  st.deps->stats->add(renewals_key());
+  auto due = deadline::at(self->clock().now() + st.deps->config.actor_request_timeout);
+  auto req = i->second.request;
+  auto fkey = i->second.flight_key;
+  ensure_flight(self, fkey, req, due, cache_key);
+  start_chain(self, fkey);
+}
+
+/// After a restart of a peer, flights waiting on its old incarnation would only end at their
+/// deadline: fail them now so callers can retry.
+void rewire(self_ptr self, wiring_ptr w) {
+  auto& st = self->state;
+  st.wires = std::move(w);
+  if (!st.wires)
+    return;
+  std::vector<std::pair<std::string, std::uint64_t>> broken;
+  for (auto& [k, fl] : *st.flights) {
+    caf::actor_addr now;
+    switch (fl.at) {
+      case state::stage::probe: now = caf::actor_cast<caf::actor_addr>(st.wires->probe_actor); break;
+      case state::stage::certs: now = caf::actor_cast<caf::actor_addr>(st.wires->certs); break;
+      case state::stage::exchanger: now = caf::actor_cast<caf::actor_addr>(st.wires->exchanger); break;
+    }
+    if (fl.waiting_on && fl.waiting_on != now)
+      broken.emplace_back(k, fl.id);
+  }
+  for (auto& [k, id] : broken) {
+    auto* fl = live_flight(self, k, id);
+    fail_flight(self, k, id,
+                make_msiv2_error(error_code::internal_failure,
+                                 std::string("the ") + peer_name(fl->at)
+                                   + " actor restarted while serving this request; retry"));
+  }
+}
+
+} // namespace
+
+bool is_guid(const std::string& s) noexcept {
+  if (s.size() != 36)
+    return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-')
+        return false;
+    } else if (!std::isxdigit(static_cast<unsigned char>(s[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+caf::error normalize_token_request(token_request& req) {
+  auto& r = req.resource;
+  if (r.size() >= default_suffix.size()
+      && r.compare(r.size() - default_suffix.size(), default_suffix.size(), default_suffix) == 0)
+    r.resize(r.size() - default_suffix.size());
+  if (r.empty())
+    return invalid("the resource is empty: name the audience of the token, e.g. "
+                   "\"https://management.azure.com\"");
+  if (has_bad_char(r))
+    return invalid("the resource contains whitespace or control characters");
+  if (!looks_like_uri(r) && !is_guid(r))
+    return invalid("the resource \"" + r + "\" is neither a URI (\"https://...\", \"api://...\") "
+                   "nor an application id (GUID)");
+  switch (req.identity.kind) {
+    case identity_kind::system_assigned:
+      if (!req.identity.id.empty())
+        return invalid("a system-assigned identity takes no id; use a user-assigned selector");
+      break;
+    case identity_kind::client_id:
+    case identity_kind::object_id:
+      if (!is_guid(req.identity.id))
+        return invalid(std::string("the ")
+                       + (req.identity.kind == identity_kind::client_id ? "client id" : "object id")
+                       + " must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
+      break;
+    case identity_kind::resource_id:
+      if (!starts_with_nocase(req.identity.id, "/subscriptions/")
+          || req.identity.id.size() <= std::string_view("/subscriptions/").size()
+          || has_bad_char(req.identity.id))
+        return invalid("the resource id must be an ARM id "
+                       "(\"/subscriptions/<id>/resourcegroups/<rg>/providers/"
+                       "Microsoft.ManagedIdentity/userAssignedIdentities/<name>\")");
+      break;
+    default:
+      return invalid("unknown identity kind");
+  }
+  if (req.type != token_type::mtls_pop && req.type != token_type::bearer)
+    return invalid("unknown token type");
+  if (req.timeout.count() <= 0)
+    return invalid("the timeout must be positive");
+  return {};
+}
+
+token_service::behavior_type
+token_service_impl(token_service::stateful_pointer<token_service_state> self, deps_ptr deps) {
+  self->state.deps = std::move(deps);
+  // Answer every waiter when the actor stops, whatever the reason (pitfall 4).
+  auto flights = self->state.flights;
+  self->attach_functor([=](const caf::error& reason) {
+    bool shutdown = !reason || reason == caf::exit_reason::user_shutdown
+                    || reason == caf::exit_reason::normal;
+    auto err = shutdown
+                 ? make_msiv2_error(error_code::shutting_down,
+                                    "the module is shutting down; the request was not finished")
+                 : make_msiv2_error(error_code::internal_failure,
+                                    "token_service stopped unexpectedly (" + caf::to_string(reason)
+                                      + "); retry");
+    for (auto& [k, fl] : *flights)
+      for (auto& w : fl.waiters)
+        w.promise.deliver(err);
+    flights->clear();
+  });
+  return {
+    [=](token_request& req) -> caf::result<token_result> {
+      auto& st = self->state;
+      if (auto err = normalize_token_request(req)) {
+        st.deps->stats->add("msiv2_token_errors_total{code=\"invalid_request\"}");
+        return err;
+      }
+      if (req.type == token_type::mtls_pop && !st.deps->config.v2_enabled)
+        return make_msiv2_error(error_code::v2_disabled,
+                                "IMDS v2 is turned off (MSIV2_DISABLE_V2): mTLS PoP tokens are "
+                                "refused, never downgraded; ask for a bearer token or re-enable v2");
+      if (!st.wires)
+        return make_msiv2_error(error_code::internal_failure,
+                                "token_service is not wired to its peers yet; retry");
+      if (req.type == token_type::mtls_pop && st.source == imds_source::v1_only)
+        return v1_only_error();
+      make_flight_key(req, st.key_buf);
+      if (req.claims.empty() && !req.force_refresh) {
+        auto flight_len = st.key_buf.size();
+        bool known = true;
+        st.key_buf.push_back('\n');
+        if (req.type == token_type::mtls_pop) {
+          st.identity_buf.assign(st.key_buf, identity_offset, 1 + req.identity.id.size());
+          auto x = st.x5t_by_identity.find(st.identity_buf);
+          if (x == st.x5t_by_identity.end())
+            known = false;
+          else
+            st.key_buf.append(x->second);
+        }
+        if (known) {
+          auto i = st.cache.find(st.key_buf);
+          if (i != st.cache.end()) {
+            auto& e = i->second;
+            switch (e.life.at(st.deps->wall->now_ms())) {
+              case platform::freshness::fresh: {
+                st.deps->stats->add(hits_key());
+                token_result out = e.result;
+                out.source = token_source::cache;
+                return out;
+              }
+              case platform::freshness::due: {
+                st.deps->stats->add(hits_key());
+                token_result out = e.result;
+                out.source = token_source::cache;
+                renew(self, i->first, true);
+                return out;
+              }
+              case platform::freshness::expired:
+                // Unusable: callers wait for a new one below.
+                erase_entry(self, i->first);
+                update_gauges(self);
+                break;
+            }
+          }
+        }
+        st.key_buf.resize(flight_len);
+      }
+      st.deps->stats->add(misses_key());
+      auto now = self->clock().now();
+      auto due = deadline::at(now + req.timeout);
+      // The renewal (if any) is of the entry the lookup found expired.
+      std::string key = st.key_buf;
+      return join(self, key, req, due, {});
+    },
+    [=](stats_atom) -> stats_snapshot {
+      update_gauges(self);
+      auto snap = self->state.deps->stats->snapshot();
+      snap.gauges["msiv2_token_flights"] = static_cast<double>(self->state.flights->size());
+      return snap;
+    },
+    [=](renew_atom, const std::string& cache_key) { renew(self, cache_key, false); },
+    [=](wire_atom, wiring_ptr w) { rewire(self, std::move(w)); },
+    [=](caf::timeout_atom, const std::string& key, std::uint64_t wid) {
+      auto& flights = *self->state.flights;
+      auto i = flights.find(key);
+      if (i == flights.end())
+        return;
+      auto& ws = i->second.waiters;
+      auto w = std::find_if(ws.begin(), ws.end(), [&](const state::waiter& x) { return x.id == wid; });
+      if (w == ws.end())
+        return;
+      w->promise.deliver(make_msiv2_error(
+        error_code::deadline_exceeded,
+        "no token within the request's timeout (the upstream chain is still running; a retry "
+        "may be served from it)"));
+      ws.erase(w);
+    },
+  };
+}
+
+} // namespace msiv2

@@ -1,0 +1,93 @@
+#pragma once
+
+// token_service: the facade of the module (architecture.md "Actors", "Public interface").
+// Validates a token_request, serves the access-token cache (the hot path: no message to any
+// other actor for a fresh token), and otherwise runs one upstream chain per cache key
+// (single-flight): probe -> cert_issuer -> token_exchanger for mtls_pop, token_exchanger over
+// IMDS v1 for bearer. Tokens are renewed by the lifecycle rule, in the background, when a
+// request finds them due or when renewal_timer says so.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/actor_addr.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/interfaces.hpp"
+#include "platform/lifecycle.hpp"
+
+namespace msiv2 {
+
+/// Checks a request and normalizes it in place (a trailing "/.default" is removed from the
+/// resource). Returns an invalid_request error that says what is wrong, or none.
+caf::error normalize_token_request(token_request& req);
+
+/// True for a bare GUID ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", hex digits).
+bool is_guid(const std::string& s) noexcept;
+
+/// The state of token_service.
+struct token_service_state {
+  static inline const char* name = "msiv2.token_service";
+
+  /// A caller waiting for a flight.
+  struct waiter {
+    caf::typed_response_promise<token_result> promise;
+    deadline due;
+    std::uint64_t id = 0;
+  };
+
+  /// Which peer a flight is waiting for.
+  enum class stage : std::uint8_t { probe, certs, exchanger };
+
+  /// One upstream chain for one flight key; every waiter gets its outcome.
+  struct flight {
+    std::uint64_t id = 0;
+    token_request request; ///< normalized
+    std::string identity_key;
+    deadline due;
+    std::vector<waiter> waiters;
+    /// The cache entry this flight renews (empty: none).
+    std::string renews;
+    stage at = stage::probe;
+    caf::actor_addr waiting_on;
+  };
+
+  /// A cached access token.
+  struct entry {
+    token_result result;
+    platform::lifecycle life;
+    std::string flight_key;
+    std::string identity_key;
+    std::string x5t;
+    token_request request;
+    int failed_renewals = 0;
+  };
+
+  using flight_map = std::unordered_map<std::string, flight>;
+
+  deps_ptr deps;
+  wiring_ptr wires;
+  /// The probe's answer once known (definite answers last the process lifetime).
+  std::optional<imds_source> source;
+  /// Cache key -> token (key = flight key + '\n' + x5t#S256, empty x5t for bearer).
+  std::unordered_map<std::string, entry> cache;
+  /// Shared with the exit hook, which answers every waiter when the actor stops.
+  std::shared_ptr<flight_map> flights = std::make_shared<flight_map>();
+  /// Identity key -> x5t#S256 of the last credential cert_issuer gave for it.
+  std::unordered_map<std::string, std::string> x5t_by_identity;
+  /// Scratch buffers of the hot path (keep their capacity: no allocation per request).
+  std::string key_buf;
+  std::string identity_buf;
+  std::uint64_t next_id = 1;
+};
+
+/// The behavior of token_service.
+token_service::behavior_type
+token_service_impl(token_service::stateful_pointer<token_service_state> self, deps_ptr deps);
+
+} // namespace msiv2

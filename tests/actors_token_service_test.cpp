@@ -1,0 +1,555 @@
+// token_service on the test scheduler, with scripted doubles of its peers (probe, cert_issuer,
+// token_exchanger, renewal_timer) sent to it in a wiring. The doubles are untyped actors cast to
+// the peers' handles: they answer only what token_service sends them.
+
+#include <boost/test/unit_test.hpp>
+
+#include <caf/actor_cast.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include "actors/token_service.hpp"
+#include "tests/support/actor_fixture.hpp"
+
+using namespace msiv2;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// What the doubles answer and what they saw.
+struct script {
+  std::shared_ptr<platform::wall_clock> wall;
+
+  int probes = 0;
+  imds_source source = imds_source::v2;
+  caf::error probe_error;
+
+  int credentials = 0;
+  std::string x5t = "x5t-A";
+  caf::error credential_error;
+
+  int exchanges = 0;
+  std::vector<exchange_request> exchange_requests;
+  caf::error exchange_error;
+  std::int64_t lifetime_s = 3600;
+  /// Hold exchanges until the double gets ok_atom.
+  bool hold = false;
+  std::vector<std::pair<caf::response_promise, exchange_request>> held;
+
+  std::vector<std::pair<std::string, std::int64_t>> schedules;
+  std::vector<std::string> cancels;
+
+  token_result make_token(const exchange_request& r) {
+    token_result t;
+    t.access_token = "token-" + std::to_string(exchanges);
+    t.type = r.request.type;
+    t.expires_on = wall->now_s() + lifetime_s;
+    if (r.cred) {
+      auto b = std::make_shared<token_binding>();
+      b->x5t_s256 = r.cred->x5t_s256;
+      t.binding = b;
+    }
+    return t;
+  }
+};
+
+using script_ptr = std::shared_ptr<script>;
+
+caf::behavior probe_double(caf::event_based_actor*, script_ptr s) {
+  return {
+    [=](probe_atom, deadline) -> caf::result<imds_source> {
+      ++s->probes;
+      if (s->probe_error)
+        return s->probe_error;
+      return s->source;
+    },
+    [=](wire_atom, wiring_ptr) {},
+  };
+}
+
+caf::behavior cert_double(caf::event_based_actor*, script_ptr s) {
+  return {
+    [=](caf::get_atom, credential_request& r) -> caf::result<credential_ptr> {
+      ++s->credentials;
+      if (s->credential_error)
+        return s->credential_error;
+      auto c = std::make_shared<credential>();
+      c->identity = r.identity;
+      c->x5t_s256 = s->x5t;
+      return credential_ptr{c};
+    },
+    [=](wire_atom, wiring_ptr) {},
+  };
+}
+
+caf::behavior exchanger_double(caf::event_based_actor* self, script_ptr s) {
+  return {
+    [=](exchange_atom, exchange_request& r) -> caf::result<token_result> {
+      ++s->exchanges;
+      s->exchange_requests.push_back(r);
+      if (s->hold) {
+        auto rp = self->make_response_promise();
+        s->held.emplace_back(rp, r);
+        return rp;
+      }
+      if (s->exchange_error)
+        return s->exchange_error;
+      return s->make_token(r);
+    },
+    [=](caf::ok_atom) {
+      auto held = std::move(s->held);
+      s->held.clear();
+      for (auto& [rp, r] : held) {
+        if (s->exchange_error)
+          rp.deliver(s->exchange_error);
+        else
+          rp.deliver(s->make_token(r));
+      }
+    },
+    [=](wire_atom, wiring_ptr) {},
+  };
+}
+
+caf::behavior timer_double(caf::event_based_actor*, script_ptr s) {
+  return {
+    [=](schedule_atom, std::string& id, std::int64_t at, caf::actor&) {
+      s->schedules.emplace_back(id, at);
+    },
+    [=](cancel_atom, std::string& id) { s->cancels.push_back(id); },
+    [=](wire_atom, wiring_ptr) {},
+  };
+}
+
+struct fixture : test::actor_fixture {
+  script_ptr s = std::make_shared<script>();
+  caf::actor probe_a, certs_a, exchanger_a, timer_a;
+  token_service service;
+
+  fixture() {
+    s->wall = wall;
+  }
+
+  /// Spawns the doubles and the service (after a test edited `config`).
+  void start() {
+    probe_a = keep(sys.spawn(probe_double, s));
+    certs_a = keep(sys.spawn(cert_double, s));
+    exchanger_a = keep(sys.spawn(exchanger_double, s));
+    timer_a = keep(sys.spawn(timer_double, s));
+    service = keep(sys.spawn(token_service_impl, deps()));
+    wire();
+  }
+
+  void wire() {
+    auto w = std::make_shared<wiring>();
+    w->probe_actor = caf::actor_cast<probe>(probe_a);
+    w->certs = caf::actor_cast<cert_issuer>(certs_a);
+    w->exchanger = caf::actor_cast<token_exchanger>(exchanger_a);
+    w->timer = caf::actor_cast<renewal_timer>(timer_a);
+    w->service = service;
+    caf::anon_send(service, wire_atom::value, wiring_ptr{w});
+    run();
+  }
+
+  static token_request pop(std::string resource = "https://vault.azure.net") {
+    token_request r;
+    r.resource = std::move(resource);
+    r.timeout = 10s;
+    return r;
+  }
+
+  std::shared_ptr<test::outcome<token_result>> ask(token_request r) {
+    return request<token_result>(service, std::move(r));
+  }
+
+  /// Asks and runs; the outcome must be answered.
+  test::outcome<token_result> get(token_request r) {
+    auto out = ask(std::move(r));
+    run();
+    BOOST_REQUIRE_MESSAGE(out->answered(), "token_service did not answer");
+    return *out;
+  }
+
+  void release() {
+    caf::anon_send(exchanger_a, caf::ok_atom::value);
+    run();
+  }
+
+  std::uint64_t counter(const std::string& k) {
+    auto snap = stats->snapshot();
+    auto i = snap.counters.find(k);
+    return i == snap.counters.end() ? 0 : i->second;
+  }
+};
+
+error_code code_of(const caf::error& e) {
+  return describe(e).code;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(actors_token_service_test, fixture)
+
+BOOST_AUTO_TEST_CASE(first_request_runs_the_mtls_chain_and_answers_from_the_network) {
+  start();
+  auto got = get(pop());
+  BOOST_REQUIRE(got.value);
+  BOOST_CHECK_EQUAL(got.value->access_token, "token-1");
+  BOOST_CHECK(got.value->source == token_source::network);
+  BOOST_REQUIRE(got.value->binding);
+  BOOST_CHECK_EQUAL(got.value->binding->x5t_s256, "x5t-A");
+  BOOST_CHECK_EQUAL(s->probes, 1);
+  BOOST_CHECK_EQUAL(s->credentials, 1);
+  BOOST_CHECK_EQUAL(s->exchanges, 1);
+  BOOST_REQUIRE(s->exchange_requests.at(0).cred);
+  BOOST_CHECK_EQUAL(s->exchange_requests.at(0).cred->x5t_s256, "x5t-A");
+  // Renewal at half-life (the fixture's jitter is 0), scheduled with the timer.
+  BOOST_REQUIRE_EQUAL(s->schedules.size(), 1u);
+  BOOST_CHECK_EQUAL(s->schedules[0].second, wall_ms() + 1800 * 1000);
+  BOOST_CHECK_EQUAL(got.value->refresh_on, (wall_ms() + 1800 * 1000) / 1000);
+}
+
+BOOST_AUTO_TEST_CASE(cache_hit_makes_no_peer_call) {
+  start();
+  auto first = get(pop());
+  advance(60s);
+  auto second = get(pop());
+  BOOST_REQUIRE(second.value);
+  BOOST_CHECK(second.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(second.value->access_token, first.value->access_token);
+  BOOST_CHECK_EQUAL(s->probes, 1);
+  BOOST_CHECK_EQUAL(s->credentials, 1);
+  BOOST_CHECK_EQUAL(s->exchanges, 1);
+  BOOST_CHECK_EQUAL(counter("msiv2_cache_hits_total{artifact=\"access_token\"}"), 1u);
+  BOOST_CHECK_EQUAL(counter("msiv2_cache_misses_total{artifact=\"access_token\"}"), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_identical_requests_share_one_upstream_chain) {
+  start();
+  s->hold = true;
+  std::vector<std::shared_ptr<test::outcome<token_result>>> outs;
+  for (int i = 0; i < 5; ++i)
+    outs.push_back(ask(pop()));
+  run();
+  BOOST_CHECK_EQUAL(s->exchanges, 1);
+  BOOST_CHECK_EQUAL(s->credentials, 1);
+  for (auto& o : outs)
+    BOOST_CHECK(!o->answered());
+  release();
+  for (auto& o : outs) {
+    BOOST_REQUIRE(o->value);
+    BOOST_CHECK_EQUAL(o->value->access_token, "token-1");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_identical_requests_all_get_the_same_error) {
+  start();
+  s->hold = true;
+  s->exchange_error = make_msiv2_error(error_code::token_refused, "refused", 400, "corr-9");
+  auto a = ask(pop());
+  auto b = ask(pop());
+  run();
+  release();
+  BOOST_CHECK_EQUAL(s->exchanges, 1);
+  BOOST_CHECK(code_of(a->error) == error_code::token_refused);
+  BOOST_CHECK(code_of(b->error) == error_code::token_refused);
+}
+
+BOOST_AUTO_TEST_CASE(cache_key_includes_certificate_thumbprint_new_cert_means_new_token) {
+  start();
+  auto vault = get(pop("https://vault.azure.net"));
+  BOOST_CHECK_EQUAL(vault.value->binding->x5t_s256, "x5t-A");
+  // cert_issuer hands out a new certificate on the next network acquisition.
+  s->x5t = "x5t-B";
+  get(pop("https://storage.azure.com"));
+  // The vault token is bound to the old certificate: never served again.
+  auto again = get(pop("https://vault.azure.net"));
+  BOOST_REQUIRE(again.value);
+  BOOST_CHECK(again.value->source == token_source::network);
+  BOOST_CHECK_EQUAL(again.value->binding->x5t_s256, "x5t-B");
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  BOOST_CHECK(!s->cancels.empty()); // the pruned token's timer
+}
+
+BOOST_AUTO_TEST_CASE(claims_bypass_the_cache_but_still_share_one_flight) {
+  start();
+  get(pop());
+  s->hold = true;
+  auto r = pop();
+  r.claims = R"({"access_token":{"nbf":{"essential":true,"value":"1"}}})";
+  auto a = ask(r);
+  auto b = ask(r);
+  run();
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  release();
+  BOOST_REQUIRE(a->value);
+  BOOST_REQUIRE(b->value);
+  BOOST_CHECK(a->value->source == token_source::network);
+  BOOST_CHECK_EQUAL(s->exchange_requests.back().request.claims, r.claims);
+  // The claims token is not served to plain requests, which still get the cached one.
+  auto plain = get(pop());
+  BOOST_CHECK(plain.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(plain.value->access_token, "token-1");
+}
+
+BOOST_AUTO_TEST_CASE(force_refresh_skips_the_cached_token_and_asks_cert_issuer_again) {
+  start();
+  get(pop());
+  auto r = pop();
+  r.force_refresh = true;
+  auto fresh = get(r);
+  BOOST_REQUIRE(fresh.value);
+  BOOST_CHECK(fresh.value->source == token_source::network);
+  BOOST_CHECK_EQUAL(fresh.value->access_token, "token-2");
+  BOOST_CHECK_EQUAL(s->credentials, 2);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  auto next = get(pop());
+  BOOST_CHECK(next.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(next.value->access_token, "token-2");
+}
+
+BOOST_AUTO_TEST_CASE(due_token_is_served_and_renewed_once_in_the_background) {
+  start();
+  get(pop());
+  advance(1801s);
+  s->hold = true;
+  auto a = ask(pop());
+  auto b = ask(pop());
+  run();
+  BOOST_REQUIRE(a->value);
+  BOOST_REQUIRE(b->value);
+  BOOST_CHECK(a->value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(a->value->access_token, "token-1");
+  BOOST_CHECK_EQUAL(b->value->access_token, "token-1");
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  release();
+  auto after = get(pop());
+  BOOST_CHECK(after.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(after.value->access_token, "token-2");
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  BOOST_CHECK_EQUAL(counter("msiv2_renewals_total{artifact=\"access_token\"}"), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(timer_renew_message_renews_in_the_background) {
+  start();
+  get(pop());
+  BOOST_REQUIRE_EQUAL(s->schedules.size(), 1u);
+  advance(1800s);
+  caf::anon_send(service, renew_atom::value, s->schedules[0].first);
+  run();
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  auto after = get(pop());
+  BOOST_CHECK(after.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(after.value->access_token, "token-2");
+  BOOST_CHECK_EQUAL(s->schedules.size(), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(expired_token_makes_callers_wait_for_the_renewal) {
+  start();
+  get(pop());
+  advance(3300s); // usable until t1 - min(5 min, L/10)
+  s->hold = true;
+  auto a = ask(pop());
+  run();
+  BOOST_CHECK(!a->answered());
+  release();
+  BOOST_REQUIRE(a->value);
+  BOOST_CHECK(a->value->source == token_source::network);
+  BOOST_CHECK_EQUAL(a->value->access_token, "token-2");
+}
+
+BOOST_AUTO_TEST_CASE(failed_renewal_keeps_serving_the_usable_token_and_retries_with_backoff) {
+  start();
+  get(pop());
+  advance(1801s);
+  s->exchange_error = make_msiv2_error(error_code::transport_failed, "reset");
+  auto a = get(pop());
+  BOOST_CHECK_EQUAL(a.value->access_token, "token-1");
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  auto b = get(pop());
+  BOOST_REQUIRE(b.value);
+  BOOST_CHECK_EQUAL(b.value->access_token, "token-1");
+  BOOST_CHECK(b.value->source == token_source::cache);
+  advance(1s); // first retry after 1 s
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  s->exchange_error = caf::error{};
+  advance(2s); // second retry after 2 s succeeds
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  auto c = get(pop());
+  BOOST_CHECK_EQUAL(c.value->access_token, "token-4");
+}
+
+BOOST_AUTO_TEST_CASE(deadline_exceeded_for_a_slow_chain_while_it_continues_for_others) {
+  start();
+  s->hold = true;
+  auto r = pop();
+  r.timeout = 2s;
+  auto quick = ask(r);
+  auto patient = ask(pop());
+  run();
+  advance(2s);
+  BOOST_REQUIRE(quick->error);
+  BOOST_CHECK(code_of(quick->error) == error_code::deadline_exceeded);
+  BOOST_CHECK(!patient->answered());
+  release();
+  BOOST_REQUIRE(patient->value);
+}
+
+BOOST_AUTO_TEST_CASE(peer_that_never_answers_ends_in_deadline_exceeded) {
+  start();
+  s->hold = true;
+  auto r = pop();
+  r.timeout = 3s;
+  auto out = ask(r);
+  run();
+  advance(3s);
+  BOOST_REQUIRE(out->error);
+  BOOST_CHECK(code_of(out->error) == error_code::deadline_exceeded);
+  BOOST_CHECK(!describe(out->error).description.empty());
+}
+
+BOOST_AUTO_TEST_CASE(invalid_requests_are_refused_with_clear_errors_and_no_peer_call) {
+  start();
+  auto check = [&](token_request r, const std::string& fragment) {
+    auto got = get(std::move(r));
+    BOOST_REQUIRE(got.error);
+    auto info = describe(got.error);
+    BOOST_CHECK(info.code == error_code::invalid_request);
+    BOOST_CHECK_MESSAGE(info.description.find(fragment) != std::string::npos,
+                        info.description << " lacks " << fragment);
+  };
+  check(pop(""), "resource is empty");
+  check(pop("/.default"), "resource is empty");
+  check(pop("https://vault.azure.net /x"), "whitespace");
+  check(pop("vault"), "neither a URI");
+  auto r = pop();
+  r.identity = managed_identity::by_client_id("not-a-guid");
+  check(r, "GUID");
+  r.identity = managed_identity::by_object_id("1234");
+  check(r, "GUID");
+  r.identity = managed_identity::by_resource_id("rg/identity");
+  check(r, "ARM id");
+  r = pop();
+  r.timeout = 0ms;
+  check(r, "timeout");
+  BOOST_CHECK_EQUAL(s->probes + s->credentials + s->exchanges, 0);
+  // Valid selectors pass.
+  r = pop();
+  r.identity = managed_identity::by_client_id("6a2bc6e4-0c1f-4d7a-9b7e-2f0d4c1e8a11");
+  BOOST_CHECK(get(r).value);
+  r.identity = managed_identity::by_resource_id(
+    "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i");
+  BOOST_CHECK(get(r).value);
+}
+
+BOOST_AUTO_TEST_CASE(trailing_default_scope_is_stripped_for_the_cache_key_and_the_exchange) {
+  start();
+  get(pop("https://vault.azure.net/.default"));
+  BOOST_CHECK_EQUAL(s->exchange_requests.at(0).request.resource, "https://vault.azure.net");
+  auto again = get(pop("https://vault.azure.net"));
+  BOOST_CHECK(again.value->source == token_source::cache);
+}
+
+BOOST_AUTO_TEST_CASE(mtls_pop_with_v2_disabled_fails_closed_at_once) {
+  config.v2_enabled = false;
+  start();
+  auto got = get(pop());
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::v2_disabled);
+  BOOST_CHECK_EQUAL(s->probes + s->credentials + s->exchanges, 0);
+  auto r = pop();
+  r.type = token_type::bearer;
+  BOOST_CHECK(get(r).value);
+}
+
+BOOST_AUTO_TEST_CASE(v1_only_host_refuses_mtls_pop_with_v1_only_host) {
+  start();
+  s->source = imds_source::v1_only;
+  auto got = get(pop());
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::v1_only_host);
+  BOOST_CHECK_EQUAL(s->credentials + s->exchanges, 0);
+  // The answer is remembered: no second probe.
+  got = get(pop());
+  BOOST_CHECK(code_of(got.error) == error_code::v1_only_host);
+  BOOST_CHECK_EQUAL(s->probes, 1);
+}
+
+BOOST_AUTO_TEST_CASE(bearer_request_goes_to_the_exchanger_without_a_credential) {
+  start();
+  auto r = pop();
+  r.type = token_type::bearer;
+  auto got = get(r);
+  BOOST_REQUIRE(got.value);
+  BOOST_CHECK(got.value->type == token_type::bearer);
+  BOOST_REQUIRE_EQUAL(s->exchange_requests.size(), 1u);
+  BOOST_CHECK(s->exchange_requests[0].cred == nullptr);
+  BOOST_CHECK_EQUAL(s->credentials, 0);
+  BOOST_CHECK(get(r).value->source == token_source::cache);
+}
+
+BOOST_AUTO_TEST_CASE(upstream_errors_propagate_with_code_description_status_and_correlation_id) {
+  start();
+  s->credential_error = make_msiv2_error(error_code::issuance_refused,
+                                         "issuecredential refused the CSR", 400, "corr-1");
+  auto got = get(pop());
+  BOOST_REQUIRE(got.error);
+  auto info = describe(got.error);
+  BOOST_CHECK(info.code == error_code::issuance_refused);
+  BOOST_CHECK_EQUAL(info.description, "issuecredential refused the CSR");
+  BOOST_CHECK_EQUAL(info.http_status, 400);
+  BOOST_CHECK_EQUAL(info.correlation_id, "corr-1");
+  BOOST_CHECK_EQUAL(s->exchanges, 0);
+  s->probe_error = make_msiv2_error(error_code::imds_unavailable, "no IMDS");
+  // The probe answered before: its answer is remembered, the next failure is cert_issuer's.
+  BOOST_CHECK(code_of(get(pop()).error) == error_code::issuance_refused);
+}
+
+BOOST_AUTO_TEST_CASE(probe_failure_reaches_the_caller) {
+  start();
+  s->probe_error = make_msiv2_error(error_code::imds_unavailable, "no IMDS answered the probe");
+  auto got = get(pop());
+  BOOST_CHECK(code_of(got.error) == error_code::imds_unavailable);
+}
+
+BOOST_AUTO_TEST_CASE(stats_report_counters_and_cache_gauges) {
+  start();
+  get(pop());
+  get(pop());
+  auto snap = request<stats_snapshot>(service, stats_atom::value);
+  run();
+  BOOST_REQUIRE(snap->value);
+  BOOST_CHECK_EQUAL(snap->value->gauges["msiv2_cached_tokens"], 1.0);
+  BOOST_CHECK_EQUAL(snap->value->counters["msiv2_cache_hits_total{artifact=\"access_token\"}"], 1u);
+  BOOST_CHECK(snap->value->gauges.count("msiv2_expiry_seconds{artifact=\"access_token\"}") == 1);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_answers_every_waiting_caller) {
+  start();
+  s->hold = true;
+  auto a = ask(pop());
+  auto b = ask(pop("https://storage.azure.com"));
+  run();
+  caf::anon_send_exit(service, caf::exit_reason::user_shutdown);
+  run();
+  BOOST_REQUIRE(a->error);
+  BOOST_CHECK(code_of(a->error) == error_code::shutting_down);
+  BOOST_CHECK(code_of(b->error) == error_code::shutting_down);
+}
+
+BOOST_AUTO_TEST_CASE(rewiring_after_a_peer_restart_fails_flights_waiting_on_the_old_peer) {
+  start();
+  s->hold = true;
+  auto a = ask(pop());
+  run();
+  caf::anon_send_exit(exchanger_a, caf::exit_reason::kill);
+  exchanger_a = keep(sys.spawn(exchanger_double, s));
+  wire();
+  BOOST_REQUIRE(a->error);
+  BOOST_CHECK(code_of(a->error) == error_code::internal_failure);
+  BOOST_CHECK(describe(a->error).description.find("token_exchanger") != std::string::npos);
+  s->hold = false;
+  BOOST_CHECK(get(pop()).value);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
