@@ -1,0 +1,279 @@
+// supervisor and module on the test scheduler: the real token_service, doubles for the other
+// actors (one untyped double that answers what token_service sends and records its wirings).
+
+#include <boost/test/unit_test.hpp>
+
+#include <caf/actor_cast.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include "actors/supervisor.hpp"
+#include "actors/token_service.hpp"
+#include "tests/support/actor_fixture.hpp"
+
+using namespace msiv2;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct record {
+  std::shared_ptr<platform::wall_clock> wall;
+  std::array<int, actor_role_count> spawns{};
+  std::array<std::vector<wiring_ptr>, actor_role_count> wirings;
+  std::array<caf::actor, actor_role_count> current;
+  int exchanges = 0;
+  bool hold = false;
+  std::vector<caf::response_promise> held;
+
+  token_result token() {
+    token_result t;
+    t.access_token = "token-" + std::to_string(exchanges);
+    t.expires_on = wall->now_s() + 3600;
+    return t;
+  }
+};
+
+using record_ptr = std::shared_ptr<record>;
+
+caf::behavior double_impl(caf::event_based_actor* self, record_ptr r, actor_role role) {
+  return {
+    [=](wire_atom, wiring_ptr w) { r->wirings[static_cast<std::size_t>(role)].push_back(w); },
+    [=](probe_atom, deadline) { return imds_source::v2; },
+    [=](caf::get_atom, credential_request& req) {
+      auto c = std::make_shared<credential>();
+      c->identity = req.identity;
+      c->x5t_s256 = "x5t-A";
+      return credential_ptr{c};
+    },
+    [=](exchange_atom, exchange_request&) -> caf::result<token_result> {
+      ++r->exchanges;
+      if (r->hold) {
+        r->held.push_back(self->make_response_promise());
+        return r->held.back();
+      }
+      return r->token();
+    },
+    [=](caf::ok_atom) {
+      auto held = std::move(r->held);
+      r->held.clear();
+      for (auto& rp : held)
+        rp.deliver(r->token());
+    },
+    [=](schedule_atom, std::string&, std::int64_t, caf::actor&) {},
+    [=](cancel_atom, std::string&) {},
+  };
+}
+
+struct fixture : test::actor_fixture {
+  record_ptr r = std::make_shared<record>();
+  module m;
+
+  fixture() {
+    r->wall = wall;
+  }
+
+  actor_factories factories() {
+    actor_factories f;
+    for (std::size_t i = 0; i < actor_role_count; ++i) {
+      auto role = static_cast<actor_role>(i);
+      auto rec = r;
+      if (role == actor_role::service) {
+        f.make[i] = [rec](caf::actor_system& sys, deps_ptr d) {
+          ++rec->spawns[static_cast<std::size_t>(actor_role::service)];
+          auto a = caf::actor_cast<caf::actor>(sys.spawn(token_service_impl, std::move(d)));
+          rec->current[static_cast<std::size_t>(actor_role::service)] = a;
+          return a;
+        };
+        continue;
+      }
+      f.make[i] = [rec, role](caf::actor_system& sys, deps_ptr) {
+        auto a = sys.spawn(double_impl, rec, role);
+        ++rec->spawns[static_cast<std::size_t>(role)];
+        rec->current[static_cast<std::size_t>(role)] = a;
+        return a;
+      };
+    }
+    return f;
+  }
+
+  void start() {
+    auto d = deps();
+    m = module::start(sys, *d, factories());
+    run();
+  }
+
+  static token_request pop() {
+    token_request q;
+    q.resource = "https://vault.azure.net";
+    q.timeout = 10s;
+    return q;
+  }
+
+  std::shared_ptr<test::outcome<token_result>> ask() {
+    return request<token_result>(m.service(), pop());
+  }
+
+  caf::actor current(actor_role role) {
+    return r->current[static_cast<std::size_t>(role)];
+  }
+
+  const std::vector<wiring_ptr>& wirings(actor_role role) {
+    return r->wirings[static_cast<std::size_t>(role)];
+  }
+
+  ~fixture() {
+    m.stop();
+    run();
+  }
+};
+
+error_code code_of(const caf::error& e) {
+  return describe(e).code;
+}
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(actors_supervisor_test, fixture)
+
+BOOST_AUTO_TEST_CASE(spawns_every_actor_and_sends_the_wiring_to_all) {
+  start();
+  for (std::size_t i = 0; i < actor_role_count; ++i)
+    BOOST_CHECK_EQUAL(r->spawns[i], 1);
+  BOOST_REQUIRE_EQUAL(wirings(actor_role::certs).size(), 1u);
+  auto w = wirings(actor_role::certs).front();
+  BOOST_CHECK(caf::actor_cast<caf::actor>(w->exchanger) == current(actor_role::exchanger));
+  BOOST_CHECK(caf::actor_cast<caf::actor>(w->service) == current(actor_role::service));
+  BOOST_CHECK(w->probe_actor && w->keys && w->attestation && w->timer);
+  BOOST_CHECK_EQUAL(wirings(actor_role::probe).size(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(requests_through_the_module_handle_reach_token_service) {
+  start();
+  auto a = ask();
+  run();
+  BOOST_REQUIRE(a->value);
+  BOOST_CHECK_EQUAL(a->value->access_token, "token-1");
+  auto b = ask();
+  run();
+  BOOST_REQUIRE(b->value);
+  BOOST_CHECK(b->value->source == token_source::cache);
+  auto s = request<stats_snapshot>(m.service(), stats_atom::value);
+  run();
+  BOOST_REQUIRE(s->value);
+  BOOST_CHECK_EQUAL(s->value->gauges["msiv2_cached_tokens"], 1.0);
+}
+
+BOOST_AUTO_TEST_CASE(crashed_actor_is_respawned_after_backoff_and_everyone_is_rewired) {
+  start();
+  auto old = current(actor_role::exchanger);
+  caf::anon_send_exit(old, caf::exit_reason::kill);
+  run();
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::exchanger)], 1);
+  advance(99ms);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::exchanger)], 1);
+  advance(1ms);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::exchanger)], 2);
+  BOOST_CHECK(current(actor_role::exchanger) != old);
+  for (auto role : {actor_role::probe, actor_role::certs, actor_role::timer, actor_role::exchanger}) {
+    BOOST_REQUIRE(!wirings(role).empty());
+    BOOST_CHECK(caf::actor_cast<caf::actor>(wirings(role).back()->exchanger)
+                == current(actor_role::exchanger));
+  }
+  // The rewired service uses the new exchanger.
+  auto a = ask();
+  run();
+  BOOST_CHECK(a->value);
+  auto snap = stats->snapshot();
+  BOOST_CHECK_EQUAL(snap.counters["msiv2_actor_restarts_total{actor=\"token_exchanger\"}"], 1u);
+}
+
+BOOST_AUTO_TEST_CASE(restart_backoff_doubles_for_a_crash_loop) {
+  start();
+  caf::anon_send_exit(current(actor_role::certs), caf::exit_reason::kill);
+  run();
+  advance(100ms);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::certs)], 2);
+  caf::anon_send_exit(current(actor_role::certs), caf::exit_reason::kill);
+  run();
+  advance(199ms);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::certs)], 2);
+  advance(1ms);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::certs)], 3);
+  // After a stable run the backoff starts over.
+  advance(61s);
+  caf::anon_send_exit(current(actor_role::certs), caf::exit_reason::kill);
+  run();
+  advance(100ms);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::certs)], 4);
+}
+
+BOOST_AUTO_TEST_CASE(pending_callers_of_a_crashed_actor_get_an_error_not_silence) {
+  start();
+  r->hold = true;
+  auto a = ask();
+  run();
+  BOOST_CHECK(!a->answered());
+  caf::anon_send_exit(current(actor_role::exchanger), caf::exit_reason::kill);
+  run();
+  advance(100ms); // respawn + rewire
+  BOOST_REQUIRE(a->error);
+  BOOST_CHECK(code_of(a->error) == error_code::internal_failure);
+  r->hold = false;
+  auto b = ask();
+  run();
+  BOOST_CHECK(b->value);
+}
+
+BOOST_AUTO_TEST_CASE(crashed_token_service_answers_its_callers_and_the_module_handle_keeps_working) {
+  start();
+  r->hold = true;
+  auto a = ask();
+  run();
+  caf::anon_send_exit(current(actor_role::service), caf::exit_reason::kill);
+  run();
+  BOOST_REQUIRE(a->error);
+  BOOST_CHECK(code_of(a->error) == error_code::internal_failure);
+  // While it restarts, requests get a clear error at once.
+  auto during = ask();
+  run();
+  BOOST_CHECK(code_of(during->error) == error_code::internal_failure);
+  advance(100ms);
+  r->hold = false;
+  auto b = ask();
+  run();
+  BOOST_REQUIRE(b->value);
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::service)], 2);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_answers_pending_callers) {
+  start();
+  r->hold = true;
+  auto a = ask();
+  run();
+  auto sup = caf::actor_cast<caf::actor>(m.handle());
+  auto downs = std::make_shared<int>(0);
+  auto watched = r->current;
+  keep(sys.spawn([=](caf::event_based_actor* self) -> caf::behavior {
+    for (auto& x : watched)
+      self->monitor(x);
+    self->monitor(sup);
+    self->set_down_handler([=](caf::down_msg&) { ++*downs; });
+    return {[](caf::ok_atom) {}};
+  }));
+  run();
+  m.stop();
+  run();
+  BOOST_REQUIRE(a->error);
+  BOOST_CHECK(code_of(a->error) == error_code::shutting_down);
+  BOOST_CHECK_EQUAL(*downs, static_cast<int>(actor_role_count) + 1);
+  // No restart after a shutdown, even when time passes.
+  advance(1s);
+  for (std::size_t i = 0; i < actor_role_count; ++i)
+    BOOST_CHECK_EQUAL(r->spawns[i], 1);
+  auto late = request<token_result>(caf::actor_cast<token_service>(sup), pop());
+  run();
+  BOOST_CHECK(late->answered());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
