@@ -74,7 +74,8 @@ using cert_issuer = caf::typed_actor<
 using token_exchanger = caf::typed_actor<
   caf::replies_to<exchange_atom, exchange_request>::with<token_result>,
   caf::reacts_to<http_atom, std::uint64_t, io::http_response>,
-  caf::reacts_to<wire_atom, wiring_ptr>>;
+  caf::reacts_to<wire_atom, wiring_ptr>,
+  caf::reacts_to<caf::tick_atom, std::uint64_t>>; ///< retry an exchange after a wait (internal)
 
 /// Timers: at an artifact's renewal time (wall ms) sends (renew_atom, artifact id) to its
 /// owner. Re-checks wall time when a timer fires (suspend, clock jumps).
