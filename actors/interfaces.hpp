@@ -66,7 +66,9 @@ using cert_issuer = caf::typed_actor<
   caf::reacts_to<evict_atom, managed_identity>,
   caf::reacts_to<renew_atom, std::string>,
   caf::reacts_to<http_atom, std::uint64_t, io::http_response>,
-  caf::reacts_to<wire_atom, wiring_ptr>>;
+  caf::reacts_to<wire_atom, wiring_ptr>,
+  caf::reacts_to<caf::tick_atom, std::uint64_t>,     ///< retry an IMDS call (internal)
+  caf::reacts_to<caf::timeout_atom, std::uint64_t>>; ///< a caller's deadline (internal)
 
 /// Access tokens over mTLS (and bearer tokens over IMDS v1): one upstream call per
 /// exchange_request, invalid_client -> one re-mint through cert_issuer and one retry,

@@ -1,0 +1,610 @@
+#include "actors/cert_issuer.hpp"
+
+#include <strings.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include <caf/send.hpp>
+
+#include "io/json.hpp"
+#include "messages/errors.hpp"
+#include "platform/binding.hpp"
+#include "platform/csr.hpp"
+#include "platform/encoding.hpp"
+#include "platform/x509.hpp"
+
+namespace msiv2 {
+
+namespace {
+
+using self_ptr = cert_issuer::stateful_pointer<cert_issuer_state>;
+using flight = cert_issuer_state::flight;
+using std::chrono::milliseconds;
+
+constexpr const char* metadata_path = "/metadata/identity/getplatformmetadata?cred-api-version=2.0";
+constexpr const char* issue_path = "/metadata/identity/issuecredential?cred-api-version=2.0";
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool icontains(std::string_view hay, std::string_view needle) {
+  if (needle.size() > hay.size())
+    return false;
+  for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i)
+    if (::strncasecmp(hay.data() + i, needle.data(), needle.size()) == 0)
+      return true;
+  return false;
+}
+
+std::string selector(const managed_identity& id) {
+  switch (id.kind) {
+    case identity_kind::system_assigned: return {};
+    case identity_kind::client_id: return "&client_id=" + platform::url_encode(id.id);
+    case identity_kind::object_id: return "&object_id=" + platform::url_encode(id.id);
+    case identity_kind::resource_id: return "&mi_res_id=" + platform::url_encode(id.id);
+  }
+  return {};
+}
+
+std::string status_label(const io::http_response& r) {
+  return r.ok() ? std::to_string(r.status) : io::to_string(r.error);
+}
+
+/// The upstream's own correlation id when its error body has one, else our request id.
+std::string correlation_of(const io::http_response& r, const std::string& request_id) {
+  if (auto doc = io::json_object::parse(r.body, "error response"))
+    for (const char* name : {"correlationId", "correlation_id"})
+      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
+        return **v;
+  return request_id;
+}
+
+/// What the upstream said, for people: the error description of its body, or the transport
+/// failure.
+std::string upstream_says(const io::http_response& r) {
+  if (!r.ok())
+    return std::string(io::to_string(r.error)) + " (" + r.error_message + ")";
+  std::string out = "HTTP " + std::to_string(r.status);
+  if (auto doc = io::json_object::parse(r.body, "error response")) {
+    for (const char* name : {"error_description", "message", "error"})
+      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty()) {
+        auto text = **v;
+        if (text.size() > 300)
+          text.resize(300);
+        return out + ": " + text;
+      }
+  }
+  return out;
+}
+
+caf::actor_clock::time_point time_of(deadline d) {
+  return caf::actor_clock::time_point(std::chrono::nanoseconds(d.ns));
+}
+
+milliseconds left_of(self_ptr self, deadline d) {
+  return std::chrono::duration_cast<milliseconds>(d.left(self->clock().now()));
+}
+
+/// Bound of a request() to a peer: the config's, or what is left of the deadline.
+milliseconds peer_timeout(self_ptr self, deadline d) {
+  return std::max(milliseconds(1),
+                  std::min(self->state.deps->config.actor_request_timeout, left_of(self, d)));
+}
+
+flight* find_flight(self_ptr self, const std::string& key, std::uint64_t id) {
+  auto i = self->state.flights.find(key);
+  return i != self->state.flights.end() && i->second.id == id ? &i->second : nullptr;
+}
+
+result<platform_metadata> read_metadata(const io::http_response& r) {
+  auto server = r.headers.get("Server");
+  if (!server || !icontains(*server, "IMDS"))
+    return fail("the answer carries no Server header naming IMDS (Server: '" +
+                std::string(server.value_or("")) +
+                "'): something other than IMDS answered; check the IMDS address "
+                "(AZURE_POD_IDENTITY_AUTHORITY_HOST) and that no proxy intercepts it");
+  auto doc = io::json_object::parse(r.body, "getplatformmetadata response");
+  if (!doc)
+    return doc.fail();
+  platform_metadata m;
+  auto client = doc->required_string("clientId");
+  auto tenant = doc->required_string("tenantId");
+  auto endpoint = doc->required_string("attestationEndpoint");
+  auto cu = doc->required_object("cuId");
+  for (const std::string* e : {client ? nullptr : &client.error(), tenant ? nullptr : &tenant.error(),
+                               endpoint ? nullptr : &endpoint.error(), cu ? nullptr : &cu.error()})
+    if (e != nullptr)
+      return fail(*e);
+  if (!platform::is_guid(*client) || !platform::is_guid(*tenant))
+    return fail("getplatformmetadata response: clientId and tenantId must be GUIDs");
+  auto vm = cu->optional_string("vmId");
+  auto vmss = cu->optional_string("vmssId");
+  if (!vm || !vmss)
+    return fail(!vm ? vm.error() : vmss.error());
+  platform::cu_id id{vm->value_or(""), vmss->value_or("")};
+  if (id.vm_id.empty() && id.vmss_id.empty())
+    return fail("getplatformmetadata response: cuId has neither vmId nor vmssId");
+  m.client_id = std::move(*client);
+  m.tenant_id = std::move(*tenant);
+  m.attestation_endpoint = std::move(*endpoint);
+  m.cuid_json = platform::cu_id_json(id);
+  return m;
+}
+
+/// issuecredential's answer checked against protocol.md §6. `key_mismatch` tells that the
+/// certificate certifies another key than ours.
+result<credential> read_credential(const io::http_response& r, const flight& f,
+                                   std::int64_t now_s, bool& key_mismatch) {
+  auto doc = io::json_object::parse(r.body, "issuecredential response");
+  if (!doc)
+    return doc.fail();
+  std::string v[5];
+  const char* names[5] = {"client_id", "tenant_id", "certificate", "identity_type",
+                          "mtls_authentication_endpoint"};
+  for (int i = 0; i < 5; ++i) {
+    auto s = doc->required_string(names[i]);
+    if (!s)
+      return s.fail();
+    v[i] = std::move(*s);
+  }
+  const auto& meta = *f.metadata;
+  if (!iequals(v[0], meta.client_id) || !iequals(v[1], meta.tenant_id))
+    return fail("issuecredential response: client_id/tenant_id differ from getplatformmetadata's");
+  auto der = platform::base64_decode(v[2]);
+  if (!der)
+    return fail("issuecredential response: certificate is not base64: " + der.error());
+  auto info = platform::inspect_certificate(*der);
+  if (!info)
+    return fail("issuecredential response: certificate: " + info.error());
+  if (info->spki_der != f.key->spki_der) {
+    key_mismatch = true;
+    return fail("issuecredential response: the certificate does not certify our binding key");
+  }
+  if (auto ok = platform::validate_binding_certificate(*info, f.key->spki_der, v[0], now_s); !ok)
+    return fail("issuecredential response: " + ok.error());
+  std::string endpoint = v[4];
+  while (!endpoint.empty() && endpoint.back() == '/')
+    endpoint.pop_back();
+  auto parts = io::split_url(endpoint);
+  auto authority_end = endpoint.find('/', endpoint.find("://") + 3);
+  if (!parts || parts->scheme != "https" ||
+      endpoint.substr(0, authority_end).find('@') != std::string::npos)
+    return fail("issuecredential response: mtls_authentication_endpoint must be an https URL "
+                "without user-info");
+  credential c;
+  c.identity = f.identity;
+  c.metadata = meta;
+  c.client_id = v[0];
+  c.tenant_id = v[1];
+  c.identity_type = v[3];
+  c.mtls_endpoint = endpoint;
+  c.certificate_der = std::move(*der);
+  c.x5t_s256 = info->x5t_s256;
+  c.not_before_ms = info->not_before * 1000;
+  c.not_after_ms = info->not_after * 1000;
+  c.attested = f.attestation.has_value();
+  c.key = *f.key;
+  return c;
+}
+
+void send_current(self_ptr self, const std::string& key);
+void continue_flight(self_ptr self, const std::string& key);
+void mint(self_ptr self, const std::string& key);
+
+void count(self_ptr self, const char* upstream, const io::http_response& r) {
+  self->state.deps->stats->add(std::string("msiv2_upstream_requests_total{upstream=\"") +
+                               upstream + "\",status=\"" + status_label(r) + "\"}");
+}
+
+std::string gauge(const char* what, const std::string& key) {
+  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" + key + "\"}";
+}
+
+void evict_entry(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  if (st.cache.erase(key) == 0)
+    return;
+  st.deps->stats->erase_gauge(gauge("expiry", key));
+  st.deps->stats->erase_gauge(gauge("renewal", key));
+  if (st.peers && st.peers->timer)
+    caf::anon_send(st.peers->timer, cancel_atom::value, key);
+}
+
+void finish(self_ptr self, const std::string& key, credential_ptr cred) {
+  auto& st = self->state;
+  auto f = std::move(st.flights[key]);
+  st.flights.erase(key);
+  for (auto& w : f.waiters)
+    w.promise.deliver(cred);
+}
+
+void fail_flight(self_ptr self, const std::string& key, caf::error err) {
+  auto& st = self->state;
+  auto f = std::move(st.flights[key]);
+  st.flights.erase(key);
+  st.deps->log->write(platform::log_level::warning, "cert_issuer",
+                      to_string(f.identity) + ": " + render(err));
+  for (auto& w : f.waiters)
+    w.promise.deliver(err);
+  // A failed renewal never drops a usable certificate: try again later, before it expires.
+  auto i = st.cache.find(key);
+  if (i == st.cache.end() || !st.peers || !st.peers->timer)
+    return;
+  auto now = st.deps->wall->now_ms();
+  if (i->second.plan.at(now) == platform::freshness::expired)
+    return;
+  auto n = std::min(++i->second.failed_renewals, 6);
+  auto at = now + (std::int64_t{30'000} << (n - 1));
+  if (at < i->second.plan.usable_until_ms)
+    caf::anon_send(st.peers->timer, schedule_atom::value, key, at,
+                   caf::actor_cast<caf::actor>(self));
+}
+
+/// Ends the wait for an HTTP answer that cannot be retried, or schedules the retry. True
+/// when a retry was scheduled.
+bool retry_later(self_ptr self, flight& f, const io::http_response& r) {
+  auto& st = self->state;
+  auto delay = io::next_retry_delay(io::retry_leg::imds, f.retries, r, st.deps->draw,
+                                    st.deps->wall->now_s());
+  if (!delay || self->clock().now() + *delay >= time_of(f.due))
+    return false;
+  st.deps->stats->add("msiv2_retries_total{upstream=\"imds\"}");
+  f.attempt = ++st.next_id;
+  self->delayed_send(self, *delay, caf::tick_atom::value, f.attempt);
+  return true;
+}
+
+void send_current(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  auto& cfg = st.deps->config;
+  f.attempt = ++st.next_id;
+  io::http_request req;
+  bool issuing = f.at == flight::phase::issuing;
+  req.method = issuing ? "POST" : "GET";
+  req.url = cfg.imds_base_url + (issuing ? issue_path : metadata_path) + selector(f.identity);
+  if (issuing && f.bypass_cache)
+    req.url += "&bypass_cache=true";
+  req.headers.set("Metadata", "true");
+  req.headers.set("x-ms-client-request-id", f.request_id);
+  if (issuing) {
+    req.headers.set("Content-Type", "application/json; charset=utf-8");
+    req.body = f.issue_body;
+  }
+  req.timeout = std::max(milliseconds(1), std::min(cfg.imds_timeout, left_of(self, f.due)));
+  req.connect_timeout = std::min(req.connect_timeout, req.timeout);
+  auto hdl = caf::actor_cast<cert_issuer>(self);
+  auto id = f.attempt;
+  st.deps->transport->send(std::move(req), [hdl, id](io::http_response r) {
+    caf::anon_send(hdl, http_atom::value, id, std::move(r));
+  });
+}
+
+void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  count(self, "imds_metadata", r);
+  auto corr = correlation_of(r, f.request_id);
+  if (r.ok() && r.status == 200) {
+    auto meta = read_metadata(r);
+    if (!meta) {
+      fail_flight(self, key, make_msiv2_error(error_code::metadata_failed, meta.error(), 200, corr));
+      return;
+    }
+    f.metadata = std::move(*meta);
+    continue_flight(self, key);
+    return;
+  }
+  if (r.ok() && r.status == 400 && icontains(r.body, "identity")) {
+    fail_flight(self, key,
+                make_msiv2_error(error_code::identity_not_found,
+                                 "IMDS does not know the identity " + to_string(f.identity) +
+                                   " (" + upstream_says(r) +
+                                   "); check that it is assigned to this VM",
+                                 400, corr));
+    return;
+  }
+  if (retry_later(self, f, r))
+    return;
+  if (r.ok() && r.status == 404)
+    fail_flight(self, key,
+                make_msiv2_error(error_code::v1_only_host,
+                                 "getplatformmetadata answered 404: this host only has IMDS v1, so "
+                                 "mTLS PoP tokens cannot be had here (bearer tokens can)",
+                                 404, corr));
+  else
+    fail_flight(self, key,
+                make_msiv2_error(error_code::metadata_failed,
+                                 "getplatformmetadata failed for " + to_string(f.identity) + ": " +
+                                   upstream_says(r) + " after " +
+                                   std::to_string(f.retries.attempts) + " attempt(s)",
+                                 r.ok() ? r.status : 0, corr));
+}
+
+void store(self_ptr self, const std::string& key, credential_ptr cred) {
+  auto& st = self->state;
+  auto plan = platform::plan_lifecycle(cred->not_before_ms, cred->not_after_ms, std::nullopt,
+                                       st.deps->draw);
+  st.cache[key] = cert_issuer_state::entry{cred, plan, 0};
+  st.deps->stats->set_gauge(gauge("expiry", key), static_cast<double>(plan.valid_until_ms) / 1000);
+  st.deps->stats->set_gauge(gauge("renewal", key), static_cast<double>(plan.renew_at_ms) / 1000);
+  if (st.peers && st.peers->timer)
+    caf::anon_send(st.peers->timer, schedule_atom::value, key, plan.renew_at_ms,
+                   caf::actor_cast<caf::actor>(self));
+}
+
+void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  count(self, "imds_issue", r);
+  auto corr = correlation_of(r, f.request_id);
+  if (r.ok() && r.status == 200) {
+    bool key_mismatch = false;
+    auto cred = read_credential(r, f, st.deps->wall->now_s(), key_mismatch);
+    if (!cred) {
+      if (key_mismatch && st.peers && st.peers->keys)
+        self->request(st.peers->keys, st.deps->config.actor_request_timeout, rotate_atom::value,
+                      f.key->key_id)
+          .then([](key_ref&) {}, [](caf::error&) {});
+      fail_flight(self, key,
+                  make_msiv2_error(error_code::issuance_refused, cred.error(), 200, corr));
+      return;
+    }
+    auto ptr = std::make_shared<const credential>(std::move(*cred));
+    store(self, key, ptr);
+    st.deps->log->write(platform::log_level::info, "cert_issuer",
+                        to_string(f.identity) + ": new binding certificate " + ptr->x5t_s256);
+    finish(self, key, ptr);
+    return;
+  }
+  if (r.ok() && r.status == 400 && st.deps->attestation && f.attestation && !f.reattested &&
+      icontains(r.body, "attestation")) {
+    // The issuer refused our attestation token: drop it, attest again once, retry once.
+    f.reattested = true;
+    st.deps->stats->add("msiv2_remediations_total");
+    if (st.peers && st.peers->attestation)
+      caf::anon_send(st.peers->attestation, evict_atom::value, f.metadata->attestation_endpoint,
+                     f.key->key_id);
+    f.attestation.reset();
+    mint(self, key);
+    return;
+  }
+  if (retry_later(self, f, r))
+    return;
+  fail_flight(self, key,
+              make_msiv2_error(error_code::issuance_refused,
+                               "issuecredential refused a certificate for " + to_string(f.identity) +
+                                 ": " + upstream_says(r),
+                               r.ok() ? r.status : 0, corr));
+}
+
+void issue(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  f.at = flight::phase::issuing;
+  auto csr = platform::build_csr(f.key->key->get(), f.metadata->client_id, f.metadata->tenant_id,
+                                 f.metadata->cuid_json);
+  if (!csr) {
+    fail_flight(self, key,
+                make_msiv2_error(error_code::key_failed,
+                                 "the binding key could not sign the CSR: " + csr.error()));
+    return;
+  }
+  std::string body = "{\"csr\":" + platform::json_quote(platform::base64_encode(*csr));
+  if (f.attestation)
+    body += ",\"attestation_token\":" + platform::json_quote(f.attestation->jwt);
+  body += "}";
+  f.issue_body = std::move(body);
+  f.retries = {};
+  send_current(self, key);
+}
+
+void mint(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  if (!st.deps->attestation) {
+    issue(self, key);
+    return;
+  }
+  if (!st.peers || !st.peers->attestation) {
+    fail_flight(self, key, make_msiv2_error(error_code::internal_failure,
+                                            "cert_issuer has no attestation_cache to ask"));
+    return;
+  }
+  f.at = flight::phase::attesting;
+  attestation_request req;
+  req.endpoint = f.metadata->attestation_endpoint;
+  req.client_id = f.metadata->client_id;
+  req.key = *f.key;
+  req.due = f.due;
+  req.refuse_cached = f.reattested;
+  auto fid = f.id;
+  self->request(st.peers->attestation, peer_timeout(self, f.due), attest_atom::value, req)
+    .then(
+      [=](attestation_token& t) {
+        if (auto* g = find_flight(self, key, fid)) {
+          g->attestation = std::move(t);
+          issue(self, key);
+        }
+      },
+      [=](caf::error& e) {
+        if (find_flight(self, key, fid))
+          fail_flight(self, key, std::move(e));
+      });
+}
+
+void continue_flight(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  if (!f.metadata || !f.key || f.at != flight::phase::metadata)
+    return;
+  if (auto i = st.cache.find(key); i != st.cache.end()) {
+    const auto& c = *i->second.cred;
+    if (!iequals(c.client_id, f.metadata->client_id) || !iequals(c.tenant_id, f.metadata->tenant_id)) {
+      st.deps->log->write(platform::log_level::warning, "cert_issuer",
+                          to_string(f.identity) +
+                            ": identity reassigned (clientId/tenantId changed): certificate evicted");
+      evict_entry(self, key);
+    } else if (c.key.key_id != f.key->key_id) {
+      evict_entry(self, key); // certifies a key that is no longer ours
+    } else {
+      auto state = i->second.plan.at(st.deps->wall->now_ms());
+      if (state != platform::freshness::expired) {
+        st.deps->stats->add("msiv2_cache_hits_total{artifact=\"certificate\"}");
+        auto cred = i->second.cred;
+        auto waiters = std::move(f.waiters);
+        f.waiters.clear();
+        for (auto& w : waiters)
+          w.promise.deliver(cred);
+        if (state == platform::freshness::fresh) {
+          st.flights.erase(key);
+          return;
+        }
+        f.background = true; // due: serve it and renew behind the callers' backs
+      }
+      st.deps->stats->add("msiv2_renewals_total{artifact=\"certificate\"}");
+    }
+  }
+  mint(self, key);
+}
+
+void start_flight(self_ptr self, const std::string& key, managed_identity identity, deadline due,
+                  bool background) {
+  auto& st = self->state;
+  auto& f = st.flights[key];
+  f.id = ++st.next_id;
+  f.identity = std::move(identity);
+  f.background = background;
+  f.request_id = platform::uuid_v4();
+  f.due = due;
+  send_current(self, key);
+  // The key is asked for while the metadata call is in flight (protocol.md §0, steps 1 and 2).
+  auto fid = f.id;
+  self->request(st.peers->keys, peer_timeout(self, due), caf::get_atom::value)
+    .then(
+      [=](key_ref& k) {
+        if (auto* g = find_flight(self, key, fid)) {
+          g->key = std::move(k);
+          continue_flight(self, key);
+        }
+      },
+      [=](caf::error& e) {
+        if (find_flight(self, key, fid))
+          fail_flight(self, key, std::move(e));
+      });
+}
+
+} // namespace
+
+std::string certificate_cache_key(const managed_identity& id, bool attested) {
+  return to_string(id) + (attested ? "|attested" : "|plain");
+}
+
+void cert_issuer_state::fail_all(const caf::error& err) {
+  auto all = std::move(flights);
+  flights.clear();
+  for (auto& [key, f] : all)
+    for (auto& w : f.waiters)
+      if (w.promise.pending())
+        w.promise.deliver(err);
+}
+
+cert_issuer_state::~cert_issuer_state() {
+  fail_all(make_msiv2_error(error_code::shutting_down,
+                            "cert_issuer stopped before the certificate was ready"));
+}
+
+cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_issuer_state> self,
+                                            deps_ptr deps) {
+  self->state.deps = std::move(deps);
+  return {
+    [=](caf::get_atom, credential_request& req) -> caf::result<credential_ptr> {
+      auto& st = self->state;
+      auto left = req.due.left(self->clock().now());
+      if (left.count() <= 0)
+        return make_msiv2_error(error_code::deadline_exceeded,
+                                "the deadline passed before a certificate could be had");
+      if (!st.peers || !st.peers->keys)
+        return make_msiv2_error(error_code::internal_failure, "cert_issuer is not wired yet");
+      auto key = certificate_cache_key(req.identity, st.deps->attestation != nullptr);
+      bool bypass = false;
+      if (!req.refused_x5t.empty()) {
+        auto i = st.cache.find(key);
+        if (i != st.cache.end() && i->second.cred->x5t_s256 == req.refused_x5t) {
+          evict_entry(self, key);
+          bypass = true;
+        }
+      }
+      cert_issuer_state::waiter w;
+      w.id = ++st.next_id;
+      w.due = req.due;
+      w.promise = self->make_response_promise<credential_ptr>();
+      auto promise = w.promise;
+      self->delayed_send(self, left, caf::timeout_atom::value, w.id);
+      auto i = st.flights.find(key);
+      if (i == st.flights.end()) {
+        st.flights[key].waiters.push_back(std::move(w));
+        st.flights[key].bypass_cache = bypass;
+        start_flight(self, key, req.identity, req.due, false);
+      } else {
+        auto& f = i->second;
+        f.waiters.push_back(std::move(w));
+        f.due = std::max(f.due, req.due, [](deadline a, deadline b) { return a < b; });
+        f.bypass_cache = f.bypass_cache || bypass;
+      }
+      return promise;
+    },
+    [=](evict_atom, const managed_identity& id) {
+      evict_entry(self, certificate_cache_key(id, false));
+      evict_entry(self, certificate_cache_key(id, true));
+    },
+    [=](renew_atom, const std::string& key) {
+      auto& st = self->state;
+      auto i = st.cache.find(key);
+      if (i == st.cache.end() || st.flights.count(key) > 0 || !st.peers || !st.peers->keys)
+        return;
+      auto due = deadline::at(self->clock().now() + st.deps->config.actor_request_timeout);
+      start_flight(self, key, i->second.cred->identity, due, true);
+    },
+    [=](http_atom, std::uint64_t id, io::http_response& r) {
+      for (auto& [key, f] : self->state.flights) {
+        if (f.attempt != id)
+          continue;
+        auto k = key; // the handlers may erase the flight
+        if (f.at == flight::phase::metadata)
+          on_metadata(self, k, r);
+        else if (f.at == flight::phase::issuing)
+          on_issue(self, k, r);
+        return;
+      }
+    },
+    [=](caf::tick_atom, std::uint64_t id) {
+      for (auto& [key, f] : self->state.flights)
+        if (f.attempt == id) {
+          auto k = key;
+          send_current(self, k);
+          return;
+        }
+    },
+    [=](caf::timeout_atom, std::uint64_t waiter_id) {
+      for (auto& [key, f] : self->state.flights) {
+        auto w = std::find_if(f.waiters.begin(), f.waiters.end(),
+                              [&](const cert_issuer_state::waiter& x) { return x.id == waiter_id; });
+        if (w == f.waiters.end())
+          continue;
+        w->promise.deliver(make_msiv2_error(error_code::deadline_exceeded,
+                                            "no binding certificate for " + to_string(f.identity) +
+                                              " before the deadline",
+                                            0, f.request_id));
+        f.waiters.erase(w);
+        return; // the flight goes on: its certificate is cached for the next caller
+      }
+    },
+    [=](wire_atom, wiring_ptr w) { self->state.peers = std::move(w); },
+  };
+}
+
+} // namespace msiv2

@@ -1,0 +1,83 @@
+#pragma once
+
+// The binding certificate owner (protocol.md §0, §2, §4, §6). Every request makes one
+// getplatformmetadata call (how identity reassignment is noticed); a usable cached
+// certificate is served, otherwise one is minted: key (asked while the metadata call is in
+// flight), attestation when configured, CSR, issuecredential. Single-flight per
+// (identity, attested?); renewals run in the background and never drop a usable certificate.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/interfaces.hpp"
+#include "io/retry.hpp"
+#include "platform/lifecycle.hpp"
+
+namespace msiv2 {
+
+/// State of the cert_issuer actor.
+struct cert_issuer_state {
+  static inline const char* name = "msiv2.cert_issuer";
+
+  /// A caller waiting for a flight.
+  struct waiter {
+    std::uint64_t id = 0;
+    deadline due;
+    caf::typed_response_promise<credential_ptr> promise;
+  };
+
+  /// One metadata call (+ maybe one issuance) for one cache key, shared by its callers.
+  struct flight {
+    enum class phase { metadata, attesting, issuing };
+    std::uint64_t id = 0;      ///< tells a reply of this flight from one of an older flight
+    managed_identity identity;
+    phase at = phase::metadata;
+    bool background = false;   ///< a renewal nobody waits for
+    bool bypass_cache = false; ///< the token endpoint refused the cached certificate
+    bool reattested = false;   ///< issuecredential rejected the attestation token once
+    std::string request_id;    ///< x-ms-client-request-id of metadata and issuecredential
+    deadline due;              ///< latest deadline of any caller (bounds the retries)
+    io::retry_state retries;
+    std::uint64_t attempt = 0; ///< id of the HTTP call or retry timer waited for
+    std::optional<platform_metadata> metadata;
+    std::optional<key_ref> key;
+    std::optional<attestation_token> attestation;
+    std::string issue_body;    ///< the issuecredential JSON (sent again on a retry)
+    std::vector<waiter> waiters;
+  };
+
+  /// A cached certificate and its schedule.
+  struct entry {
+    credential_ptr cred;
+    platform::lifecycle plan;
+    int failed_renewals = 0;
+  };
+
+  deps_ptr deps;
+  wiring_ptr peers;
+  /// Cache key ("<identity>|attested" / "|plain") -> certificate.
+  std::map<std::string, entry> cache;
+  /// Cache key -> the flight in progress.
+  std::map<std::string, flight> flights;
+  std::uint64_t next_id = 0;
+
+  /// Answers every waiter of every flight with `err`.
+  void fail_all(const caf::error& err);
+  ~cert_issuer_state();
+};
+
+/// The behavior of the cert_issuer actor.
+cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_issuer_state> self,
+                                            deps_ptr deps);
+
+/// The cache key (and renewal artifact id) of an identity's certificate.
+std::string certificate_cache_key(const managed_identity& id, bool attested);
+
+} // namespace msiv2

@@ -1,0 +1,631 @@
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/cert_issuer.hpp"
+#include "actors/key_manager.hpp"
+#include "io/json.hpp"
+#include "messages/errors.hpp"
+#include "platform/csr.hpp"
+#include "platform/encoding.hpp"
+#include "platform/keys.hpp"
+#include "platform/x509.hpp"
+#include "tests/support/actor_fixture.hpp"
+
+using namespace msiv2;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* metadata_path = "/metadata/identity/getplatformmetadata";
+constexpr const char* issue_path = "/metadata/identity/issuecredential";
+constexpr const char* tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+constexpr const char* client_a = "9a2c7c3e-5e4b-4c55-9f3a-0d1f2e3a4b5c";
+constexpr const char* client_b = "1b2c3d4e-5f60-4172-8394-a5b6c7d8e9f0";
+constexpr std::int64_t cert_lifetime_s = 7 * 24 * 3600;
+
+/// An IMDS v2 double answering like msiv2-sim: getplatformmetadata with the configured
+/// identity, issuecredential with a real certificate from a test CA for the CSR's key (so the
+/// actor's validation really runs). Scripted answers (`metadata_script`, `issue_script`) go
+/// first. Completions run inside send() or, in manual mode, when the test delivers them.
+class imds_double : public io::transport {
+public:
+  explicit imds_double(std::function<std::int64_t()> now_s) : now_s_(std::move(now_s)) {
+    ca_key_ = std::move(platform::generate_rsa_key(2048).value());
+    platform::issue_params p;
+    p.subject_key = ca_key_.get();
+    p.subject_cn = "managedidentitysnissuer.login.microsoft.com";
+    p.not_before = now_s_() - 3600;
+    p.not_after = now_s_() + 3650LL * 24 * 3600;
+    p.is_ca = true;
+    auto der = platform::issue_certificate(p, nullptr, ca_key_.get());
+    ca_cert_ = std::move(platform::parse_certificate(*der).value());
+  }
+
+  struct seen {
+    io::http_request request;
+    std::string path() const {
+      auto parts = io::split_url(request.url);
+      return parts ? parts->path : std::string{};
+    }
+    std::optional<std::string> query(std::string_view name) const {
+      return io::query_param(request.url, name);
+    }
+  };
+
+  void send(io::http_request request, io::completion done) override {
+    requests.push_back({request});
+    auto r = answer(request);
+    if (manual)
+      pending.emplace_back(std::move(done), std::move(r));
+    else
+      done(std::move(r));
+  }
+  void shutdown() override {
+    auto all = std::move(pending);
+    pending.clear();
+    for (auto& [done, r] : all)
+      done(io::http_response::failure(io::transport_error::cancelled, "shut down"));
+  }
+  void deliver_all() {
+    auto all = std::move(pending);
+    pending.clear();
+    for (auto& [done, r] : all)
+      done(std::move(r));
+  }
+
+  std::size_t count(const std::string& path) const {
+    std::size_t n = 0;
+    for (auto& s : requests)
+      n += s.path() == path ? 1 : 0;
+    return n;
+  }
+  std::vector<seen> of(const std::string& path) const {
+    std::vector<seen> out;
+    for (auto& s : requests)
+      if (s.path() == path)
+        out.push_back(s);
+    return out;
+  }
+
+  static io::http_headers imds_headers() {
+    io::http_headers h;
+    h.set("Content-Type", "application/json; charset=utf-8");
+    h.set("Server", "IMDS/150.870.65.1854");
+    return h;
+  }
+  static io::http_response error(int status, const std::string& description) {
+    return io::http_response::with_status(
+      status,
+      R"({"error":"invalid_request","error_description":)" + platform::json_quote(description) + "}",
+      imds_headers());
+  }
+
+  std::string client_id = client_a;
+  bool require_attestation = false;
+  bool manual = false;
+  std::deque<io::http_response> metadata_script;
+  std::deque<io::http_response> issue_script;
+  std::vector<seen> requests;
+  std::vector<std::pair<io::completion, io::http_response>> pending;
+  /// Attestation tokens issuecredential refuses (as if signed by a rotated key).
+  std::vector<std::string> refused_attestation;
+
+private:
+  io::http_response answer(const io::http_request& req) {
+    auto parts = io::split_url(req.url);
+    auto path = parts ? parts->path : std::string{};
+    if (path == metadata_path) {
+      if (!metadata_script.empty()) {
+        auto r = metadata_script.front();
+        metadata_script.pop_front();
+        return r;
+      }
+      return io::http_response::with_status(
+        200,
+        std::string(R"({"cuId":{"vmId":"5c8b3a7e-1f2d-4e6a-9b8c-7d6e5f4a3b2c"},"clientId":")") +
+          client_id + R"(","tenantId":")" + tenant +
+          R"(","attestationEndpoint":"https://127.0.0.1:8443"})",
+        imds_headers());
+    }
+    if (path == issue_path) {
+      if (!issue_script.empty()) {
+        auto r = issue_script.front();
+        issue_script.pop_front();
+        return r;
+      }
+      auto doc = io::json_object::parse(req.body, "issuecredential request");
+      if (!doc)
+        return error(400, doc.error());
+      auto csr_b64 = doc->required_string("csr");
+      if (!csr_b64)
+        return error(400, "csr is missing");
+      auto att = doc->optional_string("attestation_token");
+      if (require_attestation && (!att || !*att || (*att)->empty()))
+        return error(400, "Attestation Token is missing / empty in the issue credential request");
+      if (att && *att)
+        for (auto& bad : refused_attestation)
+          if (**att == bad)
+            return error(400, "attestation token signature does not verify with the attestation "
+                              "service key");
+      auto der = platform::base64_decode(*csr_b64);
+      if (!der)
+        return error(400, "csr is not valid base64");
+      auto csr = platform::parse_csr(*der);
+      if (!csr)
+        return error(400, csr.error());
+      if (!platform::verify_csr_signature(*csr))
+        return error(400, "CSR signature does not verify");
+      auto subject = platform::public_key_from_der(csr->spki_der);
+      platform::issue_params p;
+      p.subject_key = subject->get();
+      p.subject_cn = csr->client_id;
+      p.subject_dc = csr->tenant_id;
+      p.not_before = now_s_();
+      p.not_after = now_s_() + cert_lifetime_s;
+      p.client_auth = true;
+      auto cert = platform::issue_certificate(p, ca_cert_.get(), ca_key_.get());
+      std::string body = "{\"client_id\":" + platform::json_quote(client_id) +
+                         ",\"tenant_id\":" + platform::json_quote(tenant) +
+                         ",\"certificate\":" + platform::json_quote(platform::base64_encode(*cert)) +
+                         ",\"identity_type\":\"SystemAssigned\"" +
+                         ",\"mtls_authentication_endpoint\":\"https://westus.mtlsauth.test/\"}";
+      return io::http_response::with_status(200, body, imds_headers());
+    }
+    return io::http_response::failure(io::transport_error::other, "unexpected request " + req.url);
+  }
+
+  std::function<std::int64_t()> now_s_;
+  platform::pkey_ptr ca_key_;
+  platform::x509_ptr ca_cert_;
+};
+
+/// What the peer doubles saw.
+struct peer_log {
+  std::vector<attestation_request> attest_requests;
+  std::vector<std::pair<std::string, std::string>> attest_evictions;
+  std::vector<std::pair<std::string, std::int64_t>> schedules;
+  std::vector<std::string> cancels;
+  int attest_count = 0;
+};
+
+struct attestation_double_state {
+  std::shared_ptr<peer_log> log;
+};
+
+attestation_cache::behavior_type
+attestation_double(attestation_cache::stateful_pointer<attestation_double_state> self,
+                   std::shared_ptr<peer_log> log, std::function<std::int64_t()> now_ms) {
+  self->state.log = log;
+  return {
+    [=](attest_atom, attestation_request& req) -> caf::result<attestation_token> {
+      log->attest_requests.push_back(req);
+      attestation_token t;
+      t.jwt = "att-jwt-" + std::to_string(++log->attest_count);
+      t.issued_at_ms = now_ms();
+      t.expires_at_ms = t.issued_at_ms + 3600'000;
+      return t;
+    },
+    [=](evict_atom, std::string& endpoint, std::string& key_id) {
+      log->attest_evictions.emplace_back(endpoint, key_id);
+    },
+    [=](renew_atom, std::string&) {},
+    [=](caf::put_atom, std::uint64_t, attestation_token&) {},
+    [=](caf::put_atom, std::uint64_t, caf::error&, std::int32_t) {},
+    [=](wire_atom, wiring_ptr) {},
+  };
+}
+
+renewal_timer::behavior_type timer_double(renewal_timer::pointer, std::shared_ptr<peer_log> log) {
+  return {
+    [=](schedule_atom, std::string& id, std::int64_t at, caf::actor&) {
+      log->schedules.emplace_back(id, at);
+    },
+    [=](cancel_atom, std::string& id) { log->cancels.push_back(id); },
+    [=](caf::tick_atom, std::string&, std::uint64_t) {},
+    [=](wire_atom, wiring_ptr) {},
+  };
+}
+
+struct cert_fixture : test::actor_fixture {
+  cert_fixture()
+    : imds(std::make_shared<imds_double>([this] { return wall_ms() / 1000; })),
+      log(std::make_shared<peer_log>()) {}
+
+  /// Spawns cert_issuer with a real key_manager (inline key store) and the peer doubles.
+  cert_issuer spawn(bool with_attestation = false) {
+    auto d = std::make_shared<runtime_deps>(*deps());
+    d->transport = imds;
+    if (with_attestation)
+      d->attestation = std::make_shared<dummy_provider>();
+    deps_ptr dp = d;
+    auto w = std::make_shared<wiring>();
+    w->keys = keep(sys.spawn(key_manager_impl, dp));
+    w->attestation = keep(sys.spawn(attestation_double, log, [this] { return wall_ms(); }));
+    w->timer = keep(sys.spawn(timer_double, log));
+    auto ci = keep(sys.spawn(cert_issuer_impl, dp));
+    w->certs = ci;
+    caf::anon_send(ci, wire_atom::value, wiring_ptr(w));
+    run();
+    return ci;
+  }
+
+  std::shared_ptr<test::outcome<credential_ptr>> get(const cert_issuer& ci,
+                                                     managed_identity id = managed_identity::system(),
+                                                     std::string refused = {},
+                                                     std::chrono::nanoseconds timeout = 60s) {
+    credential_request req;
+    req.identity = std::move(id);
+    req.due = due_in(timeout);
+    req.refused_x5t = std::move(refused);
+    return request<credential_ptr>(ci, caf::get_atom::value, req);
+  }
+
+  credential_ptr get_ok(const cert_issuer& ci) {
+    auto got = get(ci);
+    run();
+    BOOST_REQUIRE_MESSAGE(got->value, "no credential: " << render(got->error));
+    return *got->value;
+  }
+
+  // Never called: its presence makes cert_issuer ask attestation_cache.
+  struct dummy_provider : attestation_provider {
+    void attest(const key_ref&, const std::string&, const std::string&, std::chrono::milliseconds,
+                std::function<void(result<attestation_token>, int)> done) override {
+      done(fail("not used"), 0);
+    }
+  };
+
+  ~cert_fixture() { imds->shutdown(); }
+
+  std::shared_ptr<imds_double> imds;
+  std::shared_ptr<peer_log> log;
+};
+
+error_code code_of(const caf::error& e) {
+  return describe(e).code;
+}
+
+std::uint64_t counter(cert_fixture& f, const std::string& name) {
+  return f.stats->snapshot().counters[name];
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(actors_cert_issuer_test)
+
+BOOST_FIXTURE_TEST_CASE(cold_mint_sends_metadata_then_issuecredential_with_a_valid_csr,
+                        cert_fixture) {
+  auto ci = spawn();
+  auto cred = get_ok(ci);
+  BOOST_REQUIRE_EQUAL(imds->requests.size(), 2u);
+  auto& meta = imds->requests[0].request;
+  auto& issue = imds->requests[1].request;
+  BOOST_CHECK_EQUAL(imds->requests[0].path(), metadata_path);
+  BOOST_CHECK_EQUAL(imds->requests[1].path(), issue_path);
+  BOOST_CHECK_EQUAL(meta.method, "GET");
+  BOOST_CHECK_EQUAL(issue.method, "POST");
+  BOOST_CHECK_EQUAL(std::string(*meta.headers.get("Metadata")), "true");
+  BOOST_CHECK_EQUAL(std::string(*issue.headers.get("Metadata")), "true");
+  auto rid = meta.headers.get("x-ms-client-request-id");
+  BOOST_REQUIRE(rid);
+  BOOST_CHECK(platform::is_guid(*rid));
+  BOOST_CHECK_EQUAL(std::string(*issue.headers.get("x-ms-client-request-id")), std::string(*rid));
+  BOOST_CHECK_EQUAL(imds->requests[0].query("cred-api-version").value_or(""), "2.0");
+  BOOST_CHECK(!imds->requests[1].query("bypass_cache"));
+
+  auto body = io::json_object::parse(issue.body, "issuecredential request");
+  BOOST_REQUIRE(body);
+  BOOST_CHECK(!body->has("attestation_token"));
+  auto der = platform::base64_decode(*body->required_string("csr"));
+  BOOST_REQUIRE(der);
+  auto csr = platform::parse_csr(*der);
+  BOOST_REQUIRE_MESSAGE(csr, (csr ? "" : csr.error()));
+  BOOST_CHECK_EQUAL(csr->client_id, client_a);
+  BOOST_CHECK_EQUAL(csr->tenant_id, tenant);
+  BOOST_CHECK_EQUAL(csr->cuid_json, R"({"vmId":"5c8b3a7e-1f2d-4e6a-9b8c-7d6e5f4a3b2c"})");
+
+  BOOST_CHECK_EQUAL(cred->client_id, client_a);
+  BOOST_CHECK_EQUAL(cred->mtls_endpoint, "https://westus.mtlsauth.test");
+  BOOST_CHECK_EQUAL(cred->x5t_s256, platform::x5t_s256(cred->certificate_der));
+  BOOST_CHECK_EQUAL(cred->not_after_ms - cred->not_before_ms, cert_lifetime_s * 1000);
+  BOOST_CHECK_EQUAL(cred->key.spki_der, csr->spki_der);
+  BOOST_CHECK(!cred->attested);
+  // Renewal at half-life (the test draw gives zero jitter).
+  BOOST_REQUIRE_EQUAL(log->schedules.size(), 1u);
+  BOOST_CHECK_EQUAL(log->schedules[0].second, cred->not_before_ms + cert_lifetime_s * 500);
+  BOOST_CHECK_EQUAL(counter(*this, "msiv2_upstream_requests_total{upstream=\"imds_issue\",status=\"200\"}"), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(key_is_requested_before_the_metadata_answer_arrives, cert_fixture) {
+  imds->manual = true;
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_CHECK_EQUAL(imds->pending.size(), 1u); // metadata call not answered yet
+  BOOST_CHECK_EQUAL(keys->creates, 1);         // ... and the key is already made
+  imds->deliver_all();
+  run();
+  imds->deliver_all();
+  run();
+  BOOST_REQUIRE(got->value);
+}
+
+BOOST_FIXTURE_TEST_CASE(n_concurrent_requests_share_one_metadata_call_and_one_issuance,
+                        cert_fixture) {
+  imds->manual = true;
+  auto ci = spawn();
+  std::vector<std::shared_ptr<test::outcome<credential_ptr>>> got;
+  for (int i = 0; i < 6; ++i)
+    got.push_back(get(ci));
+  run();
+  imds->deliver_all();
+  run();
+  imds->deliver_all();
+  run();
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 1u);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+  for (auto& g : got) {
+    BOOST_REQUIRE(g->value);
+    BOOST_CHECK(*g->value == *got.front()->value);
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(warm_request_makes_one_metadata_call_and_no_issuance, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  advance(1h);
+  auto second = get_ok(ci);
+  BOOST_CHECK(first == second);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 2u);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+  BOOST_CHECK_EQUAL(counter(*this, "msiv2_cache_hits_total{artifact=\"certificate\"}"), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(reassigned_identity_gets_a_new_certificate, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  imds->client_id = client_b;
+  auto second = get_ok(ci);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  BOOST_CHECK_EQUAL(second->client_id, client_b);
+  BOOST_CHECK_NE(second->x5t_s256, first->x5t_s256);
+  BOOST_CHECK_EQUAL(log->cancels.size(), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(user_assigned_identity_uses_its_selector, cert_fixture) {
+  auto ci = spawn();
+  auto got = get(ci, managed_identity::by_resource_id("/subscriptions/s/resourceGroups/g/x"));
+  run();
+  BOOST_REQUIRE(got->value);
+  for (auto& s : imds->requests) {
+    BOOST_CHECK_EQUAL(s.query("mi_res_id").value_or(""), "/subscriptions/s/resourceGroups/g/x");
+    BOOST_CHECK(!s.query("msi_res_id"));
+  }
+  auto by_client = get(ci, managed_identity::by_client_id(client_a));
+  run();
+  BOOST_REQUIRE(by_client->value);
+  BOOST_CHECK_EQUAL(imds->requests.back().query("client_id").value_or(""), client_a);
+}
+
+BOOST_FIXTURE_TEST_CASE(metadata_404_after_retries_is_v1_only_host, cert_fixture) {
+  for (int i = 0; i < 4; ++i)
+    imds->metadata_script.push_back(imds_double::error(404, "The requested path is not found"));
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  advance(1s);
+  advance(2s);
+  BOOST_CHECK(!got->answered());
+  advance(4s);
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::v1_only_host);
+  BOOST_CHECK_EQUAL(describe(got->error).http_status, 404);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 4u);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 0u);
+}
+
+BOOST_FIXTURE_TEST_CASE(metadata_without_server_header_is_metadata_failed, cert_fixture) {
+  io::http_headers no_server;
+  no_server.set("Content-Type", "application/json");
+  imds->metadata_script.push_back(io::http_response::with_status(
+    200,
+    std::string(R"({"cuId":{"vmId":"x"},"clientId":")") + client_a + R"(","tenantId":")" + tenant +
+      R"(","attestationEndpoint":"https://a"})",
+    no_server));
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  auto info = describe(got->error);
+  BOOST_CHECK(info.code == error_code::metadata_failed);
+  BOOST_CHECK_EQUAL(info.http_status, 200);
+  BOOST_CHECK(platform::is_guid(info.correlation_id));
+  BOOST_CHECK_NE(info.description.find("Server"), std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(metadata_missing_member_is_metadata_failed, cert_fixture) {
+  imds->metadata_script.push_back(io::http_response::with_status(
+    200, std::string(R"({"cuId":{"vmId":"x"},"clientId":")") + client_a + R"(","tenantId":")" +
+           tenant + R"("})",
+    imds_double::imds_headers()));
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::metadata_failed);
+  BOOST_CHECK_NE(describe(got->error).description.find("attestationEndpoint"), std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(unknown_identity_is_identity_not_found, cert_fixture) {
+  imds->metadata_script.push_back(imds_double::error(400, "Identity not found"));
+  auto ci = spawn();
+  auto got = get(ci, managed_identity::by_client_id(client_b));
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::identity_not_found);
+  BOOST_CHECK_EQUAL(describe(got->error).http_status, 400);
+  BOOST_CHECK_EQUAL(imds->requests[0].query("client_id").value_or(""), client_b);
+}
+
+BOOST_FIXTURE_TEST_CASE(refused_x5t_evicts_and_mints_with_bypass_cache, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  auto got = get(ci, managed_identity::system(), first->x5t_s256);
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_NE((*got->value)->x5t_s256, first->x5t_s256);
+  auto issues = imds->of(issue_path);
+  BOOST_REQUIRE_EQUAL(issues.size(), 2u);
+  BOOST_CHECK(!issues[0].query("bypass_cache"));
+  BOOST_CHECK_EQUAL(issues[1].query("bypass_cache").value_or(""), "true");
+  // A stale refusal (the certificate was already replaced) serves the new one, no issuance.
+  auto stale = get(ci, managed_identity::system(), first->x5t_s256);
+  run();
+  BOOST_REQUIRE(stale->value);
+  BOOST_CHECK(*stale->value == *got->value);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+}
+
+BOOST_FIXTURE_TEST_CASE(due_certificate_is_served_and_renewed_in_the_background, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  advance(std::chrono::seconds(cert_lifetime_s / 2 + 60)); // past renew_at, well before expiry
+  imds->manual = true;
+  auto got = get(ci);
+  run();
+  imds->deliver_all(); // metadata
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK(*got->value == first); // served at once, before the new certificate exists
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  imds->deliver_all(); // the background issuance
+  run();
+  imds->manual = false;
+  auto next = get_ok(ci);
+  BOOST_CHECK_NE(next->x5t_s256, first->x5t_s256);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  BOOST_CHECK_EQUAL(counter(*this, "msiv2_renewals_total{artifact=\"certificate\"}"), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(timer_renewal_mints_in_the_background, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  advance(std::chrono::seconds(cert_lifetime_s / 2));
+  BOOST_REQUIRE_EQUAL(log->schedules.size(), 1u);
+  caf::anon_send(ci, renew_atom::value, log->schedules[0].first);
+  run();
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  BOOST_CHECK_EQUAL(log->schedules.size(), 2u);
+  auto next = get_ok(ci);
+  BOOST_CHECK_NE(next->x5t_s256, first->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(expired_certificate_waits_for_the_renewal, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  advance(std::chrono::seconds(cert_lifetime_s - 240)); // inside the 5-minute margin
+  imds->manual = true;
+  auto got = get(ci);
+  run();
+  imds->deliver_all(); // metadata
+  run();
+  BOOST_CHECK(!got->answered());
+  imds->deliver_all(); // issuance
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_NE((*got->value)->x5t_s256, first->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(failed_renewal_keeps_serving_the_usable_certificate, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  advance(std::chrono::seconds(cert_lifetime_s / 2 + 60));
+  imds->issue_script.push_back(imds_double::error(400, "CSR cuId attribute must equal the cuId"));
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK(*got->value == first);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  // The failure rescheduled the renewal; the certificate stays.
+  BOOST_REQUIRE_EQUAL(log->schedules.size(), 2u);
+  BOOST_CHECK_EQUAL(log->schedules[1].second, wall_ms() + 30'000);
+  auto again = get(ci);
+  run();
+  BOOST_REQUIRE(again->value);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 3u); // still due: tries again in the background
+  auto renewed = get_ok(ci);
+  BOOST_CHECK_NE(renewed->x5t_s256, first->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(attested_mint_sends_the_attestation_token, cert_fixture) {
+  imds->require_attestation = true;
+  auto ci = spawn(true);
+  auto cred = get_ok(ci);
+  BOOST_CHECK(cred->attested);
+  BOOST_REQUIRE_EQUAL(log->attest_requests.size(), 1u);
+  BOOST_CHECK_EQUAL(log->attest_requests[0].client_id, client_a);
+  BOOST_CHECK_EQUAL(log->attest_requests[0].endpoint, "https://127.0.0.1:8443");
+  BOOST_CHECK(!log->attest_requests[0].refuse_cached);
+  auto body = io::json_object::parse(imds->of(issue_path)[0].request.body, "request");
+  BOOST_CHECK_EQUAL(*body->required_string("attestation_token"), "att-jwt-1");
+}
+
+BOOST_FIXTURE_TEST_CASE(attestation_rejection_reattests_once_and_retries, cert_fixture) {
+  imds->require_attestation = true;
+  imds->refused_attestation = {"att-jwt-1"};
+  auto ci = spawn(true);
+  auto cred = get_ok(ci);
+  BOOST_CHECK(cred->attested);
+  BOOST_REQUIRE_EQUAL(log->attest_requests.size(), 2u);
+  BOOST_CHECK(log->attest_requests[1].refuse_cached);
+  BOOST_REQUIRE_EQUAL(log->attest_evictions.size(), 1u);
+  BOOST_CHECK_EQUAL(log->attest_evictions[0].second, cred->key.key_id);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  // A second rejection is not remediated again.
+  imds->refused_attestation = {"att-jwt-3", "att-jwt-4"};
+  auto next = get(ci, managed_identity::by_client_id(client_a));
+  run();
+  BOOST_REQUIRE(next->error);
+  BOOST_CHECK(code_of(next->error) == error_code::issuance_refused);
+  BOOST_CHECK_EQUAL(log->attest_requests.size(), 4u);
+}
+
+BOOST_FIXTURE_TEST_CASE(imds_503_503_200_is_retried_after_1s_and_2s, cert_fixture) {
+  imds->metadata_script.push_back(imds_double::error(503, "busy"));
+  imds->metadata_script.push_back(imds_double::error(503, "busy"));
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 1u);
+  advance(999ms);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 1u);
+  advance(1ms);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 2u);
+  advance(1999ms);
+  BOOST_CHECK(!got->answered());
+  advance(1ms);
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 3u);
+  BOOST_CHECK_EQUAL(counter(*this, "msiv2_retries_total{upstream=\"imds\"}"), 2u);
+}
+
+BOOST_FIXTURE_TEST_CASE(caller_deadline_is_answered_while_the_flight_goes_on, cert_fixture) {
+  imds->manual = true;
+  auto ci = spawn();
+  auto got = get(ci, managed_identity::system(), {}, 2s);
+  run();
+  advance(2s);
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::deadline_exceeded);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
