@@ -1,0 +1,120 @@
+#include "actors/client.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/after.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/system_messages.hpp>
+
+#include "actors/software_key_store.hpp"
+#include "actors/system.hpp"
+#include "io/curl_transport.hpp"
+#include "platform/clock.hpp"
+#include "platform/encoding.hpp"
+
+namespace msiv2 {
+
+namespace {
+
+/// token_service answers deadline_exceeded at the request's timeout; the CAF request gets a
+/// little longer so that answer, not CAF's request_timeout, is what the caller sees.
+constexpr std::chrono::milliseconds answer_margin{1000};
+
+} // namespace
+
+result<std::unique_ptr<client>> client::create(client_options options) {
+  std::unique_ptr<client> c{new client};
+  c->cfg_ = std::make_unique<caf::actor_system_config>();
+  apply_defaults(*c->cfg_, options.threads);
+  c->cfg_->set("logger.file-verbosity", caf::atom("quiet"));
+  c->cfg_->set("logger.console-verbosity", caf::atom("quiet"));
+  c->own_sys_ = std::make_unique<caf::actor_system>(*c->cfg_);
+  c->sys_ = c->own_sys_.get();
+  return finish(std::move(c), std::move(options));
+}
+
+result<std::unique_ptr<client>> client::create(caf::actor_system& sys, client_options options) {
+  std::unique_ptr<client> c{new client};
+  c->sys_ = &sys;
+  return finish(std::move(c), std::move(options));
+}
+
+result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client_options options) {
+  runtime_deps deps;
+  deps.config = std::move(options.config);
+  if (options.transport) {
+    c->transport_ = std::move(options.transport);
+  } else {
+    auto t = io::curl_transport::create();
+    if (!t)
+      return fail("msiv2::client: cannot start the HTTP transport: " + t.error());
+    c->transport_ = std::shared_ptr<io::transport>(std::move(*t));
+    c->owns_transport_ = true;
+  }
+  deps.transport = c->transport_;
+  deps.wall = platform::system_wall_clock();
+  deps.draw = [](std::int64_t lo, std::int64_t hi) { return platform::random_between(lo, hi); };
+  deps.keys = options.keys ? std::move(options.keys) : std::make_shared<software_key_store>();
+  deps.attestation = std::move(options.attestation);
+  deps.log = options.log ? std::move(options.log) : platform::null_log_sink();
+  deps.stats = std::make_shared<stats_registry>();
+  c->shutdown_timeout_ = options.shutdown_timeout;
+  c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));
+  return c;
+}
+
+client::~client() {
+  if (sys_ != nullptr && module_.handle()) {
+    caf::scoped_actor self{*sys_};
+    auto sup = caf::actor_cast<caf::actor>(module_.handle());
+    self->monitor(sup);
+    module_.stop();
+    // The supervisor goes down after every actor did (each answered its callers).
+    self->receive([](caf::down_msg&) {},
+                  caf::after(shutdown_timeout_) >> [] {});
+  }
+  // Transfers still in flight are answered `cancelled`; their messages go to stopped actors.
+  if (owns_transport_ && transport_)
+    transport_->shutdown();
+  own_sys_.reset();
+}
+
+void client::get_token(token_request request, std::function<void(token_outcome)> done) {
+  auto service = module_.service();
+  if (!service) {
+    done(make_msiv2_error(error_code::shutting_down, "the client is shutting down"));
+    return;
+  }
+  auto timeout = request.timeout + answer_margin;
+  sys_->spawn([=](caf::event_based_actor* self) {
+    self->request(service, timeout, request)
+      .then([=](token_result& t) { done(std::move(t)); },
+            [=](caf::error& e) { done(std::move(e)); });
+  });
+}
+
+token_outcome client::get_token_blocking(token_request request) {
+  auto service = module_.service();
+  if (!service)
+    return make_msiv2_error(error_code::shutting_down, "the client is shutting down");
+  caf::scoped_actor self{*sys_};
+  token_outcome out = make_msiv2_error(error_code::internal_failure, "no answer");
+  auto timeout = request.timeout + answer_margin;
+  self->request(service, timeout, std::move(request))
+    .receive([&](token_result& t) { out = std::move(t); },
+             [&](caf::error& e) { out = std::move(e); });
+  return out;
+}
+
+stats_snapshot client::stats() {
+  auto service = module_.service();
+  stats_snapshot out;
+  if (!service)
+    return out;
+  caf::scoped_actor self{*sys_};
+  self->request(service, std::chrono::seconds(1), stats_atom::value)
+    .receive([&](stats_snapshot& s) { out = std::move(s); }, [](caf::error&) {});
+  return out;
+}
+
+} // namespace msiv2

@@ -1,0 +1,91 @@
+#pragma once
+
+// msiv2::client: the module for servers that do not use CAF. It owns (or borrows) an
+// actor_system, the HTTP transport, the key store and the module, and turns a token_request
+// into a callback or a blocking call.
+//
+//   auto c = msiv2::client::create();            // config from the environment
+//   if (!c) { log(c.error()); return; }
+//   (*c)->get_token(req, [](caf::expected<msiv2::token_result> t) {
+//     // runs on a module thread: post it back to your own executor
+//   });
+//   auto t = (*c)->get_token_blocking(req);       // scripts and tests
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/expected.hpp>
+
+#include "actors/supervisor.hpp"
+#include "io/http.hpp"
+#include "messages/errors.hpp"
+#include "platform/log.hpp"
+#include "platform/result.hpp"
+
+namespace msiv2 {
+
+/// How a client is made. Every null member gets the production default.
+struct client_options {
+  /// Module settings (default: module_config::from_environment()).
+  module_config config = module_config::from_environment();
+  /// Where the module logs (null: nowhere).
+  std::shared_ptr<platform::log_sink> log;
+  /// Attests binding keys (null: keys are not attested, the default on Linux VMs).
+  std::shared_ptr<attestation_provider> attestation;
+  /// Binding keys (null: an in-memory software_key_store).
+  std::shared_ptr<key_store> keys;
+  /// HTTP (null: a curl_transport owned by the client).
+  std::shared_ptr<io::transport> transport;
+  /// Scheduler threads of an owned actor_system.
+  std::size_t threads = 2;
+  /// How long the destructor waits for the module to stop.
+  std::chrono::milliseconds shutdown_timeout{5000};
+  /// The module's actors (tests replace some with doubles).
+  actor_factories factories = actor_factories::defaults();
+};
+
+/// A token, or the error (messages/errors.hpp) that replaced it.
+using token_outcome = caf::expected<token_result>;
+
+/// The module behind a plain C++ interface. Thread-safe; not copyable.
+class client {
+public:
+  /// A client with its own actor_system (apply_defaults, options.threads scheduler threads).
+  static result<std::unique_ptr<client>> create(client_options options = {});
+  /// A client in the embedder's actor_system (which must outlive the client).
+  static result<std::unique_ptr<client>> create(caf::actor_system& sys,
+                                                client_options options = {});
+
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+  /// Stops the module (pending callbacks get shutting_down), then the transport and an owned
+  /// actor_system.
+  ~client();
+
+  /// Asks for a token; `done` runs once, on a module thread, with the token or the error.
+  void get_token(token_request request, std::function<void(token_outcome)> done);
+  /// Asks for a token and waits for it. Never call it from an actor or a module callback.
+  token_outcome get_token_blocking(token_request request);
+  /// The module's counters and gauges (blocking, bounded by one second).
+  stats_snapshot stats();
+  /// The CAF handle of the module (for embedders that do use CAF somewhere).
+  token_service service() const { return module_.service(); }
+
+private:
+  client() = default;
+  static result<std::unique_ptr<client>> finish(std::unique_ptr<client> c, client_options options);
+
+  std::unique_ptr<caf::actor_system_config> cfg_;
+  std::unique_ptr<caf::actor_system> own_sys_;
+  caf::actor_system* sys_ = nullptr;
+  std::shared_ptr<io::transport> transport_;
+  bool owns_transport_ = false;
+  module module_;
+  std::chrono::milliseconds shutdown_timeout_{5000};
+};
+
+} // namespace msiv2

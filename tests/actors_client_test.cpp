@@ -1,0 +1,141 @@
+// msiv2::client with its own actor_system (real threads): the real token_service and
+// supervisor, doubles for the peers that talk to the network.
+
+#include <boost/test/unit_test.hpp>
+
+#include <future>
+#include <thread>
+
+#include <caf/event_based_actor.hpp>
+
+#include "actors/client.hpp"
+#include "actors/token_service.hpp"
+#include "io/fake_transport.hpp"
+
+using namespace msiv2;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct peers {
+  std::shared_ptr<platform::wall_clock> wall = platform::system_wall_clock();
+  std::atomic<int> exchanges{0};
+  std::atomic<bool> hold{false};
+  std::promise<void> first_exchange;
+};
+
+caf::behavior peer_double(caf::event_based_actor* self, std::shared_ptr<peers> p) {
+  auto held = std::make_shared<std::vector<caf::response_promise>>();
+  return {
+    [=](wire_atom, wiring_ptr) {},
+    [=](probe_atom, deadline) { return imds_source::v2; },
+    [=](caf::get_atom, credential_request& req) {
+      auto c = std::make_shared<credential>();
+      c->identity = req.identity;
+      c->x5t_s256 = "x5t-A";
+      return credential_ptr{c};
+    },
+    [=](exchange_atom, exchange_request&) -> caf::result<token_result> {
+      int n = ++p->exchanges;
+      if (n == 1)
+        p->first_exchange.set_value();
+      if (p->hold) {
+        held->push_back(self->make_response_promise());
+        return held->back();
+      }
+      token_result t;
+      t.access_token = "token-" + std::to_string(n);
+      t.expires_on = p->wall->now_s() + 3600;
+      return t;
+    },
+    [=](schedule_atom, std::string&, std::int64_t, caf::actor&) {},
+    [=](cancel_atom, std::string&) {},
+  };
+}
+
+client_options options(std::shared_ptr<peers> p) {
+  client_options o;
+  o.config = module_config{};
+  o.config.imds_base_url = "http://127.0.0.1:9";
+  o.transport = std::make_shared<io::fake_transport>();
+  for (std::size_t i = 0; i < actor_role_count; ++i)
+    if (static_cast<actor_role>(i) != actor_role::service)
+      o.factories.make[i] = [p](caf::actor_system& sys, deps_ptr) {
+        return caf::actor_cast<caf::actor>(sys.spawn(peer_double, p));
+      };
+  o.shutdown_timeout = 5s;
+  return o;
+}
+
+token_request pop() {
+  token_request r;
+  r.resource = "https://vault.azure.net";
+  r.timeout = 5s;
+  return r;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(actors_client_test)
+
+BOOST_AUTO_TEST_CASE(get_token_blocking_returns_a_token_then_serves_it_from_the_cache) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE_MESSAGE(c, (c ? "" : c.error()));
+  auto a = (*c)->get_token_blocking(pop());
+  BOOST_REQUIRE_MESSAGE(a, (a ? std::string() : render(a.error())));
+  BOOST_CHECK_EQUAL(a->access_token, "token-1");
+  BOOST_CHECK(a->source == token_source::network);
+  auto b = (*c)->get_token_blocking(pop());
+  BOOST_REQUIRE(b);
+  BOOST_CHECK(b->source == token_source::cache);
+  BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+  auto s = (*c)->stats();
+  BOOST_CHECK_EQUAL(s.counters["msiv2_cache_hits_total{artifact=\"access_token\"}"], 1u);
+}
+
+BOOST_AUTO_TEST_CASE(get_token_calls_back_once_on_a_module_thread) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  std::promise<std::pair<token_outcome, std::thread::id>> got;
+  (*c)->get_token(pop(), [&](token_outcome t) {
+    got.set_value({std::move(t), std::this_thread::get_id()});
+  });
+  auto f = got.get_future();
+  BOOST_REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  auto [t, tid] = f.get();
+  BOOST_REQUIRE(t);
+  BOOST_CHECK_EQUAL(t->access_token, "token-1");
+  BOOST_CHECK(tid != std::this_thread::get_id());
+}
+
+BOOST_AUTO_TEST_CASE(invalid_request_comes_back_as_an_error) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  auto r = pop();
+  r.resource.clear();
+  auto t = (*c)->get_token_blocking(r);
+  BOOST_REQUIRE(!t);
+  BOOST_CHECK(describe(t.error()).code == error_code::invalid_request);
+}
+
+BOOST_AUTO_TEST_CASE(destructor_answers_pending_callbacks_with_shutting_down) {
+  auto p = std::make_shared<peers>();
+  p->hold = true;
+  std::promise<token_outcome> got;
+  {
+    auto c = client::create(options(p));
+    BOOST_REQUIRE(c);
+    (*c)->get_token(pop(), [&](token_outcome t) { got.set_value(std::move(t)); });
+    BOOST_REQUIRE(p->first_exchange.get_future().wait_for(10s) == std::future_status::ready);
+  }
+  auto f = got.get_future();
+  BOOST_REQUIRE(f.wait_for(0s) == std::future_status::ready);
+  auto t = f.get();
+  BOOST_REQUIRE(!t);
+  BOOST_CHECK(describe(t.error()).code == error_code::shutting_down);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
