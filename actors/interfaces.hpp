@@ -56,7 +56,9 @@ using attestation_cache = caf::typed_actor<
   caf::reacts_to<renew_atom, std::string>,
   caf::reacts_to<caf::put_atom, std::uint64_t, attestation_token>, ///< provider completion
   caf::reacts_to<caf::put_atom, std::uint64_t, caf::error, std::int32_t>, ///< failure, status
-  caf::reacts_to<wire_atom, wiring_ptr>>;
+  caf::reacts_to<wire_atom, wiring_ptr>,
+  caf::reacts_to<caf::tick_atom, std::uint64_t>,     ///< retry after a failed attempt (internal)
+  caf::reacts_to<caf::timeout_atom, std::uint64_t>>; ///< a caller's deadline (internal)
 
 /// Binding certificates per (identity, attested?): one getplatformmetadata call per request,
 /// then the cached certificate or a new one (key + attestation + CSR + issuecredential).

@@ -1,0 +1,69 @@
+#pragma once
+
+// attestation_cache: attestation JWTs per (endpoint, key id). One JWT serves every identity
+// that uses the key, so K identities on one key cost one attestation call. Single-flight per
+// (endpoint, key id); lifecycle rule of architecture.md (iat..exp): served while fresh or
+// due, renewed in the background from the renewal_timer or from a request that finds it due,
+// a failed renewal keeps the usable JWT; retries per io::retry_leg::attestation bounded by
+// the callers' deadlines. Fails with attestation_failed.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/interfaces.hpp"
+#include "io/retry.hpp"
+#include "platform/lifecycle.hpp"
+
+namespace msiv2 {
+
+/// (endpoint, key id).
+using attestation_key = std::pair<std::string, std::string>;
+
+/// A caller waiting for a JWT.
+struct attestation_waiter {
+  caf::typed_response_promise<attestation_token> rp;
+  deadline due;
+};
+
+/// One (endpoint, key id).
+struct attestation_entry {
+  key_ref key;           ///< the key to attest (latest request's handle)
+  std::string client_id; ///< client id of the latest request (renewals use it)
+  std::optional<attestation_token> token;
+  platform::lifecycle plan;
+  std::string timer_id; ///< renewal_timer artifact id
+  // The fetch in progress, if any.
+  bool fetching = false;
+  bool background = false;       ///< started by a renewal (no caller waited at the start)
+  deadline fetch_due;            ///< bound on retries
+  std::uint64_t attempt = 0;     ///< id of the current attempt (stale completions are ignored)
+  io::retry_state retry;
+  std::map<std::uint64_t, attestation_waiter> waiters; ///< by waiter id
+};
+
+/// State of attestation_cache.
+struct attestation_cache_state {
+  static inline const char* name = "msiv2.attestation_cache";
+  std::map<attestation_key, attestation_entry> entries;
+  /// Attempt id / waiter id -> entry.
+  std::map<std::uint64_t, attestation_key> attempts;
+  std::map<std::uint64_t, attestation_key> waiter_keys;
+  /// renewal_timer artifact id -> entry.
+  std::map<std::string, attestation_key> timer_ids;
+  std::uint64_t last_id = 0;
+  wiring_ptr peers;
+};
+
+/// The behavior of attestation_cache.
+attestation_cache::behavior_type
+attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_state> self,
+                       deps_ptr deps);
+
+} // namespace msiv2

@@ -1,0 +1,102 @@
+#include "actors/keyguard_attestation.hpp"
+
+#include <algorithm>
+#include <utility>
+
+#include "io/json.hpp"
+#include "platform/binding.hpp"
+#include "platform/encoding.hpp"
+#include "platform/jwt.hpp"
+#include "platform/keys.hpp"
+
+namespace msiv2 {
+
+result<std::string> keyguard_request_body(const key_ref& key, const std::string& client_id,
+                                          const std::string& nonce) {
+  if (!key.key)
+    return fail("attestation: the binding key handle is empty");
+  auto signature = platform::sign_pss_sha256(key.key->get(), nonce);
+  if (!signature)
+    return fail("attestation: the binding key cannot sign the nonce: " + signature.error());
+  return "{\"public_key\":" + platform::json_quote(platform::base64_encode(key.spki_der)) +
+         ",\"client_id\":" + platform::json_quote(client_id) +
+         ",\"nonce\":" + platform::json_quote(nonce) +
+         ",\"signature\":" + platform::json_quote(platform::base64_encode(*signature)) + "}";
+}
+
+result<attestation_token> read_keyguard_answer(const std::string& body) {
+  auto doc = io::json_object::parse(body, "attestation response");
+  if (!doc)
+    return fail(doc.error());
+  auto jwt = doc->required_string("token");
+  if (!jwt)
+    return fail(jwt.error());
+  auto claims = platform::read_jwt_claims(*jwt);
+  if (!claims)
+    return fail("attestation response: the token is not a readable JWT: " + claims.error());
+  if (!claims->exp)
+    return fail("attestation response: the token has no exp claim");
+  attestation_token out;
+  out.jwt = std::move(*jwt);
+  out.expires_at_ms = *claims->exp * 1000;
+  out.issued_at_ms = claims->iat ? *claims->iat * 1000 : 0;
+  if (out.issued_at_ms != 0 && out.issued_at_ms >= out.expires_at_ms)
+    return fail("attestation response: the token's iat is not before its exp");
+  return out;
+}
+
+keyguard_attestation::keyguard_attestation(std::shared_ptr<io::transport> transport,
+                                           std::string ca_file)
+  : transport_(std::move(transport)), ca_file_(std::move(ca_file)) {}
+
+void keyguard_attestation::attest(const key_ref& key, const std::string& endpoint,
+                                  const std::string& client_id, std::chrono::milliseconds timeout,
+                                  std::function<void(result<attestation_token>, int)> done) {
+  auto body = keyguard_request_body(key, client_id,
+                                    platform::base64url_encode(platform::random_bytes(32)));
+  if (!body) {
+    done(body.fail(), 0);
+    return;
+  }
+  std::string base = endpoint;
+  while (!base.empty() && base.back() == '/')
+    base.pop_back();
+  io::http_request r;
+  r.method = "POST";
+  r.url = base + "/attest/keyguard";
+  r.headers.add("Content-Type", "application/json; charset=utf-8");
+  r.headers.add("Accept", "application/json");
+  r.headers.add("x-ms-client-request-id", platform::uuid_v4());
+  r.body = std::move(*body);
+  r.ca_file = ca_file_;
+  r.timeout = timeout.count() > 0 ? timeout : std::chrono::milliseconds(1);
+  r.connect_timeout = std::min(r.connect_timeout, r.timeout);
+  transport_->send(std::move(r), [done = std::move(done), endpoint](io::http_response resp) {
+    if (!resp.ok()) {
+      done(fail("attestation service " + endpoint + " could not be reached (" +
+                std::string(io::to_string(resp.error)) + ": " + resp.error_message + ")"),
+           0);
+      return;
+    }
+    if (resp.status != 200) {
+      std::string why;
+      if (auto doc = io::json_object::parse(resp.body, "attestation error")) {
+        for (const char* name : {"error", "error_description", "message"})
+          if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
+            why += (why.empty() ? "" : ": ") + **v;
+      }
+      done(fail("attestation service " + endpoint + " refused the key (HTTP " +
+                std::to_string(resp.status) + (why.empty() ? "" : ", " + why) + ")"),
+           resp.status);
+      return;
+    }
+    auto token = read_keyguard_answer(resp.body);
+    if (!token) {
+      done(token.fail(), resp.status);
+      return;
+    }
+    done(std::move(*token), resp.status);
+  });
+}
+
+} // namespace msiv2

@@ -1,0 +1,46 @@
+#pragma once
+
+// keyguard_attestation: the attestation_provider that speaks the simulated attestation
+// protocol of protocol.md §5 (the real one goes through a closed native library).
+//
+//   POST {endpoint}/attest/keyguard   (HTTPS, CA from module_config::ca_file)
+//   {"public_key":"<base64 SPKI DER>","client_id":"<guid>","nonce":"<random>",
+//    "signature":"<base64 RSA-PSS SHA-256 over the nonce bytes>"}
+//   -> 200 {"token":"<JWT>"}
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "actors/runtime.hpp"
+#include "io/http.hpp"
+
+namespace msiv2 {
+
+/// Builds the attestation request body for `key` and `client_id` with `nonce` (exposed for
+/// tests). Fails when the key cannot sign.
+result<std::string> keyguard_request_body(const key_ref& key, const std::string& client_id,
+                                          const std::string& nonce);
+
+/// Reads a keyguard answer body ({"token":JWT}) into an attestation_token (exp required, iat
+/// when present; issued_at_ms is 0 without iat).
+result<attestation_token> read_keyguard_answer(const std::string& body);
+
+/// The simulated-protocol attestation provider. Thread-safe; one attempt per attest() call
+/// (attestation_cache drives retries). done() gets the HTTP status, 0 when no HTTP answer came.
+class keyguard_attestation final : public attestation_provider {
+public:
+  /// Sends through `transport`, trusting the CAs in `ca_file` (empty: the system store).
+  keyguard_attestation(std::shared_ptr<io::transport> transport, std::string ca_file);
+
+  void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
+              std::chrono::milliseconds timeout,
+              std::function<void(result<attestation_token>, int http_status)> done) override;
+
+private:
+  std::shared_ptr<io::transport> transport_;
+  std::string ca_file_;
+};
+
+} // namespace msiv2
