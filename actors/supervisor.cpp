@@ -7,9 +7,11 @@
 #include <caf/send.hpp>
 #include <caf/system_messages.hpp>
 
+#include "actors/cert_issuer.hpp"
 #include "actors/key_manager.hpp"
 #include "actors/probe.hpp"
 #include "actors/renewal_timer.hpp"
+#include "actors/token_exchanger.hpp"
 #include "actors/token_service.hpp"
 #include "messages/errors.hpp"
 
@@ -121,6 +123,12 @@ actor_factories actor_factories::defaults() {
   };
   f.make[idx(actor_role::keys)] = [](caf::actor_system& sys, deps_ptr d) {
     return caf::actor_cast<caf::actor>(sys.spawn(key_manager_impl, std::move(d)));
+  };
+  f.make[idx(actor_role::certs)] = [](caf::actor_system& sys, deps_ptr d) {
+    return caf::actor_cast<caf::actor>(sys.spawn(cert_issuer_impl, std::move(d)));
+  };
+  f.make[idx(actor_role::exchanger)] = [](caf::actor_system& sys, deps_ptr d) {
+    return caf::actor_cast<caf::actor>(sys.spawn(token_exchanger_impl, std::move(d)));
   };
   f.make[idx(actor_role::timer)] = [](caf::actor_system& sys, deps_ptr d) {
     return caf::actor_cast<caf::actor>(sys.spawn(renewal_timer_impl, std::move(d)));

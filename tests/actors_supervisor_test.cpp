@@ -276,4 +276,30 @@ BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_answers_pending_callers) {
   BOOST_CHECK(late->answered());
 }
 
+BOOST_AUTO_TEST_CASE(default_actors_serve_a_bearer_token_over_imds_v1) {
+  auto now_s = wall_ms() / 1000;
+  transport->on("GET", "/metadata/identity/oauth2/token")
+    .respond(200, R"({"access_token":"v1-token","client_id":"6a2bc6e4-0c1f-4d7a-9b7e-2f0d4c1e8a11",)"
+                  R"("expires_in":"3600","expires_on":")" + std::to_string(now_s + 3600) +
+                  R"(","ext_expires_in":"3600","not_before":")" + std::to_string(now_s) +
+                  R"(","resource":"https://vault.azure.net","token_type":"Bearer"})",
+             io::http_headers{{{"Server", "IMDS/150.870.65.1854"}, {"Content-Type", "application/json"}}});
+  m = module::start(sys, *deps());
+  run();
+  auto q = pop();
+  q.type = token_type::bearer;
+  auto a = request<token_result>(m.service(), q);
+  run();
+  transport->deliver_all();
+  run();
+  BOOST_REQUIRE_MESSAGE(a->value, (a->value ? std::string() : render(a->error)));
+  BOOST_CHECK_EQUAL(a->value->access_token, "v1-token");
+  BOOST_CHECK_EQUAL(a->value->expires_on, now_s + 3600);
+  auto b = request<token_result>(m.service(), q);
+  run();
+  BOOST_REQUIRE(b->value);
+  BOOST_CHECK(b->value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(transport->requests().size(), 1u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
