@@ -538,6 +538,16 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
           bypass = true;
         }
       }
+      if (auto f = st.flights.find(key); f != st.flights.end() && f->second.metadata) {
+        // A renewal past its metadata call is under way: a usable certificate is served
+        // rather than made to wait for the new one.
+        auto i = st.cache.find(key);
+        if (i != st.cache.end() &&
+            i->second.plan.at(st.deps->wall->now_ms()) != platform::freshness::expired) {
+          st.deps->stats->add("msiv2_cache_hits_total{artifact=\"certificate\"}");
+          return i->second.cred;
+        }
+      }
       cert_issuer_state::waiter w;
       w.id = ++st.next_id;
       w.due = req.due;

@@ -7,8 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <caf/stateful_actor.hpp>
-#include <caf/typed_event_based_actor.hpp>
+#include <caf/event_based_actor.hpp>
 
 #include "actors/cert_issuer.hpp"
 #include "actors/key_manager.hpp"
@@ -197,16 +196,13 @@ struct peer_log {
   int attest_count = 0;
 };
 
-struct attestation_double_state {
-  std::shared_ptr<peer_log> log;
-};
+// The peer doubles are dynamically typed (cast to the typed handles): they implement only
+// what cert_issuer uses, so internal handlers the peers' owners add don't concern them.
 
-attestation_cache::behavior_type
-attestation_double(attestation_cache::stateful_pointer<attestation_double_state> self,
-                   std::shared_ptr<peer_log> log, std::function<std::int64_t()> now_ms) {
-  self->state.log = log;
+caf::behavior attestation_double(caf::event_based_actor*, std::shared_ptr<peer_log> log,
+                                 std::function<std::int64_t()> now_ms) {
   return {
-    [=](attest_atom, attestation_request& req) -> caf::result<attestation_token> {
+    [=](attest_atom, attestation_request& req) {
       log->attest_requests.push_back(req);
       attestation_token t;
       t.jwt = "att-jwt-" + std::to_string(++log->attest_count);
@@ -217,21 +213,15 @@ attestation_double(attestation_cache::stateful_pointer<attestation_double_state>
     [=](evict_atom, std::string& endpoint, std::string& key_id) {
       log->attest_evictions.emplace_back(endpoint, key_id);
     },
-    [=](renew_atom, std::string&) {},
-    [=](caf::put_atom, std::uint64_t, attestation_token&) {},
-    [=](caf::put_atom, std::uint64_t, caf::error&, std::int32_t) {},
-    [=](wire_atom, wiring_ptr) {},
   };
 }
 
-renewal_timer::behavior_type timer_double(renewal_timer::pointer, std::shared_ptr<peer_log> log) {
+caf::behavior timer_double(caf::event_based_actor*, std::shared_ptr<peer_log> log) {
   return {
     [=](schedule_atom, std::string& id, std::int64_t at, caf::actor&) {
       log->schedules.emplace_back(id, at);
     },
     [=](cancel_atom, std::string& id) { log->cancels.push_back(id); },
-    [=](caf::tick_atom, std::string&, std::uint64_t) {},
-    [=](wire_atom, wiring_ptr) {},
   };
 }
 
@@ -249,8 +239,9 @@ struct cert_fixture : test::actor_fixture {
     deps_ptr dp = d;
     auto w = std::make_shared<wiring>();
     w->keys = keep(sys.spawn(key_manager_impl, dp));
-    w->attestation = keep(sys.spawn(attestation_double, log, [this] { return wall_ms(); }));
-    w->timer = keep(sys.spawn(timer_double, log));
+    w->attestation = caf::actor_cast<attestation_cache>(
+      keep(sys.spawn(attestation_double, log, [this] { return wall_ms(); })));
+    w->timer = caf::actor_cast<renewal_timer>(keep(sys.spawn(timer_double, log)));
     auto ci = keep(sys.spawn(cert_issuer_impl, dp));
     w->certs = ci;
     caf::anon_send(ci, wire_atom::value, wiring_ptr(w));
@@ -507,6 +498,12 @@ BOOST_FIXTURE_TEST_CASE(due_certificate_is_served_and_renewed_in_the_background,
   BOOST_REQUIRE(got->value);
   BOOST_CHECK(*got->value == first); // served at once, before the new certificate exists
   BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  // While the renewal is under way, callers get the usable certificate without waiting.
+  auto meanwhile = get(ci);
+  run();
+  BOOST_REQUIRE(meanwhile->value);
+  BOOST_CHECK(*meanwhile->value == first);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 2u);
   imds->deliver_all(); // the background issuance
   run();
   imds->manual = false;
