@@ -7,6 +7,7 @@
 #include <caf/send.hpp>
 #include <caf/system_messages.hpp>
 
+#include "actors/attestation_cache.hpp"
 #include "actors/cert_issuer.hpp"
 #include "actors/key_manager.hpp"
 #include "actors/probe.hpp"
@@ -123,6 +124,9 @@ actor_factories actor_factories::defaults() {
   };
   f.make[idx(actor_role::keys)] = [](caf::actor_system& sys, deps_ptr d) {
     return caf::actor_cast<caf::actor>(sys.spawn(key_manager_impl, std::move(d)));
+  };
+  f.make[idx(actor_role::attestation)] = [](caf::actor_system& sys, deps_ptr d) {
+    return caf::actor_cast<caf::actor>(sys.spawn(attestation_cache_impl, std::move(d)));
   };
   f.make[idx(actor_role::certs)] = [](caf::actor_system& sys, deps_ptr d) {
     return caf::actor_cast<caf::actor>(sys.spawn(cert_issuer_impl, std::move(d)));
