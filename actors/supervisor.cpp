@@ -53,6 +53,7 @@ void spawn_child(self_ptr self, std::size_t i) {
   auto& make = st.factories.make[i];
   c.handle = make ? make(self->system(), st.deps) : caf::actor{};
   c.alive = static_cast<bool>(c.handle);
+  (*st.handles)[i] = c.handle;
   ++c.generation;
   c.started = self->clock().now();
   if (c.alive)
@@ -150,6 +151,15 @@ supervisor::behavior_type supervisor_impl(supervisor::stateful_pointer<superviso
   st.deps = std::move(deps);
   st.factories = std::move(factories);
   st.policy = policy;
+  // Whatever ends the supervisor (even a kill) ends its actors: nothing is left behind to
+  // keep the actor_system from shutting down.
+  auto handles = st.handles;
+  self->attach_functor([=](const caf::error&) {
+    for (auto& h : *handles)
+      if (h)
+        caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
+    handles->fill(caf::actor{});
+  });
   for (std::size_t i = 0; i < actor_role_count; ++i)
     spawn_child(self, i);
   send_wiring(self);

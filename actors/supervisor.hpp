@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -87,6 +88,9 @@ struct supervisor_state {
   actor_factories factories;
   restart_policy policy;
   std::array<child, actor_role_count> children;
+  /// The current handles, shared with the exit hook that stops them with the supervisor.
+  std::shared_ptr<std::array<caf::actor, actor_role_count>> handles =
+    std::make_shared<std::array<caf::actor, actor_role_count>>();
   wiring_ptr wires;
   bool stopping = false;
 };

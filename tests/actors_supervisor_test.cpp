@@ -276,6 +276,22 @@ BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_answers_pending_callers) {
   BOOST_CHECK(late->answered());
 }
 
+BOOST_AUTO_TEST_CASE(killed_supervisor_takes_every_actor_down_with_it) {
+  start();
+  auto downs = std::make_shared<int>(0);
+  auto watched = r->current;
+  keep(sys.spawn([=](caf::event_based_actor* self) -> caf::behavior {
+    for (auto& x : watched)
+      self->monitor(x);
+    self->set_down_handler([=](caf::down_msg&) { ++*downs; });
+    return {[](caf::ok_atom) {}};
+  }));
+  run();
+  caf::anon_send_exit(m.handle(), caf::exit_reason::kill);
+  run();
+  BOOST_CHECK_EQUAL(*downs, static_cast<int>(actor_role_count));
+}
+
 BOOST_AUTO_TEST_CASE(default_actors_serve_a_bearer_token_over_imds_v1) {
   auto now_s = wall_ms() / 1000;
   transport->on("GET", "/metadata/identity/oauth2/token")
