@@ -29,8 +29,10 @@
 #include <vector>
 
 #include "io/curl_transport.hpp"
+#include "io/json.hpp"
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
+#include "tests/support/sim_fixture.hpp"
 
 using namespace msiv2;
 using namespace std::chrono_literals;
@@ -830,6 +832,45 @@ BOOST_AUTO_TEST_CASE(idle_identity_pools_are_closed_when_their_identity_is_dropp
   auto a2 = pki().identity(pki().client_a);
   BOOST_TEST(send_and_wait(*transport, tls_get(server, "/whoami", a2)).status == 200);
   BOOST_TEST(server.connections() == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(reads_imds_metadata_from_the_simulator) {
+  test::sim_fixture sim;
+  auto transport = make_transport();
+  http_request r = get(sim.urls().imds + "/metadata/identity/getplatformmetadata?cred-api-version=2.0");
+  r.headers.add("Metadata", "true");
+  r.headers.add("x-ms-client-request-id", "6f1c2d3e-0000-4000-8000-000000000001");
+  r.connect_timeout = 1s;
+  auto resp = send_and_wait(*transport, r);
+  BOOST_REQUIRE_MESSAGE(resp.status == 200, describe(resp) << " body " << resp.body);
+  BOOST_TEST(resp.headers.get("server").value_or("").find("IMDS") != std::string_view::npos);
+  auto doc = io::json_object::parse(resp.body, "getplatformmetadata response");
+  BOOST_REQUIRE_MESSAGE(doc.ok(), (doc.ok() ? std::string() : doc.error()));
+  BOOST_TEST(doc->required_string("clientId").ok());
+  BOOST_TEST(*doc->required_string("tenantId") == sim.cfg().tenant_id);
+  BOOST_TEST(doc->required_object("cuId").ok());
+  BOOST_TEST(sim.sim().count("imds_metadata", 200) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(simulator_token_endpoint_needs_a_client_certificate_and_judges_it_itself) {
+  test::sim_fixture sim;
+  auto transport = make_transport();
+  auto token_request = [&](std::shared_ptr<const io::client_identity> id) {
+    http_request r = get(sim.urls().token + "/" + sim.cfg().tenant_id + "/oauth2/v2.0/token");
+    r.method = "POST";
+    r.headers.add("Content-Type", "application/x-www-form-urlencoded");
+    r.body = "grant_type=client_credentials&client_id=x&scope=https%3A%2F%2Fr%2F.default&token_type=mtls_pop";
+    r.ca_file = sim.urls().ca_file;
+    r.identity = std::move(id);
+    return send_and_wait(*transport, r);
+  };
+  auto without = token_request(nullptr);
+  BOOST_TEST((without.error == transport_error::tls_failed), describe(without));
+  // A certificate the simulator did not issue passes the handshake; the endpoint refuses it.
+  auto foreign = token_request(pki().identity(pki().client_a));
+  BOOST_REQUIRE_MESSAGE(foreign.ok(), describe(foreign));
+  BOOST_TEST(foreign.status == 401);
+  BOOST_TEST(foreign.body.find("invalid_client") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
