@@ -10,6 +10,12 @@
 
 #include "actors/supervisor.hpp"
 #include "actors/token_service.hpp"
+#include "io/json.hpp"
+#include "platform/csr.hpp"
+#include "platform/encoding.hpp"
+#include "platform/jwt.hpp"
+#include "platform/keys.hpp"
+#include "platform/x509.hpp"
 #include "tests/support/actor_fixture.hpp"
 
 using namespace msiv2;
@@ -64,6 +70,89 @@ caf::behavior double_impl(caf::event_based_actor* self, record_ptr r, actor_role
     [=](cancel_atom, std::string&) {},
   };
 }
+
+/// IMDS v2 and the token endpoint as msiv2-sim answers them: the probe gets 400, metadata
+/// names one identity, issuecredential certifies the CSR's key with a test CA, the token
+/// endpoint answers a JWT bound (cnf x5t#S256) to the presented client certificate.
+class v2_host : public io::transport {
+public:
+  explicit v2_host(std::shared_ptr<platform::wall_clock> wall) : wall_(std::move(wall)) {
+    ca_key_ = std::move(platform::generate_rsa_key(2048).value());
+    platform::issue_params p;
+    p.subject_key = ca_key_.get();
+    p.subject_cn = "managedidentitysnissuer.login.microsoft.com";
+    p.not_before = wall_->now_s() - 3600;
+    p.not_after = wall_->now_s() + 365 * 86400;
+    p.is_ca = true;
+    ca_cert_ = std::move(platform::parse_certificate(*platform::issue_certificate(p, nullptr, ca_key_.get())).value());
+  }
+
+  void send(io::http_request req, io::completion done) override {
+    auto parts = io::split_url(req.url);
+    auto path = parts ? parts->path : std::string{};
+    ++calls[path];
+    done(answer(req, path));
+  }
+  void shutdown() override {}
+
+  std::map<std::string, int> calls;
+
+private:
+  static io::http_headers imds() {
+    io::http_headers h;
+    h.set("Content-Type", "application/json; charset=utf-8");
+    h.set("Server", "IMDS/150.870.65.1854");
+    return h;
+  }
+
+  io::http_response answer(const io::http_request& req, const std::string& path) {
+    const std::string client = "9a2c7c3e-5e4b-4c55-9f3a-0d1f2e3a4b5c";
+    const std::string tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    if (!req.headers.contains("Metadata") && path.rfind("/metadata/", 0) == 0)
+      return io::http_response::with_status(400, R"({"error":"invalid_request"})", imds());
+    if (path == "/metadata/identity/getplatformmetadata")
+      return io::http_response::with_status(
+        200,
+        R"({"cuId":{"vmId":"5c8b3a7e-1f2d-4e6a-9b8c-7d6e5f4a3b2c"},"clientId":")" + client +
+          R"(","tenantId":")" + tenant + R"(","attestationEndpoint":"https://127.0.0.1:8443"})",
+        imds());
+    if (path == "/metadata/identity/issuecredential") {
+      auto doc = io::json_object::parse(req.body, "issuecredential request");
+      auto csr = platform::parse_csr(*platform::base64_decode(*doc->required_string("csr")));
+      auto subject = platform::public_key_from_der(csr->spki_der);
+      platform::issue_params p;
+      p.subject_key = subject->get();
+      p.subject_cn = csr->client_id;
+      p.subject_dc = csr->tenant_id;
+      p.not_before = wall_->now_s();
+      p.not_after = wall_->now_s() + 7 * 86400;
+      p.client_auth = true;
+      auto cert = platform::issue_certificate(p, ca_cert_.get(), ca_key_.get());
+      return io::http_response::with_status(
+        200,
+        "{\"client_id\":\"" + client + "\",\"tenant_id\":\"" + tenant +
+          "\",\"certificate\":\"" + platform::base64_encode(*cert) +
+          "\",\"identity_type\":\"SystemAssigned\",\"mtls_authentication_endpoint\":"
+          "\"https://westus.mtlsauth.test\"}",
+        imds());
+    }
+    if (path == "/" + tenant + "/oauth2/v2.0/token" && req.identity) {
+      auto x5t = platform::x5t_s256(req.identity->chain_der().front());
+      auto now = wall_->now_s();
+      auto jwt = platform::sign_jwt_rs256(
+        ca_key_.get(), "{\"aud\":\"https://vault.azure.net\",\"iat\":" + std::to_string(now) +
+                         ",\"exp\":" + std::to_string(now + 3600) + ",\"cnf\":{\"x5t#S256\":\"" +
+                         x5t + "\"}}");
+      return io::http_response::with_status(
+        200, "{\"token_type\":\"mtls_pop\",\"expires_in\":3600,\"access_token\":\"" + *jwt + "\"}");
+    }
+    return io::http_response::failure(io::transport_error::other, "unexpected " + req.url);
+  }
+
+  std::shared_ptr<platform::wall_clock> wall_;
+  platform::pkey_ptr ca_key_;
+  platform::x509_ptr ca_cert_;
+};
 
 struct fixture : test::actor_fixture {
   record_ptr r = std::make_shared<record>();
@@ -316,6 +405,27 @@ BOOST_AUTO_TEST_CASE(default_actors_serve_a_bearer_token_over_imds_v1) {
   BOOST_REQUIRE(b->value);
   BOOST_CHECK(b->value->source == token_source::cache);
   BOOST_CHECK_EQUAL(transport->requests().size(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(default_actors_cold_start_an_mtls_pop_token_then_serve_it_from_the_cache) {
+  auto host = std::make_shared<v2_host>(wall);
+  auto d = std::make_shared<runtime_deps>(*deps());
+  d->transport = host;
+  m = module::start(sys, *d);
+  run();
+  auto a = request<token_result>(m.service(), pop());
+  run();
+  BOOST_REQUIRE_MESSAGE(a->value, (a->value ? std::string() : render(a->error)));
+  BOOST_CHECK(a->value->type == token_type::mtls_pop);
+  BOOST_REQUIRE(a->value->binding);
+  BOOST_CHECK(!a->value->binding->x5t_s256.empty());
+  BOOST_CHECK_EQUAL(host->calls["/metadata/identity/issuecredential"], 1);
+  auto b = request<token_result>(m.service(), pop());
+  run();
+  BOOST_REQUIRE(b->value);
+  BOOST_CHECK(b->value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(b->value->access_token, a->value->access_token);
+  BOOST_CHECK_EQUAL(host->calls["/metadata/identity/issuecredential"], 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
