@@ -30,15 +30,17 @@ struct timer_fixture : actor_fixture {
 
   timer_fixture() {
     timer = keep(sys.spawn(msiv2::renewal_timer_impl, deps()));
-    auto rec = seen;
-    auto clock = wall;
-    owner = keep(sys.spawn([rec, clock](caf::event_based_actor*) -> caf::behavior {
-      return {
-        [rec, clock](msiv2::renew_atom, const std::string& id) {
-          rec->push_back({id, clock->now_ms()});
-        },
-      };
-    }));
+    // Spawned with arguments: CAF 0.17.6 trips UBSan on argument-less function actors.
+    owner = keep(sys.spawn(
+      [](caf::event_based_actor*, std::shared_ptr<std::vector<renewal_seen>> rec,
+         std::shared_ptr<msiv2::platform::derived_wall_clock> clock) -> caf::behavior {
+        return {
+          [rec, clock](msiv2::renew_atom, const std::string& id) {
+            rec->push_back({id, clock->now_ms()});
+          },
+        };
+      },
+      seen, wall));
     run();
   }
 
