@@ -95,11 +95,15 @@ public:
   template <class T, class Handle, class... Ts>
   std::shared_ptr<outcome<T>> request(const Handle& dest, Ts... xs) {
     auto out = std::make_shared<outcome<T>>();
-    sys.spawn([=](caf::event_based_actor* self) {
-      self->request(dest, caf::infinite, xs...)
-        .then([=](T& v) { out->value = std::move(v); },
-              [=](caf::error& e) { out->error = std::move(e); });
-    });
+    // The unused argument keeps CAF 0.17 from dereferencing a null empty-tuple pointer when it
+    // spawns a function without arguments (UBSan: "reference binding to null pointer").
+    sys.spawn(
+      [=](caf::event_based_actor* self, int) {
+        self->request(dest, caf::infinite, xs...)
+          .then([=](T& v) { out->value = std::move(v); },
+                [=](caf::error& e) { out->error = std::move(e); });
+      },
+      0);
     return out;
   }
 
