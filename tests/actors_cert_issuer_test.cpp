@@ -111,6 +111,9 @@ public:
   std::string client_id = client_a;
   bool require_attestation = false;
   bool manual = false;
+  /// Certifies a key other than the CSR's (a broken issuer).
+  bool certify_other_key = false;
+  std::string mtls_endpoint = "https://westus.mtlsauth.test/";
   std::deque<io::http_response> metadata_script;
   std::deque<io::http_response> issue_script;
   std::vector<seen> requests;
@@ -165,7 +168,7 @@ private:
         return error(400, "CSR signature does not verify");
       auto subject = platform::public_key_from_der(csr->spki_der);
       platform::issue_params p;
-      p.subject_key = subject->get();
+      p.subject_key = certify_other_key ? ca_key_.get() : subject->get();
       p.subject_cn = csr->client_id;
       p.subject_dc = csr->tenant_id;
       p.not_before = now_s_();
@@ -176,7 +179,8 @@ private:
                          ",\"tenant_id\":" + platform::json_quote(tenant) +
                          ",\"certificate\":" + platform::json_quote(platform::base64_encode(*cert)) +
                          ",\"identity_type\":\"SystemAssigned\"" +
-                         ",\"mtls_authentication_endpoint\":\"https://westus.mtlsauth.test/\"}";
+                         ",\"mtls_authentication_endpoint\":" + platform::json_quote(mtls_endpoint) +
+                         "}";
       return io::http_response::with_status(200, body, imds_headers());
     }
     return io::http_response::failure(io::transport_error::other, "unexpected request " + req.url);
@@ -242,6 +246,7 @@ struct cert_fixture : test::actor_fixture {
     w->attestation = caf::actor_cast<attestation_cache>(
       keep(sys.spawn(attestation_double, log, [this] { return wall_ms(); })));
     w->timer = caf::actor_cast<renewal_timer>(keep(sys.spawn(timer_double, log)));
+    key_actor = w->keys;
     auto ci = keep(sys.spawn(cert_issuer_impl, dp));
     w->certs = ci;
     caf::anon_send(ci, wire_atom::value, wiring_ptr(w));
@@ -279,6 +284,7 @@ struct cert_fixture : test::actor_fixture {
 
   std::shared_ptr<imds_double> imds;
   std::shared_ptr<peer_log> log;
+  key_manager key_actor;
 };
 
 error_code code_of(const caf::error& e) {
@@ -623,6 +629,70 @@ BOOST_FIXTURE_TEST_CASE(caller_deadline_is_answered_while_the_flight_goes_on, ce
   advance(2s);
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::deadline_exceeded);
+}
+
+BOOST_FIXTURE_TEST_CASE(evict_drops_the_certificate, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  caf::anon_send(ci, evict_atom::value, managed_identity::system());
+  run();
+  BOOST_CHECK_EQUAL(log->cancels.size(), 1u);
+  auto second = get_ok(ci);
+  BOOST_CHECK_NE(second->x5t_s256, first->x5t_s256);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+}
+
+BOOST_FIXTURE_TEST_CASE(certificate_of_a_rotated_key_is_replaced, cert_fixture) {
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  auto rotated = request<key_ref>(key_actor, rotate_atom::value, first->key.key_id);
+  run();
+  BOOST_REQUIRE(rotated->value);
+  auto second = get_ok(ci);
+  BOOST_CHECK_EQUAL(second->key.key_id, rotated->value->key_id);
+  BOOST_CHECK_NE(second->x5t_s256, first->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(certificate_for_another_key_is_refused_and_the_key_rotated, cert_fixture) {
+  imds->certify_other_key = true;
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
+  BOOST_CHECK_EQUAL(keys->rotations, 1);
+}
+
+BOOST_FIXTURE_TEST_CASE(issued_credential_must_match_metadata_and_use_an_https_endpoint,
+                        cert_fixture) {
+  imds->mtls_endpoint = "http://westus.mtlsauth.test";
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
+  BOOST_CHECK_NE(describe(got->error).description.find("https"), std::string::npos);
+
+  imds->mtls_endpoint = "https://user:pw@westus.mtlsauth.test";
+  got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
+
+  imds->mtls_endpoint = "https://westus.mtlsauth.test";
+  imds->issue_script.push_back(io::http_response::with_status(
+    200,
+    std::string(R"({"client_id":")") + client_b + R"(","tenant_id":")" + tenant +
+      R"(","certificate":"AAAA","identity_type":"SystemAssigned","mtls_authentication_endpoint":"https://x"})",
+    imds_double::imds_headers()));
+  got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
+  BOOST_CHECK_NE(describe(got->error).description.find("client_id"), std::string::npos);
+
+  auto ok = get_ok(ci);
+  BOOST_CHECK_EQUAL(ok->mtls_endpoint, "https://westus.mtlsauth.test");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
