@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <iterator>
 #include <string_view>
 
 #include <caf/exit_reason.hpp>
@@ -468,7 +469,11 @@ void on_mtls_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
   if (r.ok() && (r.status == 429 || after)) {
     if (after) {
       auto until = deadline::at(now + *after).ns;
-      auto& slot = self->state.refuse_until_ns[job.throttle_key];
+      // Forget throttles that have passed, so the map stays as small as the live ones.
+      auto& refusals = self->state.refuse_until_ns;
+      for (auto i = refusals.begin(); i != refusals.end();)
+        i = i->second <= deadline::at(now).ns ? refusals.erase(i) : std::next(i);
+      auto& slot = refusals[job.throttle_key];
       slot = std::max(slot, until);
     }
     auto delay = io::next_retry_delay(io::retry_leg::token_endpoint, job.retry, r, deps->draw,
