@@ -386,6 +386,20 @@ BOOST_AUTO_TEST_CASE(unknown_imds_path_is_404_with_server_header) {
   check_server_header(r);
 }
 
+BOOST_AUTO_TEST_CASE(imds_paths_match_case_insensitively_and_tolerate_a_trailing_slash) {
+  sim_fixture f;
+  // MSAL.NET spells getPlatformMetadata; msal-node appends '/' to the v1 token path.
+  auto camel = f.imds_get("/metadata/identity/getPlatformMetadata?cred-api-version=2.0");
+  BOOST_TEST(camel.status == 200, camel.body);
+  auto slash = f.imds_get("/metadata/identity/oauth2/token/?api-version=2018-02-01&resource=x",
+                          {{"Metadata", "true"}});
+  BOOST_TEST(slash.status == 200, slash.body);
+  BOOST_TEST(f.sim().count("imds_metadata", 200) == 1);
+  BOOST_TEST(f.sim().count("imds_token", 200) == 1);
+  BOOST_TEST(f.imds_get("/metadata/identity/oauth2/token//?api-version=2018-02-01&resource=x",
+                        {{"Metadata", "true"}}).status == 404);
+}
+
 BOOST_AUTO_TEST_CASE(metadata_takes_get_only) {
   sim_fixture f;
   auto r = msiv2::test::http_post(f.urls().imds + metadata_path + "?cred-api-version=2.0",

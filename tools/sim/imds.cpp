@@ -81,13 +81,17 @@ imds_service::imds_service(config cfg, authority& pki, std::string attestation_u
     : cfg_(std::move(cfg)), pki_(pki), attestation_url_(std::move(attestation_url)) {}
 
 std::string_view imds_service::route(std::string_view path) {
-  if (path == "/metadata/identity/getplatformmetadata")
+  // IMDS matches paths case-insensitively (MSAL.NET asks for getPlatformMetadata) and
+  // tolerates one trailing slash (msal-node sends /metadata/identity/oauth2/token/).
+  if (path.size() > 1 && path.back() == '/')
+    path.remove_suffix(1);
+  if (iequals(path, "/metadata/identity/getplatformmetadata"))
     return "imds_metadata";
-  if (path == "/metadata/identity/issuecredential")
+  if (iequals(path, "/metadata/identity/issuecredential"))
     return "imds_issue";
-  if (path == "/metadata/identity/oauth2/token")
+  if (iequals(path, "/metadata/identity/oauth2/token"))
     return "imds_token";
-  if (path == "/metadata/instance/compute")
+  if (iequals(path, "/metadata/instance/compute"))
     return "imds_compute";
   return {};
 }

@@ -21,7 +21,7 @@ public:
   imds_service(config cfg, authority& pki, std::string attestation_url);
 
   /// The endpoint name of an IMDS path (imds_metadata, imds_issue, imds_token, imds_compute),
-  /// or an empty view when IMDS has no such path.
+  /// or an empty view when IMDS has no such path. Case-insensitive; one trailing '/' is ignored.
   static std::string_view route(std::string_view path);
 
   /// Answers a request that `route` gave `endpoint` (an empty `endpoint` answers 404).
