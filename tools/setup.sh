@@ -42,12 +42,13 @@ fi
 [ "$build" -eq 1 ] || exit 0
 
 case "$variant" in
-  default) dir="$root/build"; flags=() ;;
-  asan) dir="$root/build-asan"; flags=(-DMSIV2_SANITIZE=ON) ;;
-  tsan) dir="$root/build-tsan"; flags=(-DMSIV2_TSAN=ON) ;;
+  default) dir="$root/build"; flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+  # Sanitizer builds at -O1: compile faster than -O2, run far faster than -O0.
+  asan) dir="$root/build-asan"; flags=(-DMSIV2_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g") ;;
+  tsan) dir="$root/build-tsan"; flags=(-DMSIV2_TSAN=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g") ;;
 esac
 
 if [ ! -f "$dir/build.ninja" ]; then
-  cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" >/dev/null
+  cmake -S "$root" -B "$dir" -G Ninja "${flags[@]}" >/dev/null
 fi
 cmake --build "$dir" -j "$(nproc)"
