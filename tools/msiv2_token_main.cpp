@@ -1,0 +1,359 @@
+// msiv2-token: asks the msiv2 runtime (msiv2::client) for one token and prints what came back,
+// optionally calling a resource with it over mTLS. For scripts and for people checking a VM.
+// The access token is printed only with --show-token; the binding key never is.
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "actors/client.hpp"
+#include "actors/keyguard_attestation.hpp"
+#include "io/curl_transport.hpp"
+#include "io/http.hpp"
+#include "messages/errors.hpp"
+#include "messages/token.hpp"
+#include "platform/binding.hpp"
+#include "platform/encoding.hpp"
+
+namespace {
+
+using msiv2::error_code;
+
+// Exit codes (also in the --help text).
+constexpr int exit_ok = 0;
+constexpr int exit_usage = 2;
+constexpr int exit_invalid_request = 3;
+constexpr int exit_no_v2 = 4;
+constexpr int exit_identity = 5;
+constexpr int exit_issuance = 6;
+constexpr int exit_refused = 7;
+constexpr int exit_transport = 8;
+constexpr int exit_other = 9;
+
+const char* usage_text =
+  "usage: msiv2-token --resource R [options]\n"
+  "  Gets an access token from Azure Managed Identity (IMDS v2 mTLS PoP, or bearer) through\n"
+  "  the msiv2 runtime and prints it redacted, or calls a resource with it.\n"
+  "\n"
+  "options:\n"
+  "  --resource R             the resource (audience), e.g. https://management.azure.com\n"
+  "  --token-type T           mtls_pop (default) or bearer\n"
+  "  --client-id ID | --object-id ID | --resource-id ID\n"
+  "                           a user-assigned identity (default: system-assigned)\n"
+  "  --imds URL               IMDS base URL (default: $AZURE_POD_IDENTITY_AUTHORITY_HOST,\n"
+  "                           else http://169.254.169.254)\n"
+  "  --ca-file PEM            CA bundle trusted for the HTTPS upstreams and --call\n"
+  "                           (default: the system store)\n"
+  "  --attest                 attest the binding key (simulated keyguard protocol)\n"
+  "  --claims JSON            claims challenge from a resource (bypasses the token cache)\n"
+  "  --timeout SECONDS        how long to wait for the token (1-3600, default 30)\n"
+  "  --json                   one JSON object on stdout: token_type, expires_on, refresh_on,\n"
+  "                           source, x5t (and access_token with --show-token)\n"
+  "  --show-token             print the access token itself (default: a redacted form)\n"
+  "  --call URL               GET URL with the token (mtls_pop: over mTLS with the binding\n"
+  "                           certificate and key) and print the status and body\n"
+  "  --help                   this text\n"
+  "\n"
+  "exit codes:\n"
+  "  0  ok (with --call: the resource answered 2xx)\n"
+  "  2  usage error\n"
+  "  3  invalid_request\n"
+  "  4  imds_unavailable, v1_only_host, v2_disabled (no IMDS v2 here)\n"
+  "  5  metadata_failed, identity_not_found\n"
+  "  6  key_failed, attestation_failed, issuance_refused\n"
+  "  7  token_refused, throttled\n"
+  "  8  transport_failed, deadline_exceeded (also: --call got no HTTP answer)\n"
+  "  9  anything else (also: --call answered a non-2xx status)\n";
+
+struct options {
+  std::string resource;
+  msiv2::token_type type = msiv2::token_type::mtls_pop;
+  msiv2::managed_identity identity;
+  std::optional<std::string> imds;
+  std::string ca_file;
+  bool attest = false;
+  std::string claims;
+  int timeout_s = 30;
+  bool json = false;
+  bool show_token = false;
+  std::string call_url;
+};
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "msiv2-token: %s (try msiv2-token --help)\n", message.c_str());
+  return exit_usage;
+}
+
+/// Parses argv; returns an exit code when the process should stop (help or usage error).
+std::optional<int> parse(int argc, char** argv, options& o) {
+  bool have_resource = false;
+  bool have_identity = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool inline_value = false;
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      inline_value = true;
+    }
+    auto flag = [&](bool& out) -> std::optional<int> {
+      if (inline_value)
+        return usage_error(arg + " takes no value");
+      out = true;
+      return std::nullopt;
+    };
+    auto need_value = [&]() -> bool {
+      if (inline_value)
+        return true;
+      if (i + 1 >= argc)
+        return false;
+      value = argv[++i];
+      return true;
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(usage_text, stdout);
+      return exit_ok;
+    }
+    if (arg == "--attest" || arg == "--json" || arg == "--show-token") {
+      bool& target = arg == "--attest" ? o.attest : arg == "--json" ? o.json : o.show_token;
+      if (auto rc = flag(target))
+        return rc;
+      continue;
+    }
+    const bool known = arg == "--resource" || arg == "--token-type" || arg == "--client-id" ||
+                       arg == "--object-id" || arg == "--resource-id" || arg == "--imds" ||
+                       arg == "--ca-file" || arg == "--claims" || arg == "--timeout" ||
+                       arg == "--call";
+    if (!known)
+      return usage_error("unknown option '" + std::string(argv[i]) + "'");
+    if (!need_value())
+      return usage_error(arg + " needs a value");
+    if (arg == "--resource") {
+      if (value.empty())
+        return usage_error("--resource must not be empty");
+      o.resource = value;
+      have_resource = true;
+    } else if (arg == "--token-type") {
+      if (value == "mtls_pop")
+        o.type = msiv2::token_type::mtls_pop;
+      else if (value == "bearer")
+        o.type = msiv2::token_type::bearer;
+      else
+        return usage_error("--token-type: must be mtls_pop or bearer, got '" + value + "'");
+    } else if (arg == "--client-id" || arg == "--object-id" || arg == "--resource-id") {
+      if (have_identity)
+        return usage_error("give at most one of --client-id, --object-id and --resource-id");
+      if (value.empty())
+        return usage_error(arg + " must not be empty");
+      have_identity = true;
+      o.identity = arg == "--client-id"   ? msiv2::managed_identity::by_client_id(value)
+                   : arg == "--object-id" ? msiv2::managed_identity::by_object_id(value)
+                                          : msiv2::managed_identity::by_resource_id(value);
+    } else if (arg == "--imds") {
+      if (value.rfind("http://", 0) != 0 && value.rfind("https://", 0) != 0)
+        return usage_error("--imds: must be an http:// or https:// URL, got '" + value + "'");
+      while (!value.empty() && value.back() == '/')
+        value.pop_back();
+      o.imds = value;
+    } else if (arg == "--ca-file") {
+      o.ca_file = value;
+    } else if (arg == "--claims") {
+      o.claims = value;
+    } else if (arg == "--timeout") {
+      errno = 0;
+      char* end = nullptr;
+      long v = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || errno != 0 || *end != '\0' || v < 1 || v > 3600)
+        return usage_error("--timeout: must be an integer from 1 to 3600, got '" + value + "'");
+      o.timeout_s = static_cast<int>(v);
+    } else if (arg == "--call") {
+      if (value.rfind("https://", 0) != 0 && value.rfind("http://", 0) != 0)
+        return usage_error("--call: must be an http:// or https:// URL, got '" + value + "'");
+      o.call_url = value;
+    }
+  }
+  if (!have_resource)
+    return usage_error("--resource is required");
+  return std::nullopt;
+}
+
+int exit_code_for(error_code code) {
+  switch (code) {
+    case error_code::none:
+      return exit_ok;
+    case error_code::invalid_request:
+      return exit_invalid_request;
+    case error_code::imds_unavailable:
+    case error_code::v1_only_host:
+    case error_code::v2_disabled:
+      return exit_no_v2;
+    case error_code::metadata_failed:
+    case error_code::identity_not_found:
+      return exit_identity;
+    case error_code::key_failed:
+    case error_code::attestation_failed:
+    case error_code::issuance_refused:
+      return exit_issuance;
+    case error_code::token_refused:
+    case error_code::throttled:
+      return exit_refused;
+    case error_code::transport_failed:
+    case error_code::deadline_exceeded:
+      return exit_transport;
+    default:
+      return exit_other;
+  }
+}
+
+/// What people see instead of the token: its length and a short fingerprint to compare runs.
+std::string redacted(const std::string& token) {
+  return "<redacted: " + std::to_string(token.size()) + " chars, sha256 " +
+         msiv2::platform::hex_lower(msiv2::platform::sha256(token)).substr(0, 12) + "...>";
+}
+
+struct call_outcome {
+  int status = 0;
+  std::string body;
+  std::string error; ///< set when no HTTP answer came
+};
+
+call_outcome call_resource(msiv2::io::transport& t, const options& o,
+                           const msiv2::token_result& tok) {
+  msiv2::io::http_request req;
+  req.url = o.call_url;
+  req.ca_file = o.ca_file;
+  req.timeout = std::chrono::seconds(o.timeout_s);
+  req.headers.set("Authorization", std::string(tok.type == msiv2::token_type::mtls_pop
+                                                 ? "mtls_pop "
+                                                 : "Bearer ") +
+                                     tok.access_token);
+  if (tok.binding) {
+    if (!tok.binding->key)
+      return {0, {}, "the token's binding has no key"};
+    auto identity = msiv2::io::client_identity::create(
+      tok.binding->certificate_chain, msiv2::platform::share_key(tok.binding->key->get()));
+    if (!identity)
+      return {0, {}, "cannot use the binding certificate: " + identity.error()};
+    req.identity = *identity;
+  }
+  std::promise<msiv2::io::http_response> p;
+  auto f = p.get_future();
+  t.send(std::move(req), [&p](msiv2::io::http_response r) { p.set_value(std::move(r)); });
+  auto r = f.get();
+  if (!r.ok())
+    return {0, {}, std::string(msiv2::io::to_string(r.error)) + ": " + r.error_message};
+  return {r.status, std::move(r.body), {}};
+}
+
+int run(const options& o) {
+  auto made = msiv2::io::curl_transport::create();
+  if (!made) {
+    std::fprintf(stderr, "msiv2-token: %s\n", made.error().c_str());
+    return exit_other;
+  }
+  std::shared_ptr<msiv2::io::transport> transport(std::move(*made));
+
+  msiv2::client_options copts;
+  if (o.imds)
+    copts.config.imds_base_url = *o.imds;
+  copts.config.ca_file = o.ca_file;
+  copts.transport = transport;
+  if (o.attest)
+    copts.attestation = std::make_shared<msiv2::keyguard_attestation>(transport, o.ca_file);
+
+  msiv2::token_request req;
+  req.identity = o.identity;
+  req.resource = o.resource;
+  req.type = o.type;
+  req.claims = o.claims;
+  req.timeout = std::chrono::seconds(o.timeout_s);
+
+  int rc = exit_ok;
+  {
+    auto client = msiv2::client::create(std::move(copts));
+    if (!client) {
+      std::fprintf(stderr, "msiv2-token: %s\n", client.error().c_str());
+      transport->shutdown();
+      return exit_other;
+    }
+    auto got = (*client)->get_token_blocking(req);
+    if (!got) {
+      auto info = msiv2::describe(got.error());
+      rc = exit_code_for(info.code);
+      if (rc == exit_ok)
+        rc = exit_other;
+      if (o.json)
+        std::printf("{\"error\":%s,\"description\":%s,\"http_status\":%d,\"correlation_id\":%s}\n",
+                    msiv2::platform::json_quote(msiv2::to_string(info.code)).c_str(),
+                    msiv2::platform::json_quote(info.description).c_str(), info.http_status,
+                    msiv2::platform::json_quote(info.correlation_id).c_str());
+      std::fprintf(stderr, "msiv2-token: %s\n", msiv2::render(got.error()).c_str());
+    } else {
+      const auto& tok = *got;
+      std::string x5t = tok.binding ? tok.binding->x5t_s256 : std::string();
+      const char* source = tok.source == msiv2::token_source::cache ? "cache" : "network";
+      std::optional<call_outcome> call;
+      if (!o.call_url.empty())
+        call = call_resource(*transport, o, tok);
+      if (o.json) {
+        std::string out = "{\"token_type\":" + msiv2::platform::json_quote(msiv2::to_string(tok.type));
+        out += ",\"expires_on\":" + std::to_string(tok.expires_on);
+        out += ",\"refresh_on\":" + std::to_string(tok.refresh_on);
+        out += ",\"source\":" + msiv2::platform::json_quote(source);
+        out += ",\"x5t\":" + (x5t.empty() ? std::string("null") : msiv2::platform::json_quote(x5t));
+        if (o.show_token)
+          out += ",\"access_token\":" + msiv2::platform::json_quote(tok.access_token);
+        if (call) {
+          out += ",\"call\":{\"status\":" + std::to_string(call->status);
+          if (!call->error.empty())
+            out += ",\"error\":" + msiv2::platform::json_quote(call->error);
+          else
+            out += ",\"body\":" + msiv2::platform::json_quote(call->body);
+          out += "}";
+        }
+        out += "}";
+        std::printf("%s\n", out.c_str());
+      } else {
+        std::printf("token_type:  %s\n", msiv2::to_string(tok.type));
+        std::printf("expires_on:  %lld\n", static_cast<long long>(tok.expires_on));
+        std::printf("refresh_on:  %lld\n", static_cast<long long>(tok.refresh_on));
+        std::printf("source:      %s\n", source);
+        if (!x5t.empty())
+          std::printf("x5t#S256:    %s\n", x5t.c_str());
+        std::printf("token:       %s\n",
+                    o.show_token ? tok.access_token.c_str() : redacted(tok.access_token).c_str());
+        if (call) {
+          if (!call->error.empty()) {
+            std::printf("call:        no answer: %s\n", call->error.c_str());
+          } else {
+            std::printf("call:        HTTP %d\n", call->status);
+            std::printf("%s\n", call->body.c_str());
+          }
+        }
+      }
+      if (call)
+        rc = !call->error.empty() ? exit_transport
+             : (call->status >= 200 && call->status < 300) ? exit_ok
+                                                            : exit_other;
+    }
+  } // the client stops its module before the transport goes
+  transport->shutdown();
+  std::fflush(stdout);
+  return rc;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  if (auto rc = parse(argc, argv, o))
+    return *rc;
+  return run(o);
+}
