@@ -1,8 +1,6 @@
 #include "io/curl_transport.hpp"
 
 #include <algorithm>
-#include <condition_variable>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
@@ -474,7 +472,8 @@ struct curl_transport::impl {
                          && connect_us > 0;
         if (!connected)
           return failure(transport_error::connect_timeout,
-                         "no connection within " + std::to_string(t.request.connect_timeout.count()) + " ms");
+                         "no connection established within "
+                             + std::to_string(t.request.connect_timeout.count()) + " ms");
         return failure(transport_error::timeout, "no complete response in time");
       }
       default:

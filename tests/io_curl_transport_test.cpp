@@ -501,6 +501,13 @@ BOOST_AUTO_TEST_CASE(a_server_that_never_answers_times_out_within_the_bound) {
   BOOST_TEST(took < 3000);
   BOOST_TEST(resp.error_message.find("/hang") != std::string::npos);
   BOOST_TEST(transport->counters().errors(transport_error::timeout) == 1u);
+
+  // Over TLS too: the handshake finished, so it is `timeout`, not `connect_timeout`.
+  test_server tls_server(true);
+  auto tls_hang = tls_get(tls_server, "/hang");
+  tls_hang.timeout = 300ms;
+  auto tls_resp = send_and_wait(*transport, tls_hang);
+  BOOST_TEST((tls_resp.error == transport_error::timeout), describe(tls_resp));
 }
 
 BOOST_AUTO_TEST_CASE(connection_refused_fails_fast_with_connect_failed) {
