@@ -2,20 +2,26 @@
 // Identity v2 flow step by step over real HTTP/TLS on loopback, with a timeline, then a fault
 // and a remediation, then a summary of the simulator's counters.
 //
-// The client side here drives io/ and platform/ directly, one call after another, so that
-// every wire step is visible. The actor runtime (actors/) replaces it as the demo's client.
+// Part 1 drives io/ and platform/ directly, one call after another, so that every wire step
+// is visible. Part 2 runs the real runtime (msiv2::client and its actors) against the same
+// simulator with lifetimes of seconds, and shows caching and renewals over --duration seconds.
 
 #include "tools/demo.hpp"
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <memory>
 #include <future>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "actors/client.hpp"
+#include "actors/keyguard_attestation.hpp"
 #include "io/curl_transport.hpp"
 #include "io/http.hpp"
 #include "io/json.hpp"
@@ -23,6 +29,7 @@
 #include "platform/encoding.hpp"
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
+#include "platform/binding.hpp"
 #include "platform/x509.hpp"
 #include "tools/sim/server.hpp"
 
@@ -53,6 +60,8 @@ public:
     return outcome.ok();
   }
 
+  /// Milliseconds since the demo started (the timeline's time axis).
+  double ms() const { return std::chrono::duration<double, std::milli>(clock_type::now() - start_).count(); }
   int passed() const { return passed_; }
   int failed() const { return failed_; }
 
@@ -331,8 +340,8 @@ result<std::string> expect_status(const result<std::string>& got, const std::str
   return *got;
 }
 
-void print_counters(sim::simulator& s) {
-  std::printf("\n== simulator counters (endpoint: status x count)\n");
+void print_counters(sim::simulator& s, const char* title = "simulator counters") {
+  std::printf("\n== %s (endpoint: status x count)\n", title);
   auto doc = io::json_object::parse(s.counters_json(), "counters");
   if (!doc)
     return;
@@ -347,30 +356,289 @@ void print_counters(sim::simulator& s) {
   }
 }
 
+
+// --- part 2: the runtime -------------------------------------------------------------------
+
+/// One (identity, resource) the runtime part keeps asking for.
+struct flow {
+  std::string label;
+  token_request request;
+  bool have = false;
+  std::string last_token; ///< compared, never printed
+  std::int64_t last_expires_on = 0;
+  std::string last_x5t;
+  std::shared_ptr<const io::client_identity> tls; ///< for last_x5t
+  int requests = 0;
+  int cache_hits = 0;
+  int token_changes = 0;
+  int cert_changes = 0;
+  int resource_ok = 0;
+};
+
+std::uint64_t counter(const stats_snapshot& s, const std::string& key) {
+  auto i = s.counters.find(key);
+  return i == s.counters.end() ? 0 : i->second;
+}
+
+std::string short_x5t(const std::string& x5t) {
+  return x5t.size() > 10 ? x5t.substr(0, 10) + "..." : x5t;
+}
+
+class runtime_part {
+public:
+  runtime_part(sim::simulator& s, std::shared_ptr<io::transport> t, client& c, timeline& tl)
+    : sim_(s), t_(std::move(t)), c_(c), tl_(tl) {}
+
+  /// Calls the resource with the flow's current token; the HTTP status or a failure.
+  result<int> call(flow& f, const token_result& tok) {
+    io::http_request req;
+    req.url = sim_.urls().resource + "/api/whoami";
+    req.ca_file = sim_.urls().ca_file;
+    req.timeout = std::chrono::milliseconds(5000);
+    req.headers.set("Authorization", std::string(tok.type == token_type::mtls_pop ? "mtls_pop "
+                                                                                   : "Bearer ")
+                                       + tok.access_token);
+    if (tok.binding && tok.binding->key) {
+      if (!f.tls || f.last_x5t != tok.binding->x5t_s256) {
+        auto made = io::client_identity::create(tok.binding->certificate_chain,
+                                                platform::share_key(tok.binding->key->get()));
+        if (!made)
+          return fail("binding certificate: " + made.error());
+        f.tls = *made;
+      }
+      req.identity = f.tls;
+    }
+    auto r = fetch(*t_, std::move(req));
+    if (!r.ok())
+      return fail(describe(r));
+    return r.status;
+  }
+
+  /// Asks for the flow's token and calls the resource with it; prints what changed.
+  /// `first` prints a step line whatever happened.
+  void tick(flow& f, bool first) {
+    ++f.requests;
+    auto got = c_.get_token_blocking(f.request);
+    if (!got) {
+      tl_.step(f.label + ": token", fail(render(got.error())));
+      return;
+    }
+    const auto& tok = *got;
+    std::string x5t = tok.binding ? tok.binding->x5t_s256 : std::string();
+    if (tok.source == token_source::cache)
+      ++f.cache_hits;
+    auto status = call(f, tok);
+    bool resource_ok = status && *status == 200;
+    if (resource_ok)
+      ++f.resource_ok;
+    auto now_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch()).count();
+    std::string facts = std::string(tok.source == token_source::cache ? "cache" : "network")
+                        + ", expires in " + std::to_string(tok.expires_on - now_unix)
+                        + " s, refresh in " + std::to_string(tok.refresh_on - now_unix) + " s"
+                        + (x5t.empty() ? std::string() : ", cert " + short_x5t(x5t));
+    if (first) {
+      tl_.step(f.label + ": token", result<std::string>(facts));
+      tl_.step(f.label + ": resource call (mtls_pop + binding)",
+               resource_ok ? result<std::string>("HTTP 200")
+                           : result<std::string>(fail(status ? "HTTP " + std::to_string(*status)
+                                                             : status.error())));
+    } else {
+      if (f.have && tok.access_token != f.last_token) {
+        ++f.token_changes;
+        std::printf("[%9.1f ms] renewed %-34s new token (expires_on %+lld s), %s\n", tl_.ms(),
+                    f.label.c_str(), static_cast<long long>(tok.expires_on - f.last_expires_on),
+                    facts.c_str());
+      }
+      if (f.have && x5t != f.last_x5t) {
+        ++f.cert_changes;
+        std::printf("[%9.1f ms] cert    %-34s binding certificate %s -> %s\n", tl_.ms(),
+                    f.label.c_str(), short_x5t(f.last_x5t).c_str(), short_x5t(x5t).c_str());
+      }
+      if (!resource_ok)
+        tl_.step(f.label + ": resource call",
+                 fail(status ? "HTTP " + std::to_string(*status) : status.error()));
+    }
+    f.have = true;
+    f.last_token = tok.access_token;
+    f.last_expires_on = tok.expires_on;
+    f.last_x5t = x5t;
+  }
+
+  /// Prints the module's renewal and upstream counters that moved since the last call.
+  void module_events() {
+    auto now = c_.stats();
+    std::string moved;
+    for (const auto& [key, value] : now.counters) {
+      bool interesting = key.rfind("msiv2_renewals_total", 0) == 0
+                         || key.rfind("msiv2_upstream_requests_total", 0) == 0
+                         || key.rfind("msiv2_retries_total", 0) == 0
+                         || key.rfind("msiv2_remediations_total", 0) == 0;
+      auto before = counter(last_stats_, key);
+      if (interesting && value > before)
+        moved += "\n                       " + key + " +" + std::to_string(value - before);
+    }
+    if (!moved.empty())
+      std::printf("[%9.1f ms] module  %s\n", tl_.ms(), moved.c_str() + 24);
+    last_stats_ = std::move(now);
+  }
+
+  const stats_snapshot& last_stats() const { return last_stats_; }
+
+private:
+  sim::simulator& sim_;
+  std::shared_ptr<io::transport> t_;
+  client& c_;
+  timeline& tl_;
+  stats_snapshot last_stats_;
+};
+
+void print_summary(const std::vector<flow>& flows, const stats_snapshot& stats) {
+  std::printf("\n== summary of the runtime part\n");
+  std::printf("  %-36s %8s %10s %8s %8s %9s\n", "identity -> resource", "requests",
+              "cache hits", "renewed", "new cert", "resource");
+  for (const auto& f : flows)
+    std::printf("  %-36s %8d %10d %8d %8d %5d/%-3d\n", f.label.c_str(), f.requests, f.cache_hits,
+                f.token_changes, f.cert_changes, f.resource_ok, f.requests);
+  std::printf("\n  module counters (msiv2::client::stats)\n");
+  for (const auto& [key, value] : stats.counters)
+    std::printf("    %-72s %llu\n", key.c_str(), static_cast<unsigned long long>(value));
+}
+
+/// Part 2: msiv2::client against the simulator for `duration` seconds.
+void run_runtime_part(sim::simulator& s, timeline& tl, int duration) {
+  tl.section("part 2: the msiv2 runtime (msiv2::client, keyguard attestation, attestation "
+             "required)");
+  auto cfg = s.current_config();
+  std::printf("  lifetimes: certificate %lld s, token %lld s, attestation %lld s; the module renews "
+              "each at about half its life\n",
+              static_cast<long long>(cfg.cert_lifetime.count()),
+              static_cast<long long>(cfg.token_lifetime.count()),
+              static_cast<long long>(cfg.attestation_lifetime.count()));
+  s.reset(); // counters from here on are the runtime's own
+  auto made = io::curl_transport::create();
+  if (!made) {
+    tl.step("HTTP transport", fail(made.error()));
+    return;
+  }
+  std::shared_ptr<io::transport> transport(std::move(*made));
+  client_options opts;
+  opts.config.imds_base_url = s.urls().imds;
+  opts.config.ca_file = s.urls().ca_file;
+  opts.transport = transport;
+  opts.attestation = std::make_shared<keyguard_attestation>(transport, s.urls().ca_file);
+  std::vector<flow> flows;
+  {
+    auto c = client::create(std::move(opts));
+    if (!c) {
+      tl.step("start msiv2::client", fail(c.error()));
+      transport->shutdown();
+      return;
+    }
+    auto add = [&](std::string label, managed_identity id, std::string resource) {
+      flow f;
+      f.label = std::move(label);
+      f.request.identity = std::move(id);
+      f.request.resource = std::move(resource);
+      f.request.timeout = std::chrono::seconds(15);
+      flows.push_back(std::move(f));
+    };
+    const auto& users = cfg.user_identities;
+    add("system -> management", managed_identity::system(), "https://management.azure.com");
+    add("system -> vault", managed_identity::system(), "https://vault.azure.net");
+    if (users.size() >= 2) {
+      add("uami-1 (client_id) -> vault", managed_identity::by_client_id(users[0].client_id),
+          "https://vault.azure.net");
+      add("uami-2 (resource_id) -> storage", managed_identity::by_resource_id(users[1].resource_id),
+          "https://storage.azure.com");
+    }
+    runtime_part rt(s, transport, **c, tl);
+
+    std::printf("\n-- first acquisitions (cold: metadata, key, attestation, certificate, token)\n");
+    for (auto& f : flows)
+      rt.tick(f, true);
+    rt.module_events();
+
+    std::printf("\n-- every second for %d s: each identity asks again and calls the resource\n",
+                duration);
+    int failed_before = tl.failed();
+    auto next = clock_type::now();
+    for (int second = 1; second <= duration; ++second) {
+      next += std::chrono::seconds(1);
+      std::this_thread::sleep_until(next);
+      for (auto& f : flows)
+        rt.tick(f, false);
+      rt.module_events();
+      if (second % 10 == 0 || second == duration) {
+        int hits = 0, requests = 0;
+        for (const auto& f : flows) {
+          hits += f.cache_hits;
+          requests += f.requests;
+        }
+        std::printf("[%9.1f ms] so far   %d requests, %d cache hits, %d failures\n", tl.ms(),
+                    requests, hits, tl.failed() - failed_before);
+      }
+      std::fflush(stdout);
+    }
+    int hits = 0;
+    for (const auto& f : flows)
+      hits += f.cache_hits;
+    tl.step("the runtime served repeated requests from its cache",
+            hits > 0 ? result<std::string>(std::to_string(hits) + " cache hits")
+                     : result<std::string>(fail("no cache hits")));
+    print_summary(flows, rt.last_stats());
+  } // the client stops its module first
+  transport->shutdown();
+}
+
 const char* usage =
-  "usage: msiv2-sim demo [--quiet-sim]\n"
-  "  Starts msiv2-sim on loopback and walks a client through the Managed Identity v2 flow:\n"
-  "  probe, metadata, key, attestation, CSR -> certificate, mTLS token, resource call, a\n"
-  "  user-assigned identity, a v1 bearer token, an IMDS outage with retries, and a revoked\n"
-  "  certificate remediated with bypass_cache. Exits 1 if any step fails.\n";
+  "usage: msiv2-sim demo [--duration S]\n"
+  "  Starts msiv2-sim on loopback (certificate 40 s, token 12 s, attestation 30 s, attestation\n"
+  "  required) and\n"
+  "  1. walks a hand-driven client through the Managed Identity v2 wire flow: probe, metadata,\n"
+  "     key, attestation, CSR -> certificate, mTLS token, resource call, a user-assigned\n"
+  "     identity, a v1 bearer token, an IMDS outage with retries, and a revoked certificate\n"
+  "     remediated with bypass_cache;\n"
+  "  2. runs the msiv2 runtime (msiv2::client) for several identities and resources, asking\n"
+  "     once a second for S seconds (default 60, at least 5) and calling the resource each\n"
+  "     time: a timeline of renewals and certificate changes, then a summary.\n"
+  "  Exits 1 if any step fails.\n";
 
 } // namespace
 
 int run_demo(int argc, char** argv) {
+  int duration = 60;
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::fputs(usage, stdout);
       return 0;
     }
-    std::fprintf(stderr, "msiv2-sim demo: unknown argument '%s'\n%s", argv[i], usage);
-    return 2;
+    std::string arg = argv[i];
+    std::string value;
+    if (arg.rfind("--duration=", 0) == 0) {
+      value = arg.substr(11);
+    } else if (arg == "--duration" && i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      std::fprintf(stderr, "msiv2-sim demo: unknown argument '%s'\n%s", argv[i], usage);
+      return 2;
+    }
+    char* end = nullptr;
+    long v = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || v < 5 || v > 86400) {
+      std::fprintf(stderr, "msiv2-sim demo: --duration: must be an integer from 5 to 86400, "
+                           "got '%s'\n", value.c_str());
+      return 2;
+    }
+    duration = static_cast<int>(v);
   }
 
   auto boot = clock_type::now();
   sim::config cfg;
   cfg.attestation = sim::attestation_policy::required;
-  cfg.cert_lifetime = std::chrono::seconds(3600);
-  cfg.token_lifetime = std::chrono::seconds(600);
+  cfg.cert_lifetime = std::chrono::seconds(40);
+  cfg.token_lifetime = std::chrono::seconds(12);
+  cfg.attestation_lifetime = std::chrono::seconds(30);
   auto started = sim::simulator::start(cfg);
   if (!started) {
     std::fprintf(stderr, "msiv2-sim demo: cannot start the simulator: %s\n",
@@ -394,6 +662,7 @@ int run_demo(int argc, char** argv) {
   walkthrough w(s, t, tl);
   demo_options system_opts;
 
+  tl.section("part 1: the wire flow, step by step (io/ and platform/ driven by hand)");
   tl.section("cold start, system-assigned identity, attested key");
   binding_state sys;
   bool ok = w.probe() && w.cold_start(sys, system_opts, true);
@@ -485,8 +754,11 @@ int run_demo(int argc, char** argv) {
     }
   }
 
-  print_counters(s);
+  print_counters(s, "part 1: simulator counters");
   t.shutdown();
+
+  run_runtime_part(s, tl, duration);
+  print_counters(s, "part 2: upstream calls of the runtime (simulator counters)");
   s.stop();
   std::printf("\n%d passed, %d failed\n", tl.passed(), tl.failed());
   return tl.failed() == 0 ? 0 : 1;
