@@ -1,0 +1,63 @@
+// The example async server (tools/examples/async_server.cpp) against an in-process simulator:
+// concurrent and then sequential requests are all answered 200 by way of the resource, and
+// the module asked issuecredential exactly once (the certificate and the token were cached).
+
+#include <boost/test/unit_test.hpp>
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/child_process.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/sim_fixture.hpp"
+
+BOOST_AUTO_TEST_SUITE(tools_example_server_test)
+
+BOOST_AUTO_TEST_CASE(answers_every_request_with_one_issuecredential) {
+  msiv2::test::sim_fixture f;
+  msiv2::test::child_process server({MSIV2_EXAMPLE_SERVER_BINARY, "--imds", f.urls().imds,
+                                     "--ca-file", f.urls().ca_file, "--resource-url",
+                                     f.urls().resource + "/api/whoami"});
+  BOOST_TEST_REQUIRE(server.read_until("\n", std::chrono::seconds(30)),
+                     "no port; stderr: " << server.err());
+  unsigned port = 0;
+  BOOST_TEST_REQUIRE(std::sscanf(server.out().c_str(), "listening on 127.0.0.1:%u", &port) == 1,
+                     server.out());
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/hello";
+
+  // A burst of concurrent first requests (one acquisition for all), then sequential ones.
+  constexpr int concurrent = 8;
+  constexpr int sequential = 12;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> burst;
+  for (int i = 0; i < concurrent; ++i)
+    burst.emplace_back([&] {
+      auto r = msiv2::test::http_get(url);
+      if (r.status == 200 && r.body.find("\"ok\":true") != std::string::npos)
+        ++ok;
+    });
+  for (auto& t : burst)
+    t.join();
+  for (int i = 0; i < sequential; ++i) {
+    auto r = msiv2::test::http_get(url);
+    BOOST_TEST(r.status == 200, "request " << i << ": " << r.status << " " << r.body);
+    if (r.status == 200)
+      ++ok;
+  }
+  BOOST_TEST(ok.load() == concurrent + sequential);
+  BOOST_TEST(f.sim().count("imds_issue") == 1u);
+  BOOST_TEST(f.sim().count("imds_issue", 200) == 1u);
+  BOOST_TEST(f.sim().count("token", 200) == 1u);
+  BOOST_TEST(f.sim().count("resource", 200) == static_cast<std::uint64_t>(concurrent + sequential));
+
+  server.signal(SIGTERM);
+  BOOST_TEST(server.wait(std::chrono::seconds(20)) == 0, "stderr: " << server.err());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
