@@ -470,6 +470,12 @@ struct curl_transport::impl {
         curl_off_t connect_us = 0;
         bool connected = curl_easy_getinfo(t.easy, CURLINFO_CONNECT_TIME_T, &connect_us) == CURLE_OK
                          && connect_us > 0;
+        // A reused connection reports a connect time of 0; the request having gone out
+        // proves the connection (and any TLS handshake) was there.
+        long request_bytes = 0;
+        connected = connected
+                    || (curl_easy_getinfo(t.easy, CURLINFO_REQUEST_SIZE, &request_bytes) == CURLE_OK
+                        && request_bytes > 0);
         if (!connected)
           return failure(transport_error::connect_timeout,
                          "no connection established within "

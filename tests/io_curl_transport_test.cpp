@@ -510,6 +510,20 @@ BOOST_AUTO_TEST_CASE(a_server_that_never_answers_times_out_within_the_bound) {
   BOOST_TEST((tls_resp.error == transport_error::timeout), describe(tls_resp));
 }
 
+BOOST_AUTO_TEST_CASE(a_stalled_answer_on_a_reused_connection_is_timeout_not_connect_timeout) {
+  // curl reports a connect time of 0 for a reused connection; the request went out, so the
+  // connection was there (found by the simulator's latency fault after a warm-up call).
+  test_server server;
+  auto transport = make_transport();
+  auto warm = send_and_wait(*transport, get(server.url("/hello")));
+  BOOST_REQUIRE_MESSAGE(warm.ok(), describe(warm));
+  http_request r = get(server.url("/hang"));
+  r.timeout = 300ms;
+  auto resp = send_and_wait(*transport, r);
+  BOOST_TEST((resp.error == transport_error::timeout), describe(resp));
+  BOOST_TEST(transport->counters().connections_opened == 1u); // it was reused
+}
+
 BOOST_AUTO_TEST_CASE(connection_refused_fails_fast_with_connect_failed) {
   auto transport = make_transport();
   http_request r = get("http://127.0.0.1:" + std::to_string(closed_port()) + "/");
