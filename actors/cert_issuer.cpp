@@ -257,6 +257,15 @@ bool retry_later(self_ptr self, flight& f, const io::http_response& r) {
   return true;
 }
 
+/// `otherwise`, or deadline_exceeded when the transfer timed out because the flight's deadline
+/// bounded it (send_current clips the transfer timeout to what is left; a few ms of slack cover
+/// the truncation to whole milliseconds).
+error_code timeout_or(self_ptr self, const flight& f, const io::http_response& r,
+                      error_code otherwise) {
+  return r.timed_out() && left_of(self, f.due) <= milliseconds(5) ? error_code::deadline_exceeded
+                                                                  : otherwise;
+}
+
 void send_current(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto& f = st.flights.at(key);
@@ -317,7 +326,7 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
                                  404, corr));
   else
     fail_flight(self, key,
-                make_msiv2_error(error_code::metadata_failed,
+                make_msiv2_error(timeout_or(self, f, r, error_code::metadata_failed),
                                  "getplatformmetadata failed for " + to_string(f.identity) + ": " +
                                    upstream_says(r) + " after " +
                                    std::to_string(f.retries.attempts) + " attempt(s)",
@@ -375,7 +384,7 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
   if (retry_later(self, f, r))
     return;
   fail_flight(self, key,
-              make_msiv2_error(error_code::issuance_refused,
+              make_msiv2_error(timeout_or(self, f, r, error_code::issuance_refused),
                                "issuecredential refused a certificate for " + to_string(f.identity) +
                                  ": " + upstream_says(r),
                                r.ok() ? r.status : 0, corr));

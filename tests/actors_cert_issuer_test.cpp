@@ -430,6 +430,22 @@ BOOST_FIXTURE_TEST_CASE(metadata_404_after_retries_is_v1_only_host, cert_fixture
   BOOST_CHECK_EQUAL(imds->count(issue_path), 0u);
 }
 
+BOOST_FIXTURE_TEST_CASE(metadata_timed_out_at_the_deadline_is_deadline_exceeded, cert_fixture) {
+  // The transfer timeout is clipped to what is left of the deadline; when it fires, the caller
+  // ran out of time: deadline_exceeded, not metadata_failed (found against the simulator).
+  imds->manual = true;
+  imds->metadata_script.push_back(
+    io::http_response::failure(io::transport_error::timeout, "no complete response in time"));
+  auto ci = spawn();
+  auto got = get(ci, managed_identity::system(), {}, 1500ms);
+  run();
+  advance(1498ms);
+  imds->deliver_all();
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::deadline_exceeded);
+}
+
 BOOST_FIXTURE_TEST_CASE(metadata_without_server_header_is_metadata_failed, cert_fixture) {
   io::http_headers no_server;
   no_server.set("Content-Type", "application/json");
