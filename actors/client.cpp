@@ -86,11 +86,15 @@ void client::get_token(token_request request, std::function<void(token_outcome)>
     return;
   }
   auto timeout = request.timeout + answer_margin;
-  sys_->spawn([=](caf::event_based_actor* self) {
-    self->request(service, timeout, request)
-      .then([=](token_result& t) { done(std::move(t)); },
-            [=](caf::error& e) { done(std::move(e)); });
-  });
+  // The unused argument keeps CAF 0.17 from binding a reference to a null empty tuple when it
+  // spawns a function without arguments (UBSan aborts on it).
+  sys_->spawn(
+    [=](caf::event_based_actor* self, int) {
+      self->request(service, timeout, request)
+        .then([=](token_result& t) { done(std::move(t)); },
+              [=](caf::error& e) { done(std::move(e)); });
+    },
+    0);
 }
 
 token_outcome client::get_token_blocking(token_request request) {

@@ -343,13 +343,13 @@ BOOST_AUTO_TEST_CASE(shutdown_stops_every_actor_and_answers_pending_callers) {
   auto sup = caf::actor_cast<caf::actor>(m.handle());
   auto downs = std::make_shared<int>(0);
   auto watched = r->current;
-  keep(sys.spawn([=](caf::event_based_actor* self) -> caf::behavior {
+  keep(sys.spawn([=](caf::event_based_actor* self, int) -> caf::behavior {
     for (auto& x : watched)
       self->monitor(x);
     self->monitor(sup);
     self->set_down_handler([=](caf::down_msg&) { ++*downs; });
     return {[](caf::ok_atom) {}};
-  }));
+  }, 0));
   run();
   m.stop();
   run();
@@ -369,12 +369,12 @@ BOOST_AUTO_TEST_CASE(killed_supervisor_takes_every_actor_down_with_it) {
   start();
   auto downs = std::make_shared<int>(0);
   auto watched = r->current;
-  keep(sys.spawn([=](caf::event_based_actor* self) -> caf::behavior {
+  keep(sys.spawn([=](caf::event_based_actor* self, int) -> caf::behavior {
     for (auto& x : watched)
       self->monitor(x);
     self->set_down_handler([=](caf::down_msg&) { ++*downs; });
     return {[](caf::ok_atom) {}};
-  }));
+  }, 0));
   run();
   caf::anon_send_exit(m.handle(), caf::exit_reason::kill);
   run();
