@@ -132,6 +132,15 @@ BOOST_AUTO_TEST_CASE(revoked_certificate_is_re_minted_once_with_bypass_cache) {
   BOOST_TEST(r.sim().count("imds_issue", 200) == 2);
   auto issued = r.sim().pki().issued();
   BOOST_TEST(issued.size() == 2u);
+  int issues = 0;
+  int bypassing = 0;
+  for (auto& s : r.sent())
+    if (s.find("/metadata/identity/issuecredential") != std::string::npos) {
+      ++issues;
+      bypassing += s.find("bypass_cache=true") != std::string::npos ? 1 : 0;
+    }
+  BOOST_TEST(issues == 2);
+  BOOST_TEST(bypassing == 1); // the re-mint, and only it
   auto res = r.call_resource(*t);
   BOOST_TEST(res.status == 200, res.body);
 }

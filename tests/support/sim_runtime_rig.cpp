@@ -30,11 +30,24 @@ std::string capture_sink::text() const {
   return out;
 }
 
+void recording_transport::send(io::http_request request, io::completion done) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    sent_.push_back(request.method + " " + request.url);
+  }
+  inner_->send(std::move(request), std::move(done));
+}
+
+std::vector<std::string> recording_transport::sent() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return sent_;
+}
+
 runtime_rig::runtime_rig(const std::function<void(sim::config&)>& sim_tweak, rig_options options)
     : fixture_(sim_tweak) {
   auto t = io::curl_transport::create();
   BOOST_REQUIRE_MESSAGE(t.ok(), "curl_transport: " << (t.ok() ? "" : t.error()));
-  transport_ = std::shared_ptr<io::transport>(std::move(*t));
+  transport_ = std::make_shared<recording_transport>(std::shared_ptr<io::transport>(std::move(*t)));
   client_options o;
   o.config = module_config{};
   o.config.imds_base_url = fixture_.urls().imds;

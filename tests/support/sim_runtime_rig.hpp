@@ -39,6 +39,21 @@ private:
   std::vector<std::string> lines_;
 };
 
+/// Passes every request to the real transport and remembers its method and URL.
+class recording_transport final : public io::transport {
+public:
+  explicit recording_transport(std::shared_ptr<io::transport> inner) : inner_(std::move(inner)) {}
+  void send(io::http_request request, io::completion done) override;
+  void shutdown() override { inner_->shutdown(); }
+  /// "METHOD URL" of every request sent so far.
+  std::vector<std::string> sent() const;
+
+private:
+  std::shared_ptr<io::transport> inner_;
+  mutable std::mutex mtx_;
+  std::vector<std::string> sent_;
+};
+
 /// How the rig's client is made.
 struct rig_options {
   /// Attach the keyguard_attestation provider (protocol.md §5) to the client.
@@ -60,6 +75,8 @@ public:
   sim_fixture& fixture() { return fixture_; }
   msiv2::client& client() { return *client_; }
   capture_sink& log() { return *log_; }
+  /// Every request the module sent ("METHOD URL").
+  std::vector<std::string> sent() const { return transport_->sent(); }
 
   /// get_token_blocking; the request's own timeout bounds it.
   token_outcome get(token_request req);
@@ -71,7 +88,7 @@ public:
 private:
   sim_fixture fixture_;
   std::shared_ptr<capture_sink> log_ = std::make_shared<capture_sink>();
-  std::shared_ptr<io::transport> transport_;
+  std::shared_ptr<recording_transport> transport_;
   std::unique_ptr<msiv2::client> client_;
 };
 
