@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,20 +19,19 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <boost/asio/write.hpp>
 
 #include "platform/encoding.hpp"
 #include "tools/sim/server.hpp"
 
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
-using error_code = beast::error_code;
+using error_code = boost::system::error_code;
 using steady = std::chrono::steady_clock;
 
 constexpr int exit_usage = 2;
@@ -226,26 +226,50 @@ public:
   }
 
 private:
+  // The simulator always sends Content-Length, so a minimal reader is enough (and keeps
+  // Beast's parser out of the measurement).
   void read() {
-    parser_.emplace();
-    parser_->body_limit(1 << 20);
-    http::async_read(socket_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
-      self->on_read(ec);
-    });
+    net::async_read_until(socket_, net::dynamic_buffer(buf_), "\r\n\r\n",
+                          [self = shared_from_this()](error_code ec, std::size_t head) {
+                            self->on_head(ec, head);
+                          });
   }
 
-  void on_read(error_code ec) {
-    if (ec) {
+  void on_head(error_code ec, std::size_t head) {
+    if (ec || buf_.compare(0, 9, "HTTP/1.1 ") != 0) {
       ++state_.errors;
       return finish();
     }
+    status_ = std::atoi(buf_.c_str() + 9);
+    std::string lower = buf_.substr(0, head);
+    for (auto& c : lower)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::size_t length = 0;
+    if (auto p = lower.find("\r\ncontent-length:"); p != std::string::npos)
+      length = std::strtoul(lower.c_str() + p + 17, nullptr, 10);
+    close_after_ = lower.find("\r\nconnection: close") != std::string::npos;
+    const std::size_t total = head + length;
+    if (buf_.size() >= total)
+      return on_read(total);
+    net::async_read(socket_, net::dynamic_buffer(buf_), net::transfer_exactly(total - buf_.size()),
+                    [self = shared_from_this(), total](error_code rec, std::size_t) {
+                      if (rec) {
+                        ++self->state_.errors;
+                        return self->finish();
+                      }
+                      self->on_read(total);
+                    });
+  }
+
+  void on_read(std::size_t consumed) {
+    buf_.erase(0, consumed);
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - start_).count();
     state_.latencies_us.push_back(static_cast<std::uint32_t>(std::min<long long>(us, UINT32_MAX)));
-    if (parser_->get().result_int() == 200)
+    if (status_ == 200)
       ++state_.ok;
     else
       ++state_.errors;
-    if (state_.stop_after_one || !parser_->get().keep_alive())
+    if (state_.stop_after_one || close_after_)
       return finish();
     next();
   }
@@ -261,8 +285,9 @@ private:
 
   tcp::socket socket_;
   load_state& state_;
-  beast::flat_buffer buffer_;
-  std::optional<http::response_parser<http::string_body>> parser_;
+  std::string buf_;
+  int status_ = 0;
+  bool close_after_ = false;
   steady::time_point start_;
   bool up_ = false;
   bool finished_ = false;
