@@ -37,7 +37,11 @@ bool imds_retryable(int status, bool probe) {
 
 std::optional<milliseconds> imds_delay(retry_state& s, const http_response& r, bool probe,
                                        const platform::jitter_source& draw) {
-  bool retry = r.ok() ? imds_retryable(r.status, probe) : timed_out_or_unreachable(r);
+  // A refused connection on the probe means "no IMDS here" (protocol.md §1): answer at once,
+  // so a process that is not on Azure learns it fast. Later calls retry it (IMDS restarting).
+  bool retry = r.ok() ? imds_retryable(r.status, probe)
+                      : timed_out_or_unreachable(r)
+                          && !(probe && r.error == transport_error::connect_failed);
   if (!retry)
     return std::nullopt;
   int retries_done = s.attempts - 1;

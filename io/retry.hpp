@@ -31,7 +31,8 @@ struct retry_state {
 ///
 /// - imds: 404, 408, 410, 429, 5xx, timeouts and connection failures; when the first answer
 ///   was 410, every 10 s up to 7 retries, else 3 retries at 1, 2, 4 s.
-/// - imds_probe: as imds but 404 is an answer (v1-only host).
+/// - imds_probe: as imds but 404 is an answer (v1-only host), and a refused connection
+///   means no IMDS (not retried).
 /// - attestation: 5xx, 429, timeouts; exponential from 1 s, x2, cap 30 s, full jitter, up to 6
 ///   retries.
 /// - token_endpoint: 5xx without Retry-After once after 1 s; 429 or any Retry-After: the

@@ -86,8 +86,20 @@ BOOST_FIXTURE_TEST_CASE(imds_unavailable_when_neither_probe_answers_400, probe_f
   BOOST_CHECK_EQUAL(describe(got->error).http_status, 404);
 }
 
-BOOST_FIXTURE_TEST_CASE(imds_unavailable_when_connection_is_refused_after_retries, probe_fixture) {
+BOOST_FIXTURE_TEST_CASE(imds_unavailable_at_once_when_connection_is_refused, probe_fixture) {
+  // protocol.md §1: connection refused = no IMDS; a process off Azure learns it fast.
   transport->on("GET", v2_path).fail(io::transport_error::connect_failed, "refused").repeat_last();
+  auto p = spawn();
+  auto got = ask(p);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::imds_unavailable);
+  BOOST_CHECK_EQUAL(count(v2_path), 1u);
+  BOOST_CHECK_EQUAL(count(v1_path), 0u);
+}
+
+BOOST_FIXTURE_TEST_CASE(imds_unavailable_when_probe_times_out_after_retries, probe_fixture) {
+  transport->on("GET", v2_path).fail(io::transport_error::connect_timeout, "no answer").repeat_last();
   auto p = spawn();
   auto got = ask(p);
   run();

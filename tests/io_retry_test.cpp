@@ -63,6 +63,12 @@ BOOST_AUTO_TEST_CASE(probe_treats_404_as_an_answer_but_retries_timeouts) {
   BOOST_CHECK_EQUAL(schedule(retry_leg::imds_probe, t).size(), 3u);
 }
 
+BOOST_AUTO_TEST_CASE(probe_takes_a_refused_connection_as_no_imds_but_calls_retry_it) {
+  auto refused = http_response::failure(transport_error::connect_failed, "connection refused");
+  BOOST_CHECK(schedule(retry_leg::imds_probe, refused).empty());
+  BOOST_CHECK_EQUAL(schedule(retry_leg::imds, refused).size(), 3u);
+}
+
 BOOST_AUTO_TEST_CASE(imds_delays_carry_bounded_jitter) {
   auto got = schedule(retry_leg::imds, status(503), max_jitter);
   BOOST_TEST(got == (std::vector<long>{1200, 2400, 4800}), boost::test_tools::per_element());
