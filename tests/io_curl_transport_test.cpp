@@ -112,6 +112,7 @@ const test_pki& pki() {
 struct seen_request {
   std::uint64_t connection = 0;
   std::string client_cn;  ///< empty: no client certificate
+  bool resumed = false;   ///< the TLS session was resumed
   std::string method;
   std::string target;
   std::string body;
@@ -152,6 +153,7 @@ public:
 private:
   void note_peer() {
     if constexpr (Tls) {
+      resumed_ = SSL_session_reused(stream_.native_handle()) == 1;
       X509* peer = SSL_get0_peer_certificate(stream_.native_handle());
       if (peer != nullptr) {
         char buf[256] = {};
@@ -193,6 +195,7 @@ private:
   test_server& server_;
   std::uint64_t id_;
   std::string cn_;
+  bool resumed_ = false;
   net::steady_timer timer_;
   beast::flat_buffer buffer_;
   bhttp::request<bhttp::string_body> req_;
@@ -209,6 +212,10 @@ public:
       SSL_CTX* ctx = ssl_->native_handle();
       BOOST_REQUIRE(SSL_CTX_use_certificate(ctx, pki().server.cert.get()) == 1);
       BOOST_REQUIRE(SSL_CTX_use_PrivateKey(ctx, pki().server.key.get()) == 1);
+      // Needed for resumption when client certificates are verified (else OpenSSL's server
+      // answers a resumption attempt with an internal_error alert).
+      static const unsigned char sid_ctx[] = "msiv2-io-test";
+      BOOST_REQUIRE(SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) == 1);
       if (certs == client_certs::any) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
       } else if (certs == client_certs::from_ca_b) {
@@ -295,6 +302,7 @@ void session<Tls>::handle() {
   seen_request r;
   r.connection = id_;
   r.client_cn = cn_;
+  r.resumed = resumed_;
   r.method = std::string(req_.method_string());
   r.target = std::string(req_.target());
   r.body = req_.body();
@@ -819,6 +827,32 @@ BOOST_AUTO_TEST_CASE(concurrent_requests_of_two_identities_each_present_their_ow
     BOOST_TEST(cns.size() == 1u, "connection " << conn << " carried more than one identity");
   // Later rounds reused connections of the first.
   BOOST_TEST(server.connections() < static_cast<std::uint64_t>(rounds * per_round));
+}
+
+BOOST_AUTO_TEST_CASE(resumed_tls_sessions_stay_with_their_identity) {
+  test_server server(true, client_certs::any);
+  auto transport = make_transport();
+  auto a = pki().identity(pki().client_a);
+  auto b = pki().identity(pki().client_b);
+  // "Connection: close" makes every request a new connection, which may resume a session.
+  const std::vector<std::shared_ptr<const io::client_identity>> order = {a, b, a, b, nullptr, a, b};
+  for (const auto& id : order) {
+    auto r = tls_get(server, "/whoami", id);
+    r.headers.add("Connection", "close");
+    auto resp = send_and_wait(*transport, r);
+    BOOST_REQUIRE_MESSAGE(resp.status == 200, describe(resp));
+  }
+  auto seen = server.seen();
+  BOOST_REQUIRE_EQUAL(seen.size(), order.size());
+  int resumed = 0;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    std::string expected = order[i] == a ? "client-a" : order[i] == b ? "client-b" : "";
+    BOOST_TEST(seen[i].client_cn == expected, "request " << i);
+    resumed += seen[i].resumed ? 1 : 0;
+  }
+  BOOST_TEST(server.connections() == order.size());
+  BOOST_TEST(!seen[4].resumed);  // no identity: nothing to resume from
+  BOOST_TEST(resumed >= 2, "sessions resumed: " << resumed);  // resumption was exercised
 }
 
 BOOST_AUTO_TEST_CASE(a_client_certificate_the_server_does_not_trust_is_classified_as_rejected) {
