@@ -14,6 +14,8 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <cctype>
+#include <iterator>
 #include <set>
 
 #include <simdjson.h>
