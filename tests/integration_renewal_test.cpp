@@ -22,25 +22,15 @@ using msiv2::test::code_of;
 using msiv2::test::pop_request;
 using msiv2::test::runtime_rig;
 using msiv2::test::why;
+using msiv2::test::statuses;
+using msiv2::test::set_fault;
+using msiv2::test::seconds_since;
+using msiv2::test::warm_up;
 using steady = std::chrono::steady_clock;
 
 const std::string arm = "https://management.azure.com";
 const std::string vault = "https://vault.azure.net";
 
-fault_spec statuses(std::vector<int> s) {
-  fault_spec f;
-  f.statuses = std::move(s);
-  return f;
-}
-
-void set_fault(runtime_rig& r, const std::string& endpoint, fault_spec f) {
-  auto ok = r.sim().set_fault(endpoint, std::move(f));
-  BOOST_REQUIRE_MESSAGE(ok.ok(), "set_fault " << endpoint << ": " << (ok ? "" : ok.error()));
-}
-
-double seconds_since(steady::time_point t0) {
-  return std::chrono::duration<double>(steady::now() - t0).count();
-}
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -48,12 +38,6 @@ std::int64_t unix_now() {
     .count();
 }
 
-/// A cold start first, so that the probe is settled and the certificate cached.
-msiv2::token_result warm_up(runtime_rig& r) {
-  auto t = r.get(pop_request(arm));
-  BOOST_REQUIRE_MESSAGE(t, why(t));
-  return *t;
-}
 
 } // namespace
 

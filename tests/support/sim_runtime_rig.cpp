@@ -105,4 +105,25 @@ std::string why(const token_outcome& t) {
   return t ? std::string("ok") : render(t.error());
 }
 
+sim::fault_spec statuses(std::vector<int> s) {
+  sim::fault_spec f;
+  f.statuses = std::move(s);
+  return f;
+}
+
+void set_fault(runtime_rig& r, const std::string& endpoint, sim::fault_spec f) {
+  auto ok = r.sim().set_fault(endpoint, std::move(f));
+  BOOST_REQUIRE_MESSAGE(ok.ok(), "set_fault " << endpoint << ": " << (ok ? "" : ok.error()));
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+token_result warm_up(runtime_rig& r, const std::string& resource) {
+  auto t = r.get(pop_request(resource));
+  BOOST_REQUIRE_MESSAGE(t, why(t));
+  return *t;
+}
+
 } // namespace msiv2::test

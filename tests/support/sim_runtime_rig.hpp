@@ -102,4 +102,13 @@ error_code code_of(const token_outcome& t);
 /// "ok" or the rendered error, for test messages.
 std::string why(const token_outcome& t);
 
+/// A fault that answers `s` in order, then serves normally.
+sim::fault_spec statuses(std::vector<int> s);
+/// Sets a fault on the rig's simulator; fails the test when the endpoint is unknown.
+void set_fault(runtime_rig& r, const std::string& endpoint, sim::fault_spec f);
+/// Seconds of real time since `t0`.
+double seconds_since(std::chrono::steady_clock::time_point t0);
+/// A cold start first, so that the probe is settled and the certificate cached.
+token_result warm_up(runtime_rig& r, const std::string& resource = "https://management.azure.com");
+
 } // namespace msiv2::test
