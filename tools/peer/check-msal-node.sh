@@ -26,7 +26,8 @@ state=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$state"' EXIT
 "$sim" serve --ready-file "$state/ready.json" --state-dir "$state/sim" >"$state/sim.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
+# Up to 60 s: a sanitizer build generating its RSA keys on a loaded machine starts slowly.
+for _ in $(seq 1 600); do
   [ -s "$state/ready.json" ] && break
   kill -0 "$pid" 2>/dev/null || { echo "msiv2-sim exited early:"; cat "$state/sim.log"; exit 1; }
   sleep 0.1
