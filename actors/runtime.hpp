@@ -16,6 +16,7 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
+#include "actors/artifact_store.hpp"
 #include "io/http.hpp"
 #include "messages/protocol.hpp"
 #include "platform/clock.hpp"
@@ -51,9 +52,21 @@ struct module_config {
   /// remediation_window; beyond that requests fail with token_refused.
   int max_remediations = 3;
   std::chrono::seconds remediation_window{600};
+  /// Cache directory shared by this user's processes (binding key, certificates, attestation
+  /// JWTs; never access tokens). Empty: memory only (the default of a default-constructed
+  /// config; from_environment() fills it from MSIV2_CACHE_DIR / XDG_RUNTIME_DIR / HOME).
+  std::string cache_dir;
+  /// Longest wait for another process's writer lock before going ahead alone.
+  std::chrono::milliseconds lock_wait{10000};
+  /// Where the boot id is read (tests point it at a file of their own to simulate a reboot).
+  std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
+  /// Why from_environment() found no usable cache directory (empty when it did, or when
+  /// MSIV2_CACHE_DIR=none asked for memory only).
+  std::string cache_dir_error;
 
-  /// The defaults with $AZURE_POD_IDENTITY_AUTHORITY_HOST and $MSIV2_DISABLE_V2 (1/true)
-  /// applied.
+  /// The defaults with $AZURE_POD_IDENTITY_AUTHORITY_HOST, $MSIV2_DISABLE_V2 (1/true) and the
+  /// cache directory (platform::cache_dir_from_environment; an error there leaves cache_dir
+  /// empty and is kept in cache_dir_error for the client to log) applied.
   static module_config from_environment();
 };
 
@@ -110,6 +123,8 @@ struct runtime_deps {
   std::shared_ptr<attestation_provider> attestation;
   std::shared_ptr<platform::log_sink> log;
   std::shared_ptr<stats_registry> stats;
+  /// The cache directory shared with this user's other processes; null: memory only.
+  std::shared_ptr<artifact_store> files;
 };
 
 using deps_ptr = std::shared_ptr<const runtime_deps>;
