@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "platform/files.hpp"
+
 namespace msiv2 {
 
 module_config module_config::from_environment() {
@@ -14,6 +16,10 @@ module_config module_config::from_environment() {
   }
   if (const char* off = std::getenv("MSIV2_DISABLE_V2"); off != nullptr)
     cfg.v2_enabled = !(std::strcmp(off, "1") == 0 || std::strcmp(off, "true") == 0);
+  if (auto dir = platform::cache_dir_from_environment(); !dir)
+    cfg.cache_dir_error = dir.error();
+  else if (dir->has_value())
+    cfg.cache_dir = **dir;
   return cfg;
 }
 

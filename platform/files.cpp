@@ -1,0 +1,447 @@
+#include "platform/files.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "platform/encoding.hpp"
+
+namespace msiv2::platform {
+
+namespace {
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+std::string octal_mode(mode_t mode) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
+/// Closes a descriptor on scope exit (EINTR on close is not retried: Linux frees the fd).
+class fd_guard {
+public:
+  explicit fd_guard(int fd) : fd_(fd) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+
+private:
+  int fd_;
+};
+
+std::string join(const std::string& dir, const std::string& name) {
+  if (!dir.empty() && dir.back() == '/')
+    return dir + name;
+  return dir + "/" + name;
+}
+
+/// A file name inside the cache directory: no separators, no "." / "..", not empty.
+std::string bad_name(const std::string& dir, std::string_view name) {
+  if (name.empty())
+    return "empty file name in " + dir;
+  if (name == "." || name == ".." || name.find('/') != std::string_view::npos
+      || name.find('\0') != std::string_view::npos)
+    return "invalid file name '" + std::string(name) + "' in " + dir
+           + " (must be a plain name without '/')";
+  return {};
+}
+
+/// Why an open file is not one we trust (empty when it is): not a regular file, owned by
+/// another user, or writable by group or others. `what` names it ("cache file /x/y").
+std::string untrusted(const struct stat& st, const std::string& what) {
+  if (!S_ISREG(st.st_mode))
+    return what + " is not a regular file";
+  if (st.st_uid != ::geteuid())
+    return what + " is owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid "
+           + std::to_string(::geteuid()) + ")";
+  if ((st.st_mode & 022) != 0)
+    return what + " is writable by group or others (mode " + octal_mode(st.st_mode) + ")";
+  return {};
+}
+
+/// Checks one directory of the cache with lstat: a real directory, ours, not writable by
+/// group or others.
+result<void> check_private_dir(const std::string& path, const char* what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0)
+    return fail(std::string(what) + " " + path + ": " + errno_text(errno));
+  if (S_ISLNK(st.st_mode))
+    return fail(std::string(what) + " " + path
+                + " is a symlink; refusing to follow it (use the real path)");
+  if (!S_ISDIR(st.st_mode))
+    return fail(std::string(what) + " " + path + " exists but is not a directory");
+  if (st.st_uid != ::geteuid())
+    return fail(std::string(what) + " " + path + " is owned by uid " + std::to_string(st.st_uid)
+                + ", not by this user (uid " + std::to_string(::geteuid()) + ")");
+  if ((st.st_mode & 022) != 0)
+    return fail(std::string(what) + " " + path + " is writable by group or others (mode "
+                + octal_mode(st.st_mode) + "); fix with chmod 700");
+  return ok();
+}
+
+/// mkdir 0700 that accepts an existing entry (checked afterwards by the caller).
+result<void> make_dir(const std::string& path, const char* what) {
+  if (::mkdir(path.c_str(), 0700) == 0 || errno == EEXIST)
+    return ok();
+  return fail("creating " + std::string(what) + " " + path + ": " + errno_text(errno));
+}
+
+result<void> write_all(int fd, std::string_view bytes) {
+  const char* p = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return fail(errno_text(errno));
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  return ok();
+}
+
+result<void> fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return fail("opening directory " + dir + " to fsync it: " + errno_text(errno));
+  fd_guard guard(fd);
+  if (::fsync(fd) != 0 && errno != EINVAL) // some file systems cannot fsync a directory
+    return fail("fsync of directory " + dir + ": " + errno_text(errno));
+  return ok();
+}
+
+/// Deletes temp files of `name` (".<name>.tmp.<pid>.<random>") whose writer is dead, so a
+/// writer killed between create and rename leaves no garbage behind for long.
+void sweep_stale_temps(const std::string& dir, const std::string& name) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr)
+    return;
+  const std::string prefix = "." + name + ".tmp.";
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view entry(e->d_name);
+    if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0)
+      continue;
+    std::string_view rest = entry.substr(prefix.size());
+    auto dot = rest.find('.');
+    if (dot == std::string_view::npos || dot == 0)
+      continue;
+    std::string pid_text(rest.substr(0, dot));
+    char* end = nullptr;
+    long pid = std::strtol(pid_text.c_str(), &end, 10);
+    if (end == nullptr || *end != '\0' || pid <= 0)
+      continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH)
+      ::unlinkat(::dirfd(d), e->d_name, 0);
+  }
+  ::closedir(d);
+}
+
+std::string trim(std::string s) {
+  const char* ws = " \t\r\n";
+  auto b = s.find_first_not_of(ws);
+  if (b == std::string::npos)
+    return {};
+  auto e = s.find_last_not_of(ws);
+  return s.substr(b, e - b + 1);
+}
+
+/// The value of `var` when it is set and not empty.
+std::optional<std::string> env(const char* var) {
+  const char* v = std::getenv(var);
+  if (v == nullptr || *v == '\0')
+    return std::nullopt;
+  return std::string(v);
+}
+
+std::string strip_trailing_slashes(std::string s) {
+  while (s.size() > 1 && s.back() == '/')
+    s.pop_back();
+  return s;
+}
+
+} // namespace
+
+result<std::optional<std::string>> cache_dir_from_environment() {
+  if (auto dir = env("MSIV2_CACHE_DIR")) {
+    if (*dir == "none")
+      return std::optional<std::string>{};
+    if ((*dir)[0] != '/')
+      return fail("MSIV2_CACHE_DIR must be an absolute path (or \"none\" for memory only), got '"
+                  + *dir + "'");
+    return std::optional<std::string>{strip_trailing_slashes(*dir)};
+  }
+  if (auto xdg = env("XDG_RUNTIME_DIR")) {
+    if ((*xdg)[0] != '/')
+      return fail("XDG_RUNTIME_DIR must be an absolute path, got '" + *xdg
+                  + "' (set MSIV2_CACHE_DIR to choose the cache directory)");
+    return std::optional<std::string>{join(strip_trailing_slashes(*xdg), "msiv2")};
+  }
+  if (auto home = env("HOME")) {
+    if ((*home)[0] != '/')
+      return fail("HOME must be an absolute path, got '" + *home
+                  + "' (set MSIV2_CACHE_DIR to choose the cache directory)");
+    return std::optional<std::string>{join(strip_trailing_slashes(*home), ".cache/msiv2")};
+  }
+  return fail("no cache directory: none of MSIV2_CACHE_DIR, XDG_RUNTIME_DIR and HOME is set "
+              "(set MSIV2_CACHE_DIR to a directory, or to \"none\" for memory only)");
+}
+
+result<void> prepare_private_dir(const std::string& dir_in) {
+  if (dir_in.empty())
+    return fail("cache directory: empty path");
+  const std::string dir = strip_trailing_slashes(dir_in);
+  // Missing parents first (existing ones are left as they are: only `dir` is ours).
+  for (std::size_t pos = dir.find('/', 1); pos != std::string::npos; pos = dir.find('/', pos + 1)) {
+    if (auto made = make_dir(dir.substr(0, pos), "parent of cache directory"); !made)
+      return made;
+  }
+  if (auto made = make_dir(dir, "cache directory"); !made)
+    return made;
+  if (auto checked = check_private_dir(dir, "cache directory"); !checked)
+    return checked;
+  const std::string locks = join(dir, "locks");
+  if (auto made = make_dir(locks, "lock directory"); !made)
+    return made;
+  return check_private_dir(locks, "lock directory");
+}
+
+file_read read_private_file(const std::string& dir, const std::string& name,
+                            std::size_t max_bytes) {
+  file_read out;
+  if (auto bad = bad_name(dir, name); !bad.empty()) {
+    out.status = read_status::refused;
+    out.reason = bad;
+    return out;
+  }
+  const std::string path = join(dir, name);
+  const std::string what = "cache file " + path;
+  // O_NONBLOCK: opening a FIFO planted in the directory must not hang the reader.
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) {
+      out.status = read_status::missing;
+      return out;
+    }
+    out.status = read_status::refused;
+    out.reason = err == ELOOP ? what + " is a symlink; not followed"
+                              : "opening " + what + ": " + errno_text(err);
+    return out;
+  }
+  fd_guard guard(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    out.status = read_status::refused;
+    out.reason = "fstat of " + what + ": " + errno_text(errno);
+    return out;
+  }
+  if (auto why = untrusted(st, what); !why.empty()) {
+    out.status = read_status::refused;
+    out.reason = why;
+    return out;
+  }
+  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+    out.status = read_status::refused;
+    out.reason = what + " is too large (" + std::to_string(st.st_size) + " bytes, limit "
+                 + std::to_string(max_bytes) + ")";
+    return out;
+  }
+  std::string bytes;
+  bytes.resize(static_cast<std::size_t>(st.st_size) + 1);
+  std::size_t have = 0;
+  for (;;) {
+    if (have == bytes.size()) {
+      if (have > max_bytes) // it grew past the limit while we read
+        break;
+      bytes.resize(std::min(bytes.size() * 2, max_bytes + 1));
+    }
+    ssize_t n = ::read(fd, bytes.data() + have, bytes.size() - have);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      out.status = read_status::refused;
+      out.reason = "reading " + what + ": " + errno_text(errno);
+      return out;
+    }
+    if (n == 0)
+      break;
+    have += static_cast<std::size_t>(n);
+  }
+  if (have > max_bytes) {
+    out.status = read_status::refused;
+    out.reason = what + " is too large (more than " + std::to_string(max_bytes) + " bytes)";
+    return out;
+  }
+  bytes.resize(have);
+  out.status = read_status::ok;
+  out.bytes = std::move(bytes);
+  out.mode = st.st_mode & 07777;
+  return out;
+}
+
+result<void> write_file_atomically(const std::string& dir, const std::string& name,
+                                   std::string_view bytes) {
+  if (auto bad = bad_name(dir, name); !bad.empty())
+    return fail("writing: " + bad);
+  const std::string path = join(dir, name);
+  sweep_stale_temps(dir, name);
+  const std::string tmp_name = "." + name + ".tmp." + std::to_string(::getpid()) + "."
+                               + hex_lower(random_bytes(8));
+  const std::string tmp = join(dir, tmp_name);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return fail("writing " + path + ": creating temp file " + tmp + ": " + errno_text(errno));
+  fd_guard guard(fd);
+  auto cleanup = [&](const std::string& what, int err) {
+    ::unlink(tmp.c_str());
+    return fail("writing " + path + ": " + what + ": " + errno_text(err));
+  };
+  // The umask can only take bits away; make the mode exactly 0600 whatever it is.
+  if (::fchmod(fd, 0600) != 0)
+    return cleanup("fchmod 0600 of the temp file", errno);
+  if (auto written = write_all(fd, bytes); !written) {
+    ::unlink(tmp.c_str());
+    return fail("writing " + path + ": writing the temp file: " + written.error());
+  }
+  if (::fsync(fd) != 0)
+    return cleanup("fsync of the temp file", errno);
+  if (::close(guard.release()) != 0)
+    return cleanup("closing the temp file", errno);
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    return cleanup("renaming the temp file over it", errno);
+  if (auto synced = fsync_dir(dir); !synced)
+    return fail("writing " + path + ": " + synced.error());
+  return ok();
+}
+
+result<void> remove_file(const std::string& dir, const std::string& name) {
+  if (auto bad = bad_name(dir, name); !bad.empty())
+    return fail("removing: " + bad);
+  const std::string path = join(dir, name);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return fail("removing " + path + ": " + errno_text(errno));
+  return ok();
+}
+
+file_lock::file_lock(file_lock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+file_lock& file_lock::operator=(file_lock&& other) noexcept {
+  if (this != &other) {
+    release();
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+file_lock::~file_lock() {
+  release();
+}
+
+void file_lock::release() noexcept {
+  // Closing the last descriptor of the open file description drops the flock.
+  if (fd_ >= 0)
+    ::close(std::exchange(fd_, -1));
+}
+
+result<std::optional<file_lock>> file_lock::try_acquire(const std::string& path) {
+  if (path.empty())
+    return fail("lock file: empty path");
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ELOOP)
+      return fail("lock file " + path + " is a symlink; not followed");
+    return fail("opening lock file " + path + ": " + errno_text(err));
+  }
+  fd_guard guard(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    return fail("fstat of lock file " + path + ": " + errno_text(errno));
+  if (auto why = untrusted(st, "lock file " + path); !why.empty())
+    return fail(why);
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0)
+      return std::optional<file_lock>{file_lock(guard.release())};
+    if (errno == EINTR)
+      continue;
+    if (errno == EWOULDBLOCK)
+      return std::optional<file_lock>{};
+    return fail("flock of lock file " + path + ": " + errno_text(errno));
+  }
+}
+
+result<std::optional<file_lock>> file_lock::acquire(const std::string& path,
+                                                    std::chrono::milliseconds wait) {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = clock::now() + wait;
+  std::chrono::milliseconds pause{1};
+  for (;;) {
+    auto attempt = try_acquire(path);
+    if (!attempt || attempt->has_value())
+      return attempt;
+    auto now = clock::now();
+    if (now >= deadline)
+      return attempt; // nullopt: not had in time
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    std::this_thread::sleep_for(std::min(pause, left + std::chrono::milliseconds(1)));
+    pause = std::min(pause * 2, std::chrono::milliseconds(20));
+  }
+}
+
+result<std::string> read_boot_id(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0)
+    return fail("reading boot id from " + path + ": " + errno_text(errno));
+  fd_guard guard(fd);
+  std::string text;
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return fail("reading boot id from " + path + ": " + errno_text(errno));
+    }
+    if (n == 0)
+      break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > 1024)
+      return fail("boot id file " + path + " is too large (more than 1024 bytes)");
+  }
+  text = trim(std::move(text));
+  if (text.empty())
+    return fail("boot id file " + path + " is empty");
+  if (text.find_first_of(" \t\r\n") != std::string::npos)
+    return fail("boot id file " + path + " holds more than one line or word");
+  return text;
+}
+
+std::string artifact_file_name(std::string_view prefix, std::string_view artifact_id,
+                               std::string_view suffix) {
+  std::string out(prefix);
+  out += '-';
+  out += hex_lower(sha256(artifact_id)).substr(0, 32);
+  out += suffix;
+  return out;
+}
+
+} // namespace msiv2::platform
