@@ -5,7 +5,11 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -20,10 +24,31 @@ using msiv2::test::run_process;
 using msiv2::test::run_result;
 using msiv2::test::sim_fixture;
 
-/// msiv2-token with the simulator's IMDS and CA, then `extra`.
-run_result token_cli(sim_fixture& f, std::vector<std::string> extra) {
+/// A fresh cache directory under /tmp, removed at scope exit: no test touches ~/.cache.
+class temp_cache_dir {
+public:
+  temp_cache_dir() {
+    char tmpl[] = "/tmp/msiv2-cli-cache-XXXXXX";
+    BOOST_TEST_REQUIRE(::mkdtemp(tmpl) != nullptr, "mkdtemp: " << std::strerror(errno));
+    path_ = tmpl;
+  }
+  ~temp_cache_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+private:
+  std::string path_;
+};
+
+/// msiv2-token with the simulator's IMDS and CA and a cache directory of its own (a fresh
+/// one unless `cache_dir` is given), then `extra`.
+run_result token_cli(sim_fixture& f, std::vector<std::string> extra, std::string cache_dir = {}) {
+  temp_cache_dir fresh;
   std::vector<std::string> args{MSIV2_TOKEN_BINARY, "--imds", f.urls().imds, "--ca-file",
-                                f.urls().ca_file, "--timeout", "20"};
+                                f.urls().ca_file, "--timeout", "20", "--cache-dir",
+                                cache_dir.empty() ? fresh.path() : cache_dir};
   args.insert(args.end(), extra.begin(), extra.end());
   return run_process(std::move(args), std::chrono::seconds(60));
 }
@@ -104,6 +129,10 @@ BOOST_AUTO_TEST_CASE(bad_arguments_exit_2_with_one_line) {
     {MSIV2_TOKEN_BINARY, "--resource", "r", "--timeout", "0"},
     {MSIV2_TOKEN_BINARY, "--resource", "r", "--client-id", "a", "--object-id", "b"},
     {MSIV2_TOKEN_BINARY, "--resource", "r", "--imds", "169.254.169.254"},
+    {MSIV2_TOKEN_BINARY, "--resource", "r", "--repeat", "0"},
+    {MSIV2_TOKEN_BINARY, "--resource", "r", "--interval-ms", "-1"},
+    {MSIV2_TOKEN_BINARY, "--resource", "r", "--cache-dir", "relative/dir"},
+    {MSIV2_TOKEN_BINARY, "--resource", "r", "--log-level", "loud"},
   };
   for (const auto& args : cases) {
     auto r = run_process(args, std::chrono::seconds(30));
@@ -114,6 +143,50 @@ BOOST_AUTO_TEST_CASE(bad_arguments_exit_2_with_one_line) {
   auto help = run_process({MSIV2_TOKEN_BINARY, "--help"});
   BOOST_TEST(help.code == 0);
   BOOST_TEST(help.out.find("exit codes") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(repeat_prints_one_json_object_per_token_from_one_process) {
+  sim_fixture f;
+  auto r = token_cli(f, {"--resource", "https://management.azure.com", "--json", "--repeat", "3",
+                         "--interval-ms", "50"},
+                     "none");
+  BOOST_TEST_REQUIRE(r.code == 0, "exit " << r.code << ", stderr: " << r.err);
+  BOOST_TEST(std::count(r.out.begin(), r.out.end(), '\n') == 3, r.out);
+  simdjson::dom::parser parser;
+  std::string first_x5t;
+  std::size_t pos = 0;
+  for (std::int64_t n = 0; n < 3; ++n) {
+    auto nl = r.out.find('\n', pos);
+    BOOST_TEST_REQUIRE(nl != std::string::npos);
+    simdjson::padded_string line(r.out.substr(pos, nl - pos));
+    pos = nl + 1;
+    simdjson::dom::element doc;
+    BOOST_TEST_REQUIRE(!parser.parse(line).get(doc), "not JSON: " << line);
+    std::int64_t index = -1;
+    std::string_view source, x5t;
+    BOOST_TEST(!doc["n"].get(index));
+    BOOST_TEST(!doc["source"].get(source));
+    BOOST_TEST(!doc["x5t"].get(x5t));
+    BOOST_TEST(index == n);
+    BOOST_TEST(source == (n == 0 ? "network" : "cache"));
+    if (n == 0)
+      first_x5t = std::string(x5t);
+    BOOST_TEST(x5t == first_x5t);
+  }
+  BOOST_TEST(f.sim().count("imds_issue", 200) == 1u);
+  BOOST_TEST(f.sim().count("token", 200) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(repeat_without_json_prints_one_line_per_token) {
+  sim_fixture f;
+  auto r = token_cli(f, {"--resource", "https://management.azure.com", "--repeat", "2",
+                         "--interval-ms", "0"});
+  BOOST_TEST_REQUIRE(r.code == 0, "exit " << r.code << ", stderr: " << r.err);
+  BOOST_TEST(std::count(r.out.begin(), r.out.end(), '\n') == 2, r.out);
+  BOOST_TEST(r.out.rfind("token 0: mtls_pop source=network x5t#S256=", 0) == 0u, r.out);
+  BOOST_TEST(r.out.find("\ntoken 1: mtls_pop source=cache x5t#S256=") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("<redacted:") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("eyJ") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(v1_only_host_and_mtls_pop_exit_4) {

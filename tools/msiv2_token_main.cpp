@@ -1,6 +1,8 @@
 // msiv2-token: asks the msiv2 runtime (msiv2::client) for one token and prints what came back,
 // optionally calling a resource with it over mTLS. For scripts and for people checking a VM.
 // The access token is printed only with --show-token; the binding key never is.
+// --repeat keeps one process asking for a while (renewals, caches shared across processes);
+// --cache-dir chooses where the binding key, certificates and attestation tokens are shared.
 
 #include <cerrno>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "actors/client.hpp"
 #include "actors/keyguard_attestation.hpp"
@@ -20,6 +23,7 @@
 #include "messages/token.hpp"
 #include "platform/binding.hpp"
 #include "platform/encoding.hpp"
+#include "platform/log.hpp"
 
 namespace {
 
@@ -58,6 +62,17 @@ const char* usage_text =
   "  --show-token             print the access token itself (default: a redacted form)\n"
   "  --call URL               GET URL with the token (mtls_pop: over mTLS with the binding\n"
   "                           certificate and key) and print the status and body\n"
+  "  --repeat N               ask N times (1-100000, default 1), printing one line per token\n"
+  "                           (one JSON object per line with --json, with \"n\" its index)\n"
+  "  --interval-ms M          pause M milliseconds between asks (0-3600000, default 1000)\n"
+  "  --cache-dir DIR          the cache directory shared with this user's other processes\n"
+  "                           (binding key, certificates, attestation tokens; never access\n"
+  "                           tokens); \"none\": memory only (default: $MSIV2_CACHE_DIR, else\n"
+  "                           $XDG_RUNTIME_DIR/msiv2, else ~/.cache/msiv2)\n"
+  "  --boot-id-file PATH      where the boot id is read (default: $MSIV2_BOOT_ID_FILE, else\n"
+  "                           /proc/sys/kernel/random/boot_id); a new value means a new boot\n"
+  "  --log-level L            module log lines on stderr at L and above: debug, info,\n"
+  "                           warning, error or off (default off)\n"
   "  --help                   this text\n"
   "\n"
   "exit codes:\n"
@@ -83,7 +98,22 @@ struct options {
   bool json = false;
   bool show_token = false;
   std::string call_url;
+  int repeat = 1;
+  int interval_ms = 1000;
+  std::optional<std::string> cache_dir; ///< "none": memory only
+  std::optional<std::string> boot_id_file;
+  std::optional<msiv2::platform::log_level> log_level;
 };
+
+/// A whole decimal number in [lo, hi], or nullopt.
+std::optional<long> integer_in(const std::string& value, long lo, long hi) {
+  errno = 0;
+  char* end = nullptr;
+  long v = std::strtol(value.c_str(), &end, 10);
+  if (value.empty() || errno != 0 || *end != '\0' || v < lo || v > hi)
+    return std::nullopt;
+  return v;
+}
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "msiv2-token: %s (try msiv2-token --help)\n", message.c_str());
@@ -130,7 +160,8 @@ std::optional<int> parse(int argc, char** argv, options& o) {
     const bool known = arg == "--resource" || arg == "--token-type" || arg == "--client-id" ||
                        arg == "--object-id" || arg == "--resource-id" || arg == "--imds" ||
                        arg == "--ca-file" || arg == "--claims" || arg == "--timeout" ||
-                       arg == "--call";
+                       arg == "--call" || arg == "--repeat" || arg == "--interval-ms" ||
+                       arg == "--cache-dir" || arg == "--boot-id-file" || arg == "--log-level";
     if (!known)
       return usage_error("unknown option '" + std::string(argv[i]) + "'");
     if (!need_value())
@@ -177,6 +208,38 @@ std::optional<int> parse(int argc, char** argv, options& o) {
       if (value.rfind("https://", 0) != 0 && value.rfind("http://", 0) != 0)
         return usage_error("--call: must be an http:// or https:// URL, got '" + value + "'");
       o.call_url = value;
+    } else if (arg == "--repeat") {
+      auto v = integer_in(value, 1, 100000);
+      if (!v)
+        return usage_error("--repeat: must be an integer from 1 to 100000, got '" + value + "'");
+      o.repeat = static_cast<int>(*v);
+    } else if (arg == "--interval-ms") {
+      auto v = integer_in(value, 0, 3600000);
+      if (!v)
+        return usage_error("--interval-ms: must be an integer from 0 to 3600000, got '" + value +
+                           "'");
+      o.interval_ms = static_cast<int>(*v);
+    } else if (arg == "--cache-dir") {
+      if (value != "none" && value.rfind('/', 0) != 0)
+        return usage_error("--cache-dir: must be an absolute path or none, got '" + value + "'");
+      o.cache_dir = value;
+    } else if (arg == "--boot-id-file") {
+      if (value.empty())
+        return usage_error("--boot-id-file must not be empty");
+      o.boot_id_file = value;
+    } else if (arg == "--log-level") {
+      using msiv2::platform::log_level;
+      if (value == "debug")
+        o.log_level = log_level::debug;
+      else if (value == "info")
+        o.log_level = log_level::info;
+      else if (value == "warning")
+        o.log_level = log_level::warning;
+      else if (value == "error")
+        o.log_level = log_level::error;
+      else if (value != "off")
+        return usage_error("--log-level: must be debug, info, warning, error or off, got '" +
+                           value + "'");
     }
   }
   if (!have_resource)
@@ -252,6 +315,85 @@ call_outcome call_resource(msiv2::io::transport& t, const options& o,
   return {r.status, std::move(r.body), {}};
 }
 
+/// Prints one outcome (attempt `n` of o.repeat) and returns its exit code.
+int report(const options& o, msiv2::io::transport& transport, int n, const msiv2::token_outcome& got) {
+  using msiv2::platform::json_quote;
+  const bool repeating = o.repeat > 1;
+  const std::string index = repeating ? "\"n\":" + std::to_string(n) + "," : std::string();
+  int rc = exit_ok;
+  if (!got) {
+    auto info = msiv2::describe(got.error());
+    rc = exit_code_for(info.code);
+    if (rc == exit_ok)
+      rc = exit_other;
+    if (o.json)
+      std::printf("{%s\"error\":%s,\"description\":%s,\"http_status\":%d,\"correlation_id\":%s}\n",
+                  index.c_str(), json_quote(msiv2::to_string(info.code)).c_str(),
+                  json_quote(info.description).c_str(), info.http_status,
+                  json_quote(info.correlation_id).c_str());
+    std::fprintf(stderr, "msiv2-token: %s%s\n",
+                 repeating ? ("attempt " + std::to_string(n) + ": ").c_str() : "",
+                 msiv2::render(got.error()).c_str());
+    return rc;
+  }
+  const auto& tok = *got;
+  std::string x5t = tok.binding ? tok.binding->x5t_s256 : std::string();
+  const char* source = tok.source == msiv2::token_source::cache ? "cache" : "network";
+  const std::string shown = o.show_token ? tok.access_token : redacted(tok.access_token);
+  std::optional<call_outcome> call;
+  if (!o.call_url.empty())
+    call = call_resource(transport, o, tok);
+  if (o.json) {
+    std::string out = "{" + index + "\"token_type\":" + json_quote(msiv2::to_string(tok.type));
+    out += ",\"expires_on\":" + std::to_string(tok.expires_on);
+    out += ",\"refresh_on\":" + std::to_string(tok.refresh_on);
+    out += ",\"source\":" + json_quote(source);
+    out += ",\"x5t\":" + (x5t.empty() ? std::string("null") : json_quote(x5t));
+    if (o.show_token)
+      out += ",\"access_token\":" + json_quote(tok.access_token);
+    if (call) {
+      out += ",\"call\":{\"status\":" + std::to_string(call->status);
+      if (!call->error.empty())
+        out += ",\"error\":" + json_quote(call->error);
+      else
+        out += ",\"body\":" + json_quote(call->body);
+      out += "}";
+    }
+    out += "}";
+    std::printf("%s\n", out.c_str());
+  } else if (repeating) {
+    std::string line = "token " + std::to_string(n) + ": " + msiv2::to_string(tok.type) +
+                       " source=" + source + " x5t#S256=" + (x5t.empty() ? "-" : x5t) +
+                       " expires_on=" + std::to_string(tok.expires_on) +
+                       " refresh_on=" + std::to_string(tok.refresh_on) + " token=" + shown;
+    if (call)
+      line += !call->error.empty() ? " call=no-answer(" + call->error + ")"
+                                   : " call=HTTP " + std::to_string(call->status);
+    std::printf("%s\n", line.c_str());
+  } else {
+    std::printf("token_type:  %s\n", msiv2::to_string(tok.type));
+    std::printf("expires_on:  %lld\n", static_cast<long long>(tok.expires_on));
+    std::printf("refresh_on:  %lld\n", static_cast<long long>(tok.refresh_on));
+    std::printf("source:      %s\n", source);
+    if (!x5t.empty())
+      std::printf("x5t#S256:    %s\n", x5t.c_str());
+    std::printf("token:       %s\n", shown.c_str());
+    if (call) {
+      if (!call->error.empty()) {
+        std::printf("call:        no answer: %s\n", call->error.c_str());
+      } else {
+        std::printf("call:        HTTP %d\n", call->status);
+        std::printf("%s\n", call->body.c_str());
+      }
+    }
+  }
+  if (call)
+    rc = !call->error.empty() ? exit_transport
+         : (call->status >= 200 && call->status < 300) ? exit_ok
+                                                        : exit_other;
+  return rc;
+}
+
 int run(const options& o) {
   auto made = msiv2::io::curl_transport::create();
   if (!made) {
@@ -264,6 +406,16 @@ int run(const options& o) {
   if (o.imds)
     copts.config.imds_base_url = *o.imds;
   copts.config.ca_file = o.ca_file;
+  if (o.cache_dir) {
+    copts.config.cache_dir = *o.cache_dir == "none" ? std::string() : *o.cache_dir;
+    copts.config.cache_dir_error.clear();
+  }
+  if (o.boot_id_file)
+    copts.config.boot_id_path = *o.boot_id_file;
+  else if (const char* f = std::getenv("MSIV2_BOOT_ID_FILE"); f != nullptr && *f != '\0')
+    copts.config.boot_id_path = f;
+  if (o.log_level)
+    copts.log = msiv2::platform::stderr_log_sink(*o.log_level);
   copts.transport = transport;
   if (o.attest)
     copts.attestation = std::make_shared<msiv2::keyguard_attestation>(transport, o.ca_file);
@@ -283,65 +435,13 @@ int run(const options& o) {
       transport->shutdown();
       return exit_other;
     }
-    auto got = (*client)->get_token_blocking(req);
-    if (!got) {
-      auto info = msiv2::describe(got.error());
-      rc = exit_code_for(info.code);
+    for (int n = 0; n < o.repeat; ++n) {
+      if (n > 0 && o.interval_ms > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(o.interval_ms));
+      int this_rc = report(o, *transport, n, (*client)->get_token_blocking(req));
       if (rc == exit_ok)
-        rc = exit_other;
-      if (o.json)
-        std::printf("{\"error\":%s,\"description\":%s,\"http_status\":%d,\"correlation_id\":%s}\n",
-                    msiv2::platform::json_quote(msiv2::to_string(info.code)).c_str(),
-                    msiv2::platform::json_quote(info.description).c_str(), info.http_status,
-                    msiv2::platform::json_quote(info.correlation_id).c_str());
-      std::fprintf(stderr, "msiv2-token: %s\n", msiv2::render(got.error()).c_str());
-    } else {
-      const auto& tok = *got;
-      std::string x5t = tok.binding ? tok.binding->x5t_s256 : std::string();
-      const char* source = tok.source == msiv2::token_source::cache ? "cache" : "network";
-      std::optional<call_outcome> call;
-      if (!o.call_url.empty())
-        call = call_resource(*transport, o, tok);
-      if (o.json) {
-        std::string out = "{\"token_type\":" + msiv2::platform::json_quote(msiv2::to_string(tok.type));
-        out += ",\"expires_on\":" + std::to_string(tok.expires_on);
-        out += ",\"refresh_on\":" + std::to_string(tok.refresh_on);
-        out += ",\"source\":" + msiv2::platform::json_quote(source);
-        out += ",\"x5t\":" + (x5t.empty() ? std::string("null") : msiv2::platform::json_quote(x5t));
-        if (o.show_token)
-          out += ",\"access_token\":" + msiv2::platform::json_quote(tok.access_token);
-        if (call) {
-          out += ",\"call\":{\"status\":" + std::to_string(call->status);
-          if (!call->error.empty())
-            out += ",\"error\":" + msiv2::platform::json_quote(call->error);
-          else
-            out += ",\"body\":" + msiv2::platform::json_quote(call->body);
-          out += "}";
-        }
-        out += "}";
-        std::printf("%s\n", out.c_str());
-      } else {
-        std::printf("token_type:  %s\n", msiv2::to_string(tok.type));
-        std::printf("expires_on:  %lld\n", static_cast<long long>(tok.expires_on));
-        std::printf("refresh_on:  %lld\n", static_cast<long long>(tok.refresh_on));
-        std::printf("source:      %s\n", source);
-        if (!x5t.empty())
-          std::printf("x5t#S256:    %s\n", x5t.c_str());
-        std::printf("token:       %s\n",
-                    o.show_token ? tok.access_token.c_str() : redacted(tok.access_token).c_str());
-        if (call) {
-          if (!call->error.empty()) {
-            std::printf("call:        no answer: %s\n", call->error.c_str());
-          } else {
-            std::printf("call:        HTTP %d\n", call->status);
-            std::printf("%s\n", call->body.c_str());
-          }
-        }
-      }
-      if (call)
-        rc = !call->error.empty() ? exit_transport
-             : (call->status >= 200 && call->status < 300) ? exit_ok
-                                                            : exit_other;
+        rc = this_rc; // the first failure decides the exit code
+      std::fflush(stdout);
     }
   } // the client stops its module before the transport goes
   transport->shutdown();
