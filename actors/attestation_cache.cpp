@@ -52,6 +52,7 @@ void start_fetch(self_ptr self, const deps_ptr& deps, const attestation_key& k, 
   e.background = background;
   e.fetch_due = due;
   e.retry = io::retry_state{};
+  e.reattested = false;
   attempt(self, deps, k);
 }
 
@@ -140,6 +141,12 @@ attestation_entry* current(self_ptr self, std::uint64_t attempt_id, attestation_
 
 std::string status_label(int status) {
   return status > 0 ? std::to_string(status) : std::string("transport_error");
+}
+
+/// The service refused the key or answered something unusable: not a passing outage, so no
+/// retry schedule, but worth one fresh attestation.
+bool refused_or_invalid(int status) {
+  return status == 200 || (status >= 400 && status < 500 && status != 408 && status != 429);
 }
 
 } // namespace
@@ -251,6 +258,22 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
         self->state.attempts[retry_id] = k;
         self->delayed_send(self, *delay, caf::tick_atom::value, retry_id);
         return;
+      }
+      if (refused_or_invalid(status)) {
+        auto what = describe(err).description;
+        if (!e->reattested) {
+          // Drop the refused answer and attest once more with a fresh request.
+          e->reattested = true;
+          deps->stats->add("msiv2_remediations_total");
+          deps->log->write(platform::log_level::warning, component,
+                           "attestation of key " + e->key.key_id + " at " + k.first +
+                             " was refused or unusable (" + what +
+                             "); attesting once more with a fresh request");
+          attempt(self, deps, k);
+          return;
+        }
+        err = make_msiv2_error(error_code::attestation_failed,
+                               what + " (again after one fresh attestation attempt)", status);
       }
       end_fetch_failed(self, deps, k, std::move(err));
     },

@@ -5,7 +5,11 @@
 // (endpoint, key id); lifecycle rule of architecture.md (iat..exp): served while fresh or
 // due, renewed in the background from the renewal_timer or from a request that finds it due,
 // a failed renewal keeps the usable JWT; retries per io::retry_leg::attestation bounded by
-// the callers' deadlines. Fails with attestation_failed.
+// the callers' deadlines. A refusal or an unusable answer (4xx other than 408/429, a 200
+// whose JWT is malformed, expired-less or for another key) is not retried on a schedule: the
+// answer is dropped and one fresh attestation (new nonce) follows at once (architecture.md
+// "Failure handling"); when that fails too, callers get attestation_failed naming what was
+// wrong. A usable JWT being renewed in the background stays in use either way.
 
 #include <cstdint>
 #include <map>
@@ -45,6 +49,7 @@ struct attestation_entry {
   deadline fetch_due;            ///< bound on retries
   std::uint64_t attempt = 0;     ///< id of the current attempt (stale completions are ignored)
   io::retry_state retry;
+  bool reattested = false;       ///< the one fresh attempt after a refusal was made
   std::map<std::uint64_t, attestation_waiter> waiters; ///< by waiter id
 };
 

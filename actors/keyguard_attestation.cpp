@@ -24,7 +24,8 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
          ",\"signature\":" + platform::json_quote(platform::base64_encode(*signature)) + "}";
 }
 
-result<attestation_token> read_keyguard_answer(const std::string& body) {
+result<attestation_token> read_keyguard_answer(const std::string& body,
+                                               const std::string& expected_key_id) {
   auto doc = io::json_object::parse(body, "attestation response");
   if (!doc)
     return fail(doc.error());
@@ -36,6 +37,9 @@ result<attestation_token> read_keyguard_answer(const std::string& body) {
     return fail("attestation response: the token is not a readable JWT: " + claims.error());
   if (!claims->exp)
     return fail("attestation response: the token has no exp claim");
+  if (!expected_key_id.empty() && !claims->key_id.empty() && claims->key_id != expected_key_id)
+    return fail("attestation response: the token's key_id " + claims->key_id +
+                " is not the attested key " + expected_key_id);
   attestation_token out;
   out.jwt = std::move(*jwt);
   out.expires_at_ms = *claims->exp * 1000;
@@ -71,7 +75,8 @@ void keyguard_attestation::attest(const key_ref& key, const std::string& endpoin
   r.ca_file = ca_file_;
   r.timeout = timeout.count() > 0 ? timeout : std::chrono::milliseconds(1);
   r.connect_timeout = std::min(r.connect_timeout, r.timeout);
-  transport_->send(std::move(r), [done = std::move(done), endpoint](io::http_response resp) {
+  transport_->send(std::move(r), [done = std::move(done), endpoint,
+                                  key_id = key.key_id](io::http_response resp) {
     if (!resp.ok()) {
       done(fail("attestation service " + endpoint + " could not be reached (" +
                 std::string(io::to_string(resp.error)) + ": " + resp.error_message + ")"),
@@ -90,7 +95,7 @@ void keyguard_attestation::attest(const key_ref& key, const std::string& endpoin
            resp.status);
       return;
     }
-    auto token = read_keyguard_answer(resp.body);
+    auto token = read_keyguard_answer(resp.body, key_id);
     if (!token) {
       done(token.fail(), resp.status);
       return;

@@ -24,11 +24,15 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
                                           const std::string& nonce);
 
 /// Reads a keyguard answer body ({"token":JWT}) into an attestation_token (exp required, iat
-/// when present; issued_at_ms is 0 without iat).
-result<attestation_token> read_keyguard_answer(const std::string& body);
+/// when present; issued_at_ms is 0 without iat). With `expected_key_id`, a JWT whose key_id
+/// claim names another key is refused (a JWT without key_id is accepted: only the simulated
+/// protocol promises that claim).
+result<attestation_token> read_keyguard_answer(const std::string& body,
+                                               const std::string& expected_key_id = {});
 
 /// The simulated-protocol attestation provider. Thread-safe; one attempt per attest() call
-/// (attestation_cache drives retries). done() gets the HTTP status, 0 when no HTTP answer came.
+/// (attestation_cache drives retries and the one fresh attempt after a refusal). done() gets
+/// the HTTP status, 0 when no HTTP answer came; an unusable 200 answer comes with 200.
 class keyguard_attestation final : public attestation_provider {
 public:
   /// Sends through `transport`, trusting the CAs in `ca_file` (empty: the system store).

@@ -238,9 +238,11 @@ BOOST_AUTO_TEST_CASE(failed_renewal_keeps_the_usable_jwt) {
   f.start();
   f.script_ok(3600s);
   f.script_fail(403);
+  f.script_fail(403);
   BOOST_REQUIRE(f.ask(f.make_req())->value);
   f.advance(1800s);
-  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  // The refused renewal is attested once more, then given up; the usable JWT stays.
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 3u);
   auto got = f.ask(f.make_req());
   BOOST_REQUIRE(got->value);
   BOOST_CHECK_EQUAL(got->value->jwt, "attestation-jwt-1");
@@ -298,16 +300,79 @@ BOOST_AUTO_TEST_CASE(provider_failure_after_retries_within_deadline_is_attestati
   BOOST_CHECK_EQUAL(f.provider->calls.size(), 4u);
 }
 
-BOOST_AUTO_TEST_CASE(refused_attestation_is_not_retried) {
+BOOST_AUTO_TEST_CASE(refused_attestation_is_attested_once_more_then_fails) {
   cache_fixture f;
   f.start();
   f.script_fail(403);
+  f.script_fail(403);
+  f.script_ok();
   auto got = f.ask(f.make_req());
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::attestation_failed);
-  BOOST_CHECK_EQUAL(msiv2::describe(got->error).http_status, 403);
+  auto info = msiv2::describe(got->error);
+  BOOST_CHECK_EQUAL(info.http_status, 403);
+  BOOST_CHECK_MESSAGE(info.description.find("scripted attestation failure (HTTP 403)") !=
+                        std::string::npos, info.description);
+  BOOST_CHECK_MESSAGE(info.description.find("again after one fresh attestation attempt") !=
+                        std::string::npos, info.description);
+  // Exactly one fresh attempt, at once; nothing on a retry schedule afterwards.
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
   f.advance(60s);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().counters["msiv2_remediations_total"], 1u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().counters["msiv2_retries_total{upstream=\"attestation\"}"], 0u);
+}
+
+BOOST_AUTO_TEST_CASE(refused_then_accepted_attestation_serves_the_fresh_jwt) {
+  cache_fixture f;
+  f.start();
+  f.script_fail(400);
+  f.script_ok();
+  auto got = f.ask(f.make_req());
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(got->value->jwt, "attestation-jwt-1");
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  // The next fetch (after an eviction) again has its one fresh attempt.
+  caf::anon_send(f.cache, msiv2::evict_atom::value, std::string(endpoint), f.key.key_id);
+  f.run();
+  f.script_fail(403);
+  f.script_ok();
+  auto again = f.ask(f.make_req());
+  BOOST_REQUIRE(again->value);
+  BOOST_CHECK_EQUAL(again->value->jwt, "attestation-jwt-2");
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 4u);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_answer_is_attested_once_more_then_fails) {
+  cache_fixture f;
+  f.start();
+  f.script_fail(200); // a 200 whose JWT could not be used
+  f.script_fail(200);
+  auto got = f.ask(f.make_req());
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::attestation_failed);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  f.advance(60s);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  // A later request starts over with its own fresh attempt.
+  f.script_fail(200);
+  f.script_ok();
+  auto later = f.ask(f.make_req());
+  BOOST_REQUIRE(later->value);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 4u);
+}
+
+BOOST_AUTO_TEST_CASE(throttling_is_retried_on_the_schedule_not_re_attested) {
+  cache_fixture f;
+  f.start();
+  f.script_fail(429);
+  f.script_ok();
+  auto got = f.ask(f.make_req());
   BOOST_CHECK_EQUAL(f.provider->calls.size(), 1u);
+  f.advance(500ms);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().counters["msiv2_remediations_total"], 0u);
 }
 
 BOOST_AUTO_TEST_CASE(evict_and_refuse_cached_fetch_a_new_one) {
@@ -476,6 +541,65 @@ BOOST_AUTO_TEST_CASE(keyguard_failures_pass_the_status_to_done) {
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_MESSAGE(r.error.find(what) != std::string::npos, r.error);
   }
+}
+
+BOOST_AUTO_TEST_CASE(keyguard_refuses_a_jwt_for_another_key) {
+  keyguard_fixture f;
+  f.net->on("POST", "/attest/keyguard")
+    .respond(200, "{\"token\":\"" +
+                    f.jwt("{\"iat\":1767225600,\"exp\":1767229200,\"key_id\":\"other-key\"}") +
+                    "\"}")
+    .respond(200, "{\"token\":\"" +
+                    f.jwt("{\"iat\":1767225600,\"exp\":1767229200,\"key_id\":\"" +
+                          f.key.key_id + "\"}") +
+                    "\"}");
+  msiv2::keyguard_attestation p(f.net, "");
+  auto r = f.attest(p);
+  BOOST_CHECK(!r.token);
+  BOOST_CHECK_EQUAL(r.status, 200);
+  BOOST_CHECK_MESSAGE(r.error.find("key_id other-key is not the attested key " + f.key.key_id) !=
+                        std::string::npos, r.error);
+  r = f.attest(p);
+  BOOST_CHECK_MESSAGE(r.token, r.error);
+}
+
+BOOST_AUTO_TEST_CASE(cache_with_keyguard_re_attests_once_after_an_invalid_answer) {
+  cache_fixture f;
+  f.transport->set_delivery(msiv2::io::fake_transport::delivery::immediate);
+  auto sk = msiv2::platform::generate_rsa_key(2048);
+  BOOST_REQUIRE(sk);
+  auto now = f.wall_ms() / 1000;
+  auto claims = [&](const std::string& kid) {
+    return "{\"iat\":" + std::to_string(now) + ",\"exp\":" + std::to_string(now + 600) +
+           ",\"key_id\":\"" + kid + "\"}";
+  };
+  auto foreign = msiv2::platform::sign_jwt_rs256(sk->get(), claims("another-key"));
+  auto good = msiv2::platform::sign_jwt_rs256(sk->get(), claims(f.key.key_id));
+  BOOST_REQUIRE(foreign && good);
+  f.transport->on("POST", "/attest/keyguard")
+    .respond(200, "{\"token\":\"" + *foreign + "\"}")
+    .respond(200, "{\"token\":\"" + *good + "\"}")
+    .respond(403, "{\"error\":{\"code\":\"PolicyViolation\",\"message\":\"key refused\"}}")
+    .respond(200, "{\"token\":")
+    .respond(200, "{\"token\":\"" + *good + "\"}");
+  f.attestation = std::make_shared<msiv2::keyguard_attestation>(f.transport, "ca.pem");
+  f.start();
+  auto a = f.ask(f.make_req(client_a));
+  BOOST_REQUIRE(a->value);
+  BOOST_CHECK_EQUAL(a->value->jwt, *good);
+  BOOST_CHECK_EQUAL(f.transport->requests().size(), 2u);
+  // Refused, then malformed: the one fresh attempt is used up and the caller learns why.
+  auto req = f.make_req(client_a);
+  req.refuse_cached = true;
+  auto b = f.ask(req);
+  BOOST_REQUIRE(b->error);
+  BOOST_CHECK(code_of(b->error) == error_code::attestation_failed);
+  auto info = msiv2::describe(b->error);
+  BOOST_CHECK_MESSAGE(info.description.find("attestation response") != std::string::npos,
+                      info.description);
+  BOOST_CHECK_EQUAL(f.transport->requests().size(), 4u);
+  f.advance(60s);
+  BOOST_CHECK_EQUAL(f.transport->requests().size(), 4u);
 }
 
 BOOST_AUTO_TEST_CASE(cache_with_keyguard_attestation_end_to_end_on_fake_transport) {

@@ -206,12 +206,50 @@ BOOST_AUTO_TEST_CASE(truncated_token_body_is_transport_failed) {
   BOOST_TEST(r.sim().count("token") == 2u);
 }
 
-BOOST_AUTO_TEST_CASE(malformed_attestation_body_is_attestation_failed) {
+// Attestation refused or unusable (architecture.md "Failure handling"): the answer is dropped
+// and exactly one fresh attestation follows; when that fails too, attestation_failed.
+BOOST_AUTO_TEST_CASE(malformed_attestation_body_is_attested_once_more) {
   runtime_rig r([](msiv2::sim::config& c) { c.attestation = msiv2::sim::attestation_policy::required; },
                 {true, {}});
   auto t = body_fault_run(r, "attestation", body_fault::malformed, false);
+  BOOST_REQUIRE_MESSAGE(t, why(t));
+  BOOST_TEST(r.sim().count("attestation") == 2u); // the malformed one, the fresh one
+  BOOST_TEST(r.sim().count("imds_issue", 200) == 1u);
+  BOOST_TEST(r.sim().count("token", 200) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_attestation_bodies_twice_are_attestation_failed) {
+  runtime_rig r([](msiv2::sim::config& c) { c.attestation = msiv2::sim::attestation_policy::required; },
+                {true, {}});
+  fault_spec bad;
+  bad.body = body_fault::malformed;
+  bad.count = -1;
+  set_fault(r, "attestation", bad);
+  auto t0 = steady::now();
+  auto t = r.get(pop_request(vault, managed_identity::system(), 10s));
   BOOST_TEST((code_of(t) == error_code::attestation_failed), why(t));
+  BOOST_TEST(why(t).find("attestation response") != std::string::npos, why(t));
+  BOOST_TEST(why(t).find("again after one fresh attestation attempt") != std::string::npos, why(t));
+  BOOST_TEST(seconds_since(t0) < 5.0); // no retry schedule
+  BOOST_TEST(r.sim().count("attestation") == 2u);
   BOOST_TEST(r.sim().count("imds_issue") == 0u);
+  BOOST_TEST(r.sim().count("token") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(attestation_policy_refusal_is_attested_once_more_then_fails) {
+  runtime_rig r([](msiv2::sim::config& c) { c.attestation = msiv2::sim::attestation_policy::required; },
+                {true, {}});
+  set_fault(r, "attestation", statuses({403, 403}));
+  auto t = r.get(pop_request(vault, managed_identity::system(), 10s));
+  BOOST_TEST((code_of(t) == error_code::attestation_failed), why(t));
+  BOOST_TEST(r.sim().count("attestation", 403) == 2u);
+  BOOST_TEST(r.sim().count("attestation") == 2u);
+  BOOST_TEST(r.sim().count("imds_issue") == 0u);
+  // The refusal was a passing one: the next request attests (once) and gets its token.
+  auto again = r.get(pop_request(vault, managed_identity::system(), 10s));
+  BOOST_REQUIRE_MESSAGE(again, why(again));
+  BOOST_TEST(r.sim().count("attestation", 200) == 1u);
+  BOOST_TEST(r.sim().count("imds_issue", 200) == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(metadata_without_server_header_is_metadata_failed) {
