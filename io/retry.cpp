@@ -110,8 +110,14 @@ std::optional<milliseconds> next_retry_delay(retry_leg leg, retry_state& state,
       return milliseconds(draw(0, cap));
     }
     case retry_leg::token_endpoint: {
-      if (!last.ok() || state.attempts > 1)
+      if (state.attempts > 1)
         return std::nullopt;
+      // The connection closed before a complete answer (reset, truncated body): a network
+      // failure on a request that is safe to repeat, retried like a 5xx.
+      if (!last.ok())
+        return last.error == transport_error::reset
+                 ? std::optional<milliseconds>(jittered(milliseconds(1000), draw))
+                 : std::nullopt;
       if (auto after = retry_after(last, now_unix_s))
         return *after;
       if (last.status == 429)

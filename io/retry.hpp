@@ -35,8 +35,10 @@ struct retry_state {
 ///   means no IMDS (not retried).
 /// - attestation: 5xx, 429, timeouts; exponential from 1 s, x2, cap 30 s, full jitter, up to 6
 ///   retries.
-/// - token_endpoint: 5xx without Retry-After once after 1 s; 429 or any Retry-After: the
-///   Retry-After value (see retry_after()), once.
+/// - token_endpoint: 5xx without Retry-After, or a connection closed before a complete
+///   answer (transport_error::reset: reset, truncated body), once after 1 s; 429 or any
+///   Retry-After: the Retry-After value (see retry_after()), once. Other transport failures
+///   (connect, TLS, timeout) are not retried.
 /// Every delay but Retry-After gets jitter from `draw` (+-20 % unless full jitter).
 std::optional<std::chrono::milliseconds> next_retry_delay(retry_leg leg, retry_state& state,
                                                           const http_response& last,

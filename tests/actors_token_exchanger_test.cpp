@@ -560,6 +560,53 @@ BOOST_AUTO_TEST_CASE(transport_failure_is_transport_failed) {
   BOOST_CHECK(code_of(got->error) == error_code::transport_failed);
 }
 
+BOOST_AUTO_TEST_CASE(cut_off_answer_is_retried_once_after_one_second) {
+  exchanger_fixture f;
+  f.start();
+  auto cred = f.make_cred();
+  f.transport->on("POST", token_path)
+    .fail(msiv2::io::transport_error::reset, "connection lost before a complete response")
+    .respond(200, f.token_body(cred->x5t_s256));
+  auto got = f.ask(f.make_req(cred));
+  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
+  f.advance(999ms);
+  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
+  BOOST_CHECK(!got->answered());
+  f.advance(1ms);
+  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
+  auto s = f.stats->snapshot();
+  BOOST_CHECK_EQUAL(s.counters["msiv2_retries_total{upstream=\"token_endpoint\"}"], 1u);
+}
+
+BOOST_AUTO_TEST_CASE(cut_off_answer_twice_is_transport_failed) {
+  exchanger_fixture f;
+  f.start();
+  f.transport->on("POST", token_path)
+    .fail(msiv2::io::transport_error::reset, "connection lost before a complete response")
+    .repeat_last();
+  auto got = f.ask(f.make_req(f.make_cred()));
+  f.advance(2s);
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::transport_failed);
+  BOOST_CHECK(msiv2::describe(got->error).description.find("connection lost") != std::string::npos);
+  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+  f.advance(10s);
+  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(cut_off_answer_is_not_retried_past_the_deadline) {
+  exchanger_fixture f;
+  f.start();
+  f.transport->on("POST", token_path)
+    .fail(msiv2::io::transport_error::reset, "connection lost before a complete response")
+    .repeat_last();
+  auto got = f.ask(f.make_req(f.make_cred(), "https://vault.azure.net", msiv2::token_type::mtls_pop, 800ms));
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::transport_failed);
+  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
+}
+
 BOOST_AUTO_TEST_CASE(client_identity_is_reused_per_certificate_and_replaced_by_a_new_one) {
   exchanger_fixture f;
   f.start();

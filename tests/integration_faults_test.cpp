@@ -159,7 +159,8 @@ msiv2::token_outcome body_fault_run(runtime_rig& r, const std::string& endpoint,
 // Each leg names its own failure: a malformed getplatformmetadata answer is metadata_failed,
 // a malformed issuecredential answer issuance_refused, a malformed token answer
 // invalid_response. None of them is retried; a truncated answer (connection closed before
-// Content-Length) is retried on the IMDS legs (§9) and is transport_failed on the token leg.
+// Content-Length) is a network failure on a request safe to repeat: retried on the IMDS legs
+// (§9) and once after 1 s on the token leg (like a 5xx), then transport_failed.
 BOOST_AUTO_TEST_CASE(malformed_metadata_body_is_metadata_failed_without_retry) {
   runtime_rig r;
   auto t = body_fault_run(r, "imds_metadata", body_fault::malformed, true);
@@ -199,11 +200,28 @@ BOOST_AUTO_TEST_CASE(truncated_issuecredential_body_succeeds_after_a_retry) {
   BOOST_TEST(r.sim().count("token", 200) == 1u);
 }
 
-BOOST_AUTO_TEST_CASE(truncated_token_body_is_transport_failed) {
+BOOST_AUTO_TEST_CASE(truncated_token_body_succeeds_after_one_retry) {
   runtime_rig r;
   auto t = body_fault_run(r, "token", body_fault::truncated, true);
+  BOOST_REQUIRE_MESSAGE(t, why(t));
+  BOOST_TEST(r.sim().count("token") == 3u); // warm-up, truncated, retry
+  BOOST_TEST(r.sim().count("token", 200) == 3u);
+  BOOST_TEST(r.sim().count("imds_issue") == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(truncated_token_body_twice_is_transport_failed) {
+  runtime_rig r;
+  warm_up(r);
+  fault_spec bad;
+  bad.body = body_fault::truncated;
+  bad.count = -1;
+  set_fault(r, "token", bad);
+  auto t0 = steady::now();
+  auto t = r.get(pop_request(vault, managed_identity::system(), 10s));
   BOOST_TEST((code_of(t) == error_code::transport_failed), why(t));
-  BOOST_TEST(r.sim().count("token") == 2u);
+  BOOST_TEST(seconds_since(t0) >= 0.7); // one retry after 1 s (+-20 %)
+  BOOST_TEST(seconds_since(t0) < 5.0);
+  BOOST_TEST(r.sim().count("token") == 3u); // warm-up, truncated, truncated retry
 }
 
 // Attestation refused or unusable (architecture.md "Failure handling"): the answer is dropped

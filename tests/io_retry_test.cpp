@@ -87,6 +87,17 @@ BOOST_AUTO_TEST_CASE(token_endpoint_retries_5xx_once_after_one_second) {
   BOOST_CHECK(schedule(retry_leg::token_endpoint, status(401)).empty());
 }
 
+BOOST_AUTO_TEST_CASE(token_endpoint_retries_a_cut_off_answer_once_after_one_second) {
+  auto cut = http_response::failure(transport_error::reset, "connection lost before a complete response");
+  BOOST_TEST(schedule(retry_leg::token_endpoint, cut) == (std::vector<long>{1000}),
+             boost::test_tools::per_element());
+  BOOST_TEST(schedule(retry_leg::token_endpoint, cut, max_jitter) == (std::vector<long>{1200}),
+             boost::test_tools::per_element());
+  for (auto e : {transport_error::connect_failed, transport_error::timeout,
+                 transport_error::tls_failed, transport_error::tls_client_cert_rejected})
+    BOOST_CHECK(schedule(retry_leg::token_endpoint, http_response::failure(e, "x")).empty());
+}
+
 BOOST_AUTO_TEST_CASE(token_endpoint_honours_retry_after_seconds_and_dates) {
   auto r = status(429);
   r.headers.set("Retry-After", "7");
