@@ -1,11 +1,30 @@
 #include "actors/software_key_store.hpp"
 
+#include <filesystem>
+#include <system_error>
 #include <utility>
+#include <vector>
 
+#include "actors/persisted.hpp"
 #include "platform/binding.hpp"
+#include "platform/files.hpp"
 #include "platform/keys.hpp"
 
 namespace msiv2 {
+
+result<key_ref> software_key_ref(platform::pkey_ptr key) {
+  auto spki = platform::public_key_der(key.get());
+  if (!spki)
+    return fail("exporting the public key: " + spki.error());
+  auto id = platform::key_id(key.get());
+  if (!id)
+    return fail("computing the key id: " + id.error());
+  key_ref ref;
+  ref.spki_der = std::move(*spki);
+  ref.key_id = *id;
+  ref.key = std::make_shared<const binding_key>(std::move(key), std::move(*id));
+  return ref;
+}
 
 result<key_ref> make_software_key() {
   auto key = platform::generate_rsa_key(2048);
@@ -13,21 +32,18 @@ result<key_ref> make_software_key() {
     return fail("generating an RSA-2048 key: " + key.error());
   if (auto proven = platform::prove_key_signs(key->get()); !proven)
     return fail("the new key cannot sign: " + proven.error());
-  auto spki = platform::public_key_der(key->get());
-  if (!spki)
-    return fail("exporting the public key: " + spki.error());
-  auto id = platform::key_id(key->get());
-  if (!id)
-    return fail("computing the key id: " + id.error());
-  key_ref ref;
-  ref.spki_der = std::move(*spki);
-  ref.key_id = *id;
-  ref.key = std::make_shared<const binding_key>(std::move(*key), std::move(*id));
-  return ref;
+  return software_key_ref(std::move(*key));
 }
 
-software_key_store::software_key_store()
-  : s_(std::make_shared<shared>()), worker_([s = s_] { run(s); }) {}
+software_key_store::software_key_store() : software_key_store(key_store_settings{}) {}
+
+software_key_store::software_key_store(key_store_settings settings)
+  : s_(std::make_shared<shared>()) {
+  if (!settings.log)
+    settings.log = platform::null_log_sink();
+  s_->settings = std::move(settings);
+  worker_ = std::thread([s = s_] { run(s); });
+}
 
 software_key_store::~software_key_store() {
   {
@@ -49,9 +65,7 @@ void software_key_store::load_or_create(std::function<void(result<key_ref>)> don
 
 void software_key_store::rotate(std::string key_id, std::function<void(result<key_ref>)> done) {
   enqueue([s = s_.get(), key_id = std::move(key_id), done = std::move(done)] {
-    if (s->current && s->current->key_id == key_id)
-      s->current.reset();
-    done(s->current_or_create());
+    done(s->rotate_from(key_id));
   });
 }
 
@@ -78,13 +92,191 @@ void software_key_store::run(std::shared_ptr<shared> s) {
   }
 }
 
+void software_key_store::shared::log(platform::log_level level, const std::string& message) {
+  settings.log->write(level, "software_key_store", message);
+}
+
+std::optional<key_ref> software_key_store::shared::read_file(const std::string& boot_id,
+                                                             std::string& why,
+                                                             std::string* file_key_id) {
+  const auto& dir = settings.cache_dir;
+  auto path = dir + "/" + persisted::key_file_name;
+  auto r = platform::read_private_file(dir, persisted::key_file_name, 64 * 1024);
+  if (r.status == platform::read_status::missing) {
+    why = path + " does not exist";
+    return std::nullopt;
+  }
+  if (r.status == platform::read_status::refused) {
+    why = r.reason;
+    return std::nullopt;
+  }
+  auto f = persisted::decode_key_file(r.bytes);
+  if (!f) {
+    why = path + ": " + f.reason;
+    return std::nullopt;
+  }
+  if (file_key_id != nullptr)
+    *file_key_id = f.value->key_id;
+  if ((r.mode & 077) != 0) {
+    why = path + " is readable by other users than its owner (mode " +
+          std::to_string((r.mode >> 6) & 7) + std::to_string((r.mode >> 3) & 7) +
+          std::to_string(r.mode & 7) + "): not trusted";
+    return std::nullopt;
+  }
+  if (f.value->boot_id != boot_id) {
+    why = path + " is from another boot (" + f.value->boot_id + ", now " + boot_id + ")";
+    return std::nullopt;
+  }
+  auto key = platform::private_key_from_pem(f.value->pem);
+  if (!key) {
+    why = path + ": the key does not parse";
+    return std::nullopt;
+  }
+  if (auto signs = platform::prove_key_signs(key->get()); !signs) {
+    why = path + ": the key cannot sign: " + signs.error();
+    return std::nullopt;
+  }
+  auto ref = software_key_ref(std::move(*key));
+  if (!ref) {
+    why = path + ": " + ref.error();
+    return std::nullopt;
+  }
+  if (ref->key_id != f.value->key_id) {
+    why = path + ": its header names key " + f.value->key_id + " but the key is " + ref->key_id;
+    return std::nullopt;
+  }
+  return std::move(*ref);
+}
+
+void software_key_store::shared::purge_orphans(const std::string& key_id) {
+  const auto& dir = settings.cache_dir;
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    auto name = it->path().filename().string();
+    bool ours = (name.rfind("cert-", 0) == 0 || name.rfind("attestation-", 0) == 0) &&
+                name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
+    if (ours)
+      names.push_back(std::move(name));
+  }
+  for (auto& name : names) {
+    auto lock = platform::file_lock::try_acquire(dir + "/locks/" + name + ".lock");
+    if (!lock || !*lock)
+      continue; // busy (or refused): its reader treats the orphan as a miss
+    auto r = platform::read_private_file(dir, name);
+    if (r.status != platform::read_status::ok)
+      continue;
+    if (persisted::key_id_of(r.bytes) == key_id)
+      continue;
+    if (auto gone = platform::remove_file(dir, name); gone)
+      log(platform::log_level::info, "deleted " + dir + "/" + name + ": made for another key");
+    else
+      log(platform::log_level::warning, gone.error());
+  }
+}
+
+result<key_ref> software_key_store::shared::create_and_write(const std::string& boot_id,
+                                                             bool write) {
+  auto made = make_software_key();
+  if (!made)
+    return fail("software key store: " + made.error());
+  if (write) {
+    auto bytes = persisted::encode_key(made->key->get(), boot_id, made->key_id);
+    if (!bytes) {
+      log(platform::log_level::warning, bytes.error());
+    } else if (auto w = platform::write_file_atomically(settings.cache_dir, persisted::key_file_name,
+                                                        *bytes);
+               !w) {
+      log(platform::log_level::warning,
+          "the binding key stays in this process only: " + w.error());
+    } else {
+      log(platform::log_level::info, "new binding key " + made->key_id + " written to " +
+                                       settings.cache_dir + "/" + persisted::key_file_name);
+      purge_orphans(made->key_id);
+    }
+  }
+  return made;
+}
+
 result<key_ref> software_key_store::shared::current_or_create() {
-  if (!current) {
+  if (current)
+    return *current;
+  if (settings.cache_dir.empty()) {
     auto made = make_software_key();
     if (!made)
       return fail("software key store: " + made.error());
     current = std::move(*made);
+    return *current;
   }
+  auto boot = platform::read_boot_id(settings.boot_id_path);
+  if (!boot) {
+    log(platform::log_level::warning,
+        "the binding key stays in this process only: " + boot.error());
+    auto made = make_software_key();
+    if (!made)
+      return fail("software key store: " + made.error());
+    current = std::move(*made);
+    return *current;
+  }
+  std::string why;
+  if (auto k = read_file(*boot, why)) {
+    current = std::move(*k);
+    return *current;
+  }
+  auto lock = platform::file_lock::acquire(
+    settings.cache_dir + "/locks/" + persisted::key_lock_name + ".lock", settings.lock_wait);
+  bool held = lock && *lock;
+  if (held) {
+    // Another process may have made the key while this one waited.
+    if (auto k = read_file(*boot, why)) {
+      current = std::move(*k);
+      return *current;
+    }
+  } else {
+    log(platform::log_level::warning,
+        "the binding-key lock was not had in time (" +
+          (lock ? std::string("busy") : lock.error()) +
+          "): this process goes ahead with a key of its own, not shared");
+  }
+  if (why.find("does not exist") == std::string::npos)
+    log(platform::log_level::warning, "binding key file replaced: " + why);
+  auto made = create_and_write(*boot, held);
+  if (!made)
+    return made;
+  current = std::move(*made);
+  return *current;
+}
+
+result<key_ref> software_key_store::shared::rotate_from(const std::string& failed_id) {
+  if (settings.cache_dir.empty()) {
+    if (current && current->key_id == failed_id)
+      current.reset();
+    return current_or_create();
+  }
+  if (current && current->key_id != failed_id)
+    return *current; // already rotated away from it
+  auto boot = platform::read_boot_id(settings.boot_id_path);
+  if (!boot) {
+    current.reset();
+    return current_or_create();
+  }
+  auto lock = platform::file_lock::acquire(
+    settings.cache_dir + "/locks/" + persisted::key_lock_name + ".lock", settings.lock_wait);
+  bool held = lock && *lock;
+  if (held) {
+    std::string why;
+    std::string file_key;
+    if (auto k = read_file(*boot, why, &file_key); k && k->key_id != failed_id) {
+      // Another process rotated already: share its key.
+      current = std::move(*k);
+      return *current;
+    }
+  }
+  log(platform::log_level::warning, "rotating the binding key away from " + failed_id);
+  auto made = create_and_write(*boot, held);
+  if (!made)
+    return made;
+  current = std::move(*made);
   return *current;
 }
 

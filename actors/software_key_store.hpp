@@ -1,9 +1,15 @@
 #pragma once
 
-// The production key_store for software keys: an in-memory RSA-2048 key made on a worker
-// thread (key generation takes tens of milliseconds and must never run on an actor thread),
-// proven to sign before it is handed out. Persistence (the per-boot 0600 file) comes later.
+// The production key_store for software keys: an RSA-2048 key made on a worker thread (key
+// generation takes tens of milliseconds and must never run on an actor thread), proven to sign
+// before it is handed out. With a cache directory the key is shared by this user's processes
+// for one boot (architecture.md, "Across processes on one machine"): binding-key.pem (0600)
+// holds it tagged with the boot id; a file from another boot, readable by others, unparsable
+// or whose key cannot sign is replaced under the "binding-key" lock, and the certificate and
+// attestation files of the replaced key (orphans) are deleted. The worker thread may block
+// (file locks, fsync).
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -14,14 +20,31 @@
 #include <thread>
 
 #include "actors/runtime.hpp"
+#include "platform/log.hpp"
 
 namespace msiv2 {
 
-/// An in-memory software key_store with one worker thread. Thread-safe; every `done` runs on
-/// the worker thread, in the order the calls were made.
+/// Where and how software_key_store persists its key.
+struct key_store_settings {
+  /// A directory prepare_private_dir accepted (with its locks/ subdirectory); empty: the key
+  /// lives in memory only.
+  std::string cache_dir;
+  /// Where the boot id is read.
+  std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
+  /// Longest wait for another process's "binding-key" lock before going ahead alone.
+  std::chrono::milliseconds lock_wait{10000};
+  /// Where refusals and replacements are logged (null: nowhere).
+  std::shared_ptr<platform::log_sink> log;
+};
+
+/// A software key_store with one worker thread. Thread-safe; every `done` runs on the worker
+/// thread, in the order the calls were made.
 class software_key_store final : public key_store {
 public:
+  /// Memory only.
   software_key_store();
+  /// Persisted per `settings` (memory only when its cache_dir is empty).
+  explicit software_key_store(key_store_settings settings);
   /// Finishes the calls already made, then stops the worker.
   ~software_key_store() override;
 
@@ -43,8 +66,21 @@ private:
     std::deque<std::function<void()>> jobs;
     bool stopping = false;
     std::optional<key_ref> current; // worker thread only
+    key_store_settings settings;
 
     result<key_ref> current_or_create();
+    /// Rotates away from `failed_id` (the current key, or the file's).
+    result<key_ref> rotate_from(const std::string& failed_id);
+    /// The file's key when it may be used in this boot, else nullopt (`why` says why).
+    std::optional<key_ref> read_file(const std::string& boot_id, std::string& why,
+                                     std::string* file_key_id = nullptr);
+    /// Makes a key, writes it (under the held lock) and deletes the orphans it leaves.
+    result<key_ref> create_and_write(const std::string& boot_id, bool write);
+    /// Deletes cert-*.json / attestation-*.json files of other keys than `key_id`, each under
+    /// its own lock when that lock is free (a busy one is skipped: readers treat orphans as
+    /// misses anyway).
+    void purge_orphans(const std::string& key_id);
+    void log(platform::log_level level, const std::string& message);
   };
 
   void enqueue(std::function<void()> job);
@@ -56,5 +92,7 @@ private:
 
 /// Makes a new RSA-2048 binding key and proves it signs (platform::prove_key_signs).
 result<key_ref> make_software_key();
+/// A key_ref for an existing key (computes its SPKI and key id).
+result<key_ref> software_key_ref(platform::pkey_ptr key);
 
 } // namespace msiv2
