@@ -8,6 +8,7 @@
 
 #include <caf/send.hpp>
 
+#include "actors/persisted.hpp"
 #include "io/json.hpp"
 #include "messages/errors.hpp"
 #include "platform/binding.hpp"
@@ -193,6 +194,167 @@ result<credential> read_credential(const io::http_response& r, const flight& f,
 void send_current(self_ptr self, const std::string& key);
 void continue_flight(self_ptr self, const std::string& key);
 void mint(self_ptr self, const std::string& key);
+void store(self_ptr self, const std::string& key, credential_ptr cred);
+
+// -- the certificate file ----------------------------------------------------------------------
+
+std::string artifact_id(self_ptr self, const std::string& key) {
+  return persisted::certificate_artifact_id(self->state.deps->config.imds_base_url, key);
+}
+
+std::string file_name(self_ptr self, const std::string& key) {
+  return persisted::certificate_file_name(artifact_id(self, key));
+}
+
+/// Counts a file this process could not use and logs why, once per file and reason.
+void refused_file(self_ptr self, const std::string& key, const std::string& reason) {
+  auto& st = self->state;
+  st.deps->stats->add("msiv2_persistence_errors_total{artifact=\"certificate\"}");
+  auto name = file_name(self, key);
+  auto& last = st.refusals_logged[name];
+  if (last == reason)
+    return;
+  last = reason;
+  st.deps->log->write(platform::log_level::warning, "cert_issuer",
+                      "certificate file " + st.deps->files->directory() + "/" + name + " for " +
+                        key + " not used: " + reason);
+}
+
+/// The certificate a file holds, when this flight may adopt it: it certifies the flight's key,
+/// matches the metadata and is not the refused one. Refusals are counted and logged; `bad`
+/// tells that the file should go (when ours to delete, under the lock).
+std::optional<credential> usable_from_file(self_ptr self, const std::string& key, const flight& f,
+                                           const platform::file_read& r, bool& bad) {
+  auto& st = self->state;
+  bad = false;
+  if (r.status == platform::read_status::missing)
+    return std::nullopt;
+  if (r.status == platform::read_status::refused) {
+    refused_file(self, key, r.reason);
+    return std::nullopt;
+  }
+  auto d = persisted::decode_certificate(r.bytes, artifact_id(self, key), *f.key,
+                                         st.deps->wall->now_s());
+  if (!d) {
+    bad = true;
+    refused_file(self, key, d.reason);
+    return std::nullopt;
+  }
+  auto& c = *d.value;
+  if (!iequals(c.client_id, f.metadata->client_id) || !iequals(c.tenant_id, f.metadata->tenant_id)) {
+    bad = true;
+    refused_file(self, key, "it is for client " + c.client_id +
+                              " but getplatformmetadata now says " + f.metadata->client_id +
+                              " (identity reassigned)");
+    return std::nullopt;
+  }
+  if ((!f.refused_x5t.empty() && c.x5t_s256 == f.refused_x5t) || st.refused.count(c.x5t_s256) > 0) {
+    bad = true; // the token endpoint refused it: not counted as a file error
+    return std::nullopt;
+  }
+  if (c.attested != (st.deps->attestation != nullptr)) {
+    bad = true;
+    refused_file(self, key, "its attested flag does not match this module's configuration");
+    return std::nullopt;
+  }
+  c.identity = f.identity;
+  c.metadata = *f.metadata;
+  return std::move(c);
+}
+
+/// Puts a certificate read from the file into the memory cache (own renewal plan and timer).
+void adopt(self_ptr self, const std::string& key, flight& f, credential c) {
+  auto& st = self->state;
+  st.deps->stats->add("msiv2_cache_hits_total{artifact=\"certificate\",source=\"disk\"}");
+  auto ptr = std::make_shared<const credential>(std::move(c));
+  store(self, key, ptr);
+  f.adopted = true;
+  st.deps->log->write(platform::log_level::info, "cert_issuer",
+                      to_string(f.identity) + ": binding certificate " + ptr->x5t_s256 +
+                        " adopted from the cache directory");
+}
+
+/// Writes the new certificate of flight `f` (under its lock when it has one); the callers are
+/// not kept waiting for it.
+void persist(self_ptr self, const std::string& key, const credential& c, artifact_lock_ptr lock) {
+  auto& st = self->state;
+  if (!st.deps->files)
+    return;
+  auto deps = st.deps;
+  auto name = file_name(self, key);
+  st.deps->files->write(
+    name, persisted::encode_certificate(c, artifact_id(self, key), st.deps->wall->now_ms()),
+    std::move(lock), [deps, name](result<void> r) {
+      if (r)
+        return;
+      deps->stats->add("msiv2_persistence_errors_total{artifact=\"certificate\"}");
+      deps->log->write(platform::log_level::warning, "cert_issuer",
+                       "writing the certificate file " + name + " failed: " + r.error());
+    });
+}
+
+/// Mints for flight `f`, first taking the file's writer lock and re-reading the file when
+/// persistence is on (another process may have renewed meanwhile).
+void lock_then_mint(self_ptr self, const std::string& key) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  if (!st.deps->files) {
+    mint(self, key);
+    return;
+  }
+  f.at = flight::phase::locking;
+  auto wait = std::max(milliseconds(1), std::min(st.deps->config.lock_wait, left_of(self, f.due)));
+  auto hdl = caf::actor_cast<cert_issuer>(self);
+  auto fid = f.id;
+  st.deps->files->lock_and_read(file_name(self, key), wait,
+                                [hdl, fid](artifact_lock_ptr lock, platform::file_read r) {
+                                  caf::anon_send(hdl, lock_atom::value, fid, std::move(lock),
+                                                 std::move(r));
+                                });
+}
+
+/// The writer lock (or null: not had in time) and the re-read came back.
+void on_locked(self_ptr self, const std::string& key, artifact_lock_ptr lock,
+               const platform::file_read& r) {
+  auto& st = self->state;
+  auto& f = st.flights.at(key);
+  f.lock = std::move(lock);
+  bool bad = false;
+  auto c = usable_from_file(self, key, f, r, bad);
+  auto mine = st.cache.find(key);
+  auto now = st.deps->wall->now_ms();
+  if (c && (mine == st.cache.end() || c->not_before_ms > mine->second.cred->not_before_ms ||
+            (c->not_before_ms == mine->second.cred->not_before_ms &&
+             c->not_after_ms > mine->second.cred->not_after_ms))) {
+    // Another process renewed while this one waited: no upstream call.
+    adopt(self, key, f, std::move(*c));
+    auto& e = st.cache.at(key);
+    auto state = e.plan.at(now);
+    if (state != platform::freshness::expired) {
+      auto cred = e.cred;
+      auto waiters = std::move(f.waiters);
+      f.waiters.clear();
+      for (auto& w : waiters)
+        w.promise.deliver(cred);
+      if (state == platform::freshness::fresh) {
+        st.flights.erase(key); // drops the lock
+        return;
+      }
+      f.background = true;
+    }
+  } else if (bad && f.lock) {
+    st.deps->files->remove(file_name(self, key), f.lock);
+  }
+  mint(self, key);
+}
+
+/// The unlocked read of the certificate file came back.
+void on_disk(self_ptr self, const std::string& key, platform::file_read& r) {
+  auto& f = self->state.flights.at(key);
+  f.disk_pending = false;
+  f.disk = std::move(r);
+  continue_flight(self, key);
+}
 
 void count(self_ptr self, const char* upstream, const io::http_response& r) {
   self->state.deps->stats->add(std::string("msiv2_upstream_requests_total{upstream=\"") +
@@ -366,7 +528,9 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
     store(self, key, ptr);
     st.deps->log->write(platform::log_level::info, "cert_issuer",
                         to_string(f.identity) + ": new binding certificate " + ptr->x5t_s256);
+    auto lock = std::move(f.lock);
     finish(self, key, ptr);
+    persist(self, key, *ptr, std::move(lock));
     return;
   }
   if (r.ok() && r.status == 400 && st.deps->attestation && f.attestation && !f.reattested &&
@@ -448,8 +612,21 @@ void mint(self_ptr self, const std::string& key) {
 void continue_flight(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto& f = st.flights.at(key);
-  if (!f.metadata || !f.key || f.at != flight::phase::metadata)
+  if (!f.metadata || !f.key || f.disk_pending || f.at != flight::phase::metadata)
     return;
+  if (f.disk) {
+    // No usable certificate in memory when the flight began: the file's may do.
+    auto r = std::move(*f.disk);
+    f.disk.reset();
+    auto i = st.cache.find(key);
+    bool usable = i != st.cache.end() &&
+                  i->second.plan.at(st.deps->wall->now_ms()) != platform::freshness::expired &&
+                  i->second.cred->key.key_id == f.key->key_id;
+    bool bad = false;
+    if (!usable)
+      if (auto c = usable_from_file(self, key, f, r, bad))
+        adopt(self, key, f, std::move(*c));
+  }
   if (auto i = st.cache.find(key); i != st.cache.end()) {
     const auto& c = *i->second.cred;
     if (!iequals(c.client_id, f.metadata->client_id) || !iequals(c.tenant_id, f.metadata->tenant_id)) {
@@ -462,7 +639,8 @@ void continue_flight(self_ptr self, const std::string& key) {
     } else {
       auto state = i->second.plan.at(st.deps->wall->now_ms());
       if (state != platform::freshness::expired) {
-        st.deps->stats->add("msiv2_cache_hits_total{artifact=\"certificate\"}");
+        if (!f.adopted)
+          st.deps->stats->add("msiv2_cache_hits_total{artifact=\"certificate\"}");
         auto cred = i->second.cred;
         auto waiters = std::move(f.waiters);
         f.waiters.clear();
@@ -477,7 +655,7 @@ void continue_flight(self_ptr self, const std::string& key) {
       st.deps->stats->add("msiv2_renewals_total{artifact=\"certificate\"}");
     }
   }
-  mint(self, key);
+  lock_then_mint(self, key);
 }
 
 void start_flight(self_ptr self, const std::string& key, managed_identity identity, deadline due,
@@ -490,6 +668,19 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
   f.request_id = platform::uuid_v4();
   f.due = due;
   send_current(self, key);
+  if (st.deps->files) {
+    auto i = st.cache.find(key);
+    if (i == st.cache.end() ||
+        i->second.plan.at(st.deps->wall->now_ms()) == platform::freshness::expired) {
+      // Read while the metadata call is in flight: another process may have a certificate.
+      f.disk_pending = true;
+      auto hdl = caf::actor_cast<cert_issuer>(self);
+      auto fid = f.id;
+      st.deps->files->read(file_name(self, key), [hdl, fid](platform::file_read r) {
+        caf::anon_send(hdl, disk_atom::value, fid, std::move(r));
+      });
+    }
+  }
   // The key is asked for while the metadata call is in flight (protocol.md §0, steps 1 and 2).
   auto fid = f.id;
   self->request(st.peers->keys, peer_timeout(self, due), caf::get_atom::value)
@@ -541,6 +732,7 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
       auto key = certificate_cache_key(req.identity, st.deps->attestation != nullptr);
       bool bypass = false;
       if (!req.refused_x5t.empty()) {
+        st.refused.insert(req.refused_x5t);
         auto i = st.cache.find(key);
         if (i != st.cache.end() && i->second.cred->x5t_s256 == req.refused_x5t) {
           evict_entry(self, key);
@@ -565,14 +757,19 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
       self->delayed_send(self, left, caf::timeout_atom::value, w.id);
       auto i = st.flights.find(key);
       if (i == st.flights.end()) {
-        st.flights[key].waiters.push_back(std::move(w));
-        st.flights[key].bypass_cache = bypass;
+        auto& f = st.flights[key];
+        f.waiters.push_back(std::move(w));
+        f.bypass_cache = bypass;
+        if (bypass)
+          f.refused_x5t = req.refused_x5t;
         start_flight(self, key, req.identity, req.due, false);
       } else {
         auto& f = i->second;
         f.waiters.push_back(std::move(w));
         f.due = std::max(f.due, req.due, [](deadline a, deadline b) { return a < b; });
         f.bypass_cache = f.bypass_cache || bypass;
+        if (bypass)
+          f.refused_x5t = req.refused_x5t;
       }
       return promise;
     },
@@ -599,6 +796,27 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
           on_issue(self, k, r);
         return;
       }
+    },
+    [=](disk_atom, std::uint64_t fid, platform::file_read& r) {
+      for (auto& [key, f] : self->state.flights)
+        if (f.id == fid) {
+          if (f.disk_pending) {
+            auto k = key;
+            on_disk(self, k, r);
+          }
+          return;
+        }
+    },
+    [=](lock_atom, std::uint64_t fid, artifact_lock_ptr& lock, platform::file_read& r) {
+      // A stale answer (its flight ended) drops its lock with the message.
+      for (auto& [key, f] : self->state.flights)
+        if (f.id == fid) {
+          if (f.at == flight::phase::locking) {
+            auto k = key;
+            on_locked(self, k, std::move(lock), r);
+          }
+          return;
+        }
     },
     [=](caf::tick_atom, std::uint64_t id) {
       for (auto& [key, f] : self->state.flights)

@@ -5,10 +5,19 @@
 // certificate is served, otherwise one is minted: key (asked while the metadata call is in
 // flight), attestation when configured, CSR, issuecredential. Single-flight per
 // (identity, attested?); renewals run in the background and never drop a usable certificate.
+//
+// With runtime_deps::files the certificate is shared with this user's other processes
+// (architecture.md, "Across processes on one machine"): a request that finds no usable
+// certificate in memory reads the certificate file (no lock) while the metadata call is in
+// flight and adopts it when it certifies the current key and matches the metadata. Minting
+// (missing, expired, due, remediation) first takes the file's writer lock and re-reads: a
+// certificate another process renewed meanwhile is adopted without any upstream call; else
+// the new certificate is minted under the lock and written before the lock is dropped.
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,7 +44,7 @@ struct cert_issuer_state {
 
   /// One metadata call (+ maybe one issuance) for one cache key, shared by its callers.
   struct flight {
-    enum class phase { metadata, attesting, issuing };
+    enum class phase { metadata, locking, attesting, issuing };
     std::uint64_t id = 0;      ///< tells a reply of this flight from one of an older flight
     managed_identity identity;
     phase at = phase::metadata;
@@ -50,6 +59,12 @@ struct cert_issuer_state {
     std::optional<key_ref> key;
     std::optional<attestation_token> attestation;
     std::string issue_body;    ///< the issuecredential JSON (sent again on a retry)
+    std::string refused_x5t;   ///< the certificate the token endpoint refused: never adopted
+    // Persistence (runtime_deps::files):
+    bool disk_pending = false; ///< the unlocked read of the certificate file is under way
+    std::optional<platform::file_read> disk; ///< what that read found
+    bool adopted = false;      ///< the certificate served came from the file
+    artifact_lock_ptr lock;    ///< the file's writer lock while minting (null: going alone)
     std::vector<waiter> waiters;
   };
 
@@ -67,6 +82,10 @@ struct cert_issuer_state {
   /// Cache key -> the flight in progress.
   std::map<std::string, flight> flights;
   std::uint64_t next_id = 0;
+  /// Certificates (x5t#S256) the token endpoint refused: never adopted from a file again.
+  std::set<std::string> refused;
+  /// Certificate file name -> the last refusal logged for it (each refusal is logged once).
+  std::map<std::string, std::string> refusals_logged;
 
   /// Answers every waiter of every flight with `err`.
   void fail_all(const caf::error& err);

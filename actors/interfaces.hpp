@@ -62,12 +62,16 @@ using attestation_cache = caf::typed_actor<
 
 /// Binding certificates per (identity, attested?): one getplatformmetadata call per request,
 /// then the cached certificate or a new one (key + attestation + CSR + issuecredential).
+/// With runtime_deps::files, certificates are shared with this user's other processes: read
+/// from the cache directory on a miss, minted under the artifact's writer lock after a re-read.
 /// Fails with metadata_failed, identity_not_found, v1_only_host, issuance_refused, ...
 using cert_issuer = caf::typed_actor<
   caf::replies_to<caf::get_atom, credential_request>::with<credential_ptr>,
   caf::reacts_to<evict_atom, managed_identity>,
   caf::reacts_to<renew_atom, std::string>,
   caf::reacts_to<http_atom, std::uint64_t, io::http_response>,
+  caf::reacts_to<disk_atom, std::uint64_t, platform::file_read>, ///< flight id (internal)
+  caf::reacts_to<lock_atom, std::uint64_t, artifact_lock_ptr, platform::file_read>, ///< flight id
   caf::reacts_to<wire_atom, wiring_ptr>,
   caf::reacts_to<caf::tick_atom, std::uint64_t>,     ///< retry an IMDS call (internal)
   caf::reacts_to<caf::timeout_atom, std::uint64_t>>; ///< a caller's deadline (internal)

@@ -36,6 +36,10 @@ using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using wire_atom = caf::atom_constant<caf::atom("wire")>;
 using http_atom = caf::atom_constant<caf::atom("http")>;
+/// A cache file read came back (artifact_store::read).
+using disk_atom = caf::atom_constant<caf::atom("disk")>;
+/// A writer lock and the re-read came back (artifact_store::lock_and_read).
+using lock_atom = caf::atom_constant<caf::atom("lock")>;
 
 // -- time --------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 
 #include "actors/cert_issuer.hpp"
 #include "actors/key_manager.hpp"
+#include "actors/persisted.hpp"
 #include "io/json.hpp"
 #include "messages/errors.hpp"
 #include "platform/csr.hpp"
@@ -18,6 +19,7 @@
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
 #include "tests/support/actor_fixture.hpp"
+#include "tests/support/memory_artifact_store.hpp"
 
 using namespace msiv2;
 using namespace std::chrono_literals;
@@ -238,6 +240,7 @@ struct cert_fixture : test::actor_fixture {
   cert_issuer spawn(bool with_attestation = false) {
     auto d = std::make_shared<runtime_deps>(*deps());
     d->transport = imds;
+    d->files = files;
     if (with_attestation)
       d->attestation = std::make_shared<dummy_provider>();
     deps_ptr dp = d;
@@ -281,6 +284,44 @@ struct cert_fixture : test::actor_fixture {
   };
 
   ~cert_fixture() { imds->shutdown(); }
+
+  /// Another process of this user, without a cache directory: mints its own certificate
+  /// (through the same IMDS double and key) and returns it.
+  credential_ptr mint_elsewhere() {
+    auto keep_files = files;
+    files = nullptr;
+    auto other = spawn();
+    files = keep_files;
+    return get_ok(other);
+  }
+
+  /// The certificate file of the system-assigned identity (not attested).
+  std::string cert_file() const {
+    return persisted::certificate_file_name(persisted::certificate_artifact_id(
+      config.imds_base_url, certificate_cache_key(managed_identity::system(), false)));
+  }
+  /// The certificate file's bytes for `c` (as another process would write them).
+  std::string file_of(const credential& c) const {
+    return persisted::encode_certificate(
+      c,
+      persisted::certificate_artifact_id(config.imds_base_url,
+                                         certificate_cache_key(managed_identity::system(), false)),
+      wall_ms());
+  }
+  /// The x5t#S256 of the certificate in the file, decoded for `key` ("" when refused).
+  std::string file_x5t(const key_ref& key) {
+    auto i = files->files.find(cert_file());
+    if (i == files->files.end())
+      return {};
+    auto d = persisted::decode_certificate(
+      i->second,
+      persisted::certificate_artifact_id(config.imds_base_url,
+                                         certificate_cache_key(managed_identity::system(), false)),
+      key, wall_ms() / 1000);
+    return d ? d.value->x5t_s256 : std::string{};
+  }
+
+  std::shared_ptr<test::memory_artifact_store> files;
 
   std::shared_ptr<imds_double> imds;
   std::shared_ptr<peer_log> log;
@@ -709,6 +750,237 @@ BOOST_FIXTURE_TEST_CASE(issued_credential_must_match_metadata_and_use_an_https_e
 
   auto ok = get_ok(ci);
   BOOST_CHECK_EQUAL(ok->mtls_endpoint, "https://westus.mtlsauth.test");
+}
+
+// -- persistence (runtime_deps::files) -----------------------------------------------------------
+
+using call = test::memory_artifact_store::call;
+
+BOOST_FIXTURE_TEST_CASE(minted_certificate_is_written_under_the_lock, cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  config.lock_wait = 3s;
+  auto ci = spawn();
+  auto cred = get_ok(ci);
+  BOOST_CHECK_EQUAL(files->count(call::kind::read, cert_file()), 1u);
+  BOOST_REQUIRE_EQUAL(files->count(call::kind::lock_and_read, cert_file()), 1u);
+  BOOST_REQUIRE_EQUAL(files->count(call::kind::write, cert_file()), 1u);
+  for (auto& c : files->calls) {
+    if (c.what == call::kind::lock_and_read)
+      BOOST_CHECK(c.wait == 3s);
+    if (c.what == call::kind::write)
+      BOOST_CHECK(c.with_lock);
+  }
+  BOOST_CHECK(!files->locked_by_us(cert_file())); // released once written
+  BOOST_CHECK_EQUAL(file_x5t(cred->key), cred->x5t_s256);
+  // The file never holds an access token nor the key: only public material and metadata.
+  auto& bytes = files->files[cert_file()];
+  BOOST_CHECK(bytes.find("PRIVATE") == std::string::npos);
+  BOOST_CHECK(bytes.find(client_a) != std::string::npos);
+}
+
+BOOST_FIXTURE_TEST_CASE(cold_start_with_a_disk_certificate_makes_no_issuecredential, cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto first = spawn();
+  auto minted = get_ok(first);
+  BOOST_REQUIRE_EQUAL(imds->count(issue_path), 1u);
+  // A restarted process: one metadata call, the file, no issuance, no lock.
+  auto restarted = spawn();
+  auto locks_before = files->count(call::kind::lock_and_read);
+  auto cred = get_ok(restarted);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 2u);
+  BOOST_CHECK_EQUAL(files->count(call::kind::lock_and_read), locks_before);
+  BOOST_CHECK_EQUAL(cred->x5t_s256, minted->x5t_s256);
+  BOOST_CHECK_EQUAL(cred->mtls_endpoint, minted->mtls_endpoint);
+  BOOST_CHECK_EQUAL(cred->metadata.cuid_json, minted->metadata.cuid_json);
+  BOOST_CHECK(cred->key.key == minted->key.key);
+  BOOST_CHECK_EQUAL(
+    counter(*this, "msiv2_cache_hits_total{artifact=\"certificate\",source=\"disk\"}"), 1u);
+  // Adopted with this process's own plan: a renewal timer is scheduled for it too.
+  BOOST_CHECK_EQUAL(log->schedules.size(), 2u);
+  // Next request: memory, no new read of the file.
+  auto reads = files->count(call::kind::read);
+  get_ok(restarted);
+  BOOST_CHECK_EQUAL(files->count(call::kind::read), reads);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(disk_certificate_for_another_key_is_an_orphan_and_replaced, cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto first = spawn();
+  auto old = get_ok(first);
+  // The key was replaced (another boot): the file's certificate certifies a key we no longer have.
+  keys->rotate(old->key.key_id, [](result<key_ref>) {});
+  auto restarted = spawn();
+  auto cred = get_ok(restarted);
+  BOOST_CHECK_NE(cred->key.key_id, old->key.key_id);
+  BOOST_CHECK_NE(cred->x5t_s256, old->x5t_s256);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  BOOST_REQUIRE_EQUAL(files->count(call::kind::remove, cert_file()), 1u);
+  BOOST_CHECK_EQUAL(persisted::key_id_of(files->files[cert_file()]), cred->key.key_id);
+  BOOST_CHECK_EQUAL(file_x5t(cred->key), cred->x5t_s256);
+  BOOST_CHECK_GE(counter(*this, "msiv2_persistence_errors_total{artifact=\"certificate\"}"), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(corrupt_or_other_version_file_is_a_miss_deleted_under_the_lock,
+                        cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto model = mint_elsewhere();
+  auto good = file_of(*model);
+  auto v2 = good;
+  auto at = v2.find("\"version\":1");
+  BOOST_REQUIRE(at != std::string::npos);
+  v2.replace(at, 11, "\"version\":2");
+  std::vector<std::string> bad = {"{\"schema\":", good.substr(0, good.size() / 2), v2, ""};
+  std::size_t issues = imds->count(issue_path);
+  for (auto& content : bad) {
+    files->files[cert_file()] = content;
+    files->calls.clear();
+    auto ci = spawn();
+    auto cred = get_ok(ci);
+    BOOST_CHECK_EQUAL(imds->count(issue_path), ++issues);
+    BOOST_REQUIRE_EQUAL(files->count(call::kind::remove, cert_file()), 1u);
+    for (auto& c : files->calls)
+      if (c.what == call::kind::remove)
+        BOOST_CHECK(c.with_lock);
+    BOOST_CHECK_EQUAL(file_x5t(cred->key), cred->x5t_s256);
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(lock_not_had_in_time_mints_alone_and_writes_without_the_lock,
+                        cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  files->refuse_locks = true;
+  auto ci = spawn();
+  auto cred = get_ok(ci);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+  BOOST_REQUIRE_EQUAL(files->count(call::kind::write, cert_file()), 1u);
+  for (auto& c : files->calls)
+    if (c.what == call::kind::write)
+      BOOST_CHECK(!c.with_lock);
+  BOOST_CHECK_EQUAL(file_x5t(cred->key), cred->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(lock_wait_is_bounded_by_the_deadline_and_a_timed_out_wait_goes_alone,
+                        cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  config.lock_wait = 10s;
+  auto ci = spawn();
+  files->hold(cert_file()); // another process is minting and does not finish in time
+  auto got = get(ci, managed_identity::system(), {}, 4s);
+  run();
+  BOOST_CHECK(!got->answered());
+  BOOST_REQUIRE_EQUAL(files->waiting(), 1u);
+  for (auto& c : files->calls)
+    if (c.what == call::kind::lock_and_read)
+      BOOST_CHECK(c.wait <= 4s);
+  files->time_out_waits();
+  run();
+  BOOST_REQUIRE_MESSAGE(got->value, "no credential: " << render(got->error));
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(another_process_renewed_while_we_waited_for_the_lock, cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  advance(std::chrono::seconds(cert_lifetime_s / 2 + 60)); // due
+  files->hold(cert_file());
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK(*got->value == first); // due: served at once, renewal waits for the lock
+  BOOST_REQUIRE_EQUAL(files->waiting(), 1u);
+  auto renewed = mint_elsewhere(); // the lock holder renews and writes
+  files->files[cert_file()] = file_of(*renewed);
+  auto issues = imds->count(issue_path);
+  files->let_go(cert_file());
+  run();
+  BOOST_CHECK_EQUAL(imds->count(issue_path), issues); // adopted, no upstream call
+  BOOST_CHECK(!files->locked_by_us(cert_file()));
+  BOOST_CHECK_EQUAL(files->count(call::kind::write), 1u); // only our first mint wrote
+  auto next = get_ok(ci);
+  BOOST_CHECK_EQUAL(next->x5t_s256, renewed->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(renewal_timer_after_another_process_renewed_adopts_the_file,
+                        cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  BOOST_REQUIRE_EQUAL(log->schedules.size(), 1u);
+  advance(std::chrono::seconds(cert_lifetime_s / 2));
+  auto renewed = mint_elsewhere();
+  files->files[cert_file()] = file_of(*renewed);
+  auto issues = imds->count(issue_path);
+  auto schedules = log->schedules.size();
+  caf::anon_send(ci, renew_atom::value, log->schedules[0].first);
+  run();
+  BOOST_CHECK_EQUAL(imds->count(issue_path), issues);
+  BOOST_CHECK_EQUAL(log->schedules.size(), schedules + 1); // the adopted one's own timer
+  BOOST_CHECK_EQUAL(log->schedules.back().second,
+                    renewed->not_before_ms + cert_lifetime_s * 500);
+  auto next = get_ok(ci);
+  BOOST_CHECK_EQUAL(next->x5t_s256, renewed->x5t_s256);
+  BOOST_CHECK_NE(next->x5t_s256, first->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(invalid_client_removes_the_file_and_never_readopts_the_refused_one,
+                        cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  auto got = get(ci, managed_identity::system(), first->x5t_s256);
+  run();
+  BOOST_REQUIRE(got->value);
+  auto cred = *got->value;
+  BOOST_CHECK_NE(cred->x5t_s256, first->x5t_s256);
+  auto issues = imds->of(issue_path);
+  BOOST_REQUIRE_EQUAL(issues.size(), 2u);
+  BOOST_CHECK_EQUAL(issues[1].query("bypass_cache").value_or(""), "true");
+  BOOST_REQUIRE_EQUAL(files->count(call::kind::remove, cert_file()), 1u);
+  BOOST_CHECK_EQUAL(file_x5t(cred->key), cred->x5t_s256);
+  // A restarted process never gets the refused certificate either.
+  auto restarted = spawn();
+  auto again = get_ok(restarted);
+  BOOST_CHECK_EQUAL(again->x5t_s256, cred->x5t_s256);
+  // The refusal came while another process still had the old file: not adopted, removed.
+  files->files[cert_file()] = file_of(*first);
+  auto refused = get(ci, managed_identity::system(), cred->x5t_s256);
+  run();
+  BOOST_REQUIRE(refused->value);
+  BOOST_CHECK_NE((*refused->value)->x5t_s256, first->x5t_s256);
+  BOOST_CHECK_NE((*refused->value)->x5t_s256, cred->x5t_s256);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 3u);
+}
+
+BOOST_FIXTURE_TEST_CASE(reassigned_identity_removes_the_file, cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  auto ci = spawn();
+  auto first = get_ok(ci);
+  imds->client_id = client_b;
+  auto second = get_ok(ci);
+  BOOST_CHECK_EQUAL(second->client_id, client_b);
+  BOOST_REQUIRE_EQUAL(files->count(call::kind::remove, cert_file()), 1u);
+  BOOST_CHECK_EQUAL(file_x5t(second->key), second->x5t_s256);
+  // A process started after the reassignment does not adopt the old identity's file.
+  imds->client_id = client_a;
+  files->files[cert_file()] = file_of(*first);
+  imds->client_id = client_b;
+  auto restarted = spawn();
+  auto third = get_ok(restarted);
+  BOOST_CHECK_EQUAL(third->client_id, client_b);
+  BOOST_CHECK_NE(third->x5t_s256, first->x5t_s256);
+}
+
+BOOST_FIXTURE_TEST_CASE(refused_file_read_is_a_miss_counted_once_logged, cert_fixture) {
+  files = std::make_shared<test::memory_artifact_store>();
+  files->refused.insert(cert_file());
+  auto ci = spawn();
+  auto cred = get_ok(ci);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+  BOOST_CHECK_GE(counter(*this, "msiv2_persistence_errors_total{artifact=\"certificate\"}"), 1u);
+  BOOST_CHECK(cred);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
