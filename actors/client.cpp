@@ -54,9 +54,26 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   deps.transport = c->transport_;
   deps.wall = platform::system_wall_clock();
   deps.draw = [](std::int64_t lo, std::int64_t hi) { return platform::random_between(lo, hi); };
-  deps.keys = options.keys ? std::move(options.keys) : std::make_shared<software_key_store>();
-  deps.attestation = std::move(options.attestation);
   deps.log = options.log ? std::move(options.log) : platform::null_log_sink();
+  if (!deps.config.cache_dir_error.empty())
+    deps.log->write(platform::log_level::error, "client",
+                    "no cache directory, artifacts stay in this process's memory: " +
+                      deps.config.cache_dir_error);
+  // Null when cache_dir is empty or refused (open_artifact_store logs why).
+  deps.files = open_artifact_store(deps.config.cache_dir, deps.log);
+  if (options.keys) {
+    deps.keys = std::move(options.keys);
+  } else if (deps.files) {
+    key_store_settings ks;
+    ks.cache_dir = deps.files->directory();
+    ks.boot_id_path = deps.config.boot_id_path;
+    ks.lock_wait = deps.config.lock_wait;
+    ks.log = deps.log;
+    deps.keys = std::make_shared<software_key_store>(std::move(ks));
+  } else {
+    deps.keys = std::make_shared<software_key_store>();
+  }
+  deps.attestation = std::move(options.attestation);
   deps.stats = std::make_shared<stats_registry>();
   c->shutdown_timeout_ = options.shutdown_timeout;
   c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));

@@ -36,7 +36,8 @@ struct client_options {
   std::shared_ptr<platform::log_sink> log;
   /// Attests binding keys (null: keys are not attested, the default on Linux VMs).
   std::shared_ptr<attestation_provider> attestation;
-  /// Binding keys (null: an in-memory software_key_store).
+  /// Binding keys (null: a software_key_store, persisted per boot in config.cache_dir when
+  /// that directory is usable, else in memory).
   std::shared_ptr<key_store> keys;
   /// HTTP (null: a curl_transport owned by the client).
   std::shared_ptr<io::transport> transport;

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,11 +21,42 @@
 
 BOOST_AUTO_TEST_SUITE(tools_example_server_test)
 
+namespace {
+
+/// A private temporary directory, removed at the end.
+struct temp_dir {
+  temp_dir() {
+    char templ[] = "/tmp/msiv2-example-test-XXXXXX";
+    BOOST_TEST_REQUIRE(::mkdtemp(templ) != nullptr);
+    path = templ;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string path;
+};
+
+std::vector<std::string> files_starting(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    auto name = it->path().filename().string();
+    if (name.rfind(prefix, 0) == 0)
+      out.push_back(name);
+  }
+  return out;
+}
+
+} // namespace
+
 BOOST_AUTO_TEST_CASE(answers_every_request_with_one_issuecredential) {
   msiv2::test::sim_fixture f;
+  temp_dir tmp;
+  const std::string cache = tmp.path + "/cache";
   msiv2::test::child_process server({MSIV2_EXAMPLE_SERVER_BINARY, "--imds", f.urls().imds,
                                      "--ca-file", f.urls().ca_file, "--resource-url",
-                                     f.urls().resource + "/api/whoami"});
+                                     f.urls().resource + "/api/whoami", "--cache-dir", cache});
   BOOST_TEST_REQUIRE(server.read_until("\n", std::chrono::seconds(30)),
                      "no port; stderr: " << server.err());
   unsigned port = 0;
@@ -58,6 +91,27 @@ BOOST_AUTO_TEST_CASE(answers_every_request_with_one_issuecredential) {
 
   server.signal(SIGTERM);
   BOOST_TEST(server.wait(std::chrono::seconds(20)) == 0, "stderr: " << server.err());
+
+  // The certificate and the per-boot key were persisted; a restarted server gets its first
+  // token without a new certificate: metadata calls and one token call.
+  BOOST_TEST(files_starting(cache, "cert-").size() == 1u);
+  BOOST_TEST(files_starting(cache, "binding-key.pem").size() == 1u);
+  auto metadata_before = f.sim().count("imds_metadata");
+  msiv2::test::child_process restarted({MSIV2_EXAMPLE_SERVER_BINARY, "--imds", f.urls().imds,
+                                        "--ca-file", f.urls().ca_file, "--resource-url",
+                                        f.urls().resource + "/api/whoami", "--cache-dir", cache});
+  BOOST_TEST_REQUIRE(restarted.read_until("\n", std::chrono::seconds(30)),
+                     "no port; stderr: " << restarted.err());
+  BOOST_TEST_REQUIRE(std::sscanf(restarted.out().c_str(), "listening on 127.0.0.1:%u", &port) == 1,
+                     restarted.out());
+  auto again = msiv2::test::http_get("http://127.0.0.1:" + std::to_string(port) + "/hello");
+  BOOST_TEST(again.status == 200, again.status << " " << again.body);
+  BOOST_TEST(f.sim().count("imds_issue") == 1u);
+  // The probe (a getplatformmetadata call) and cert_issuer's own metadata call.
+  BOOST_TEST(f.sim().count("imds_metadata") == metadata_before + 2);
+  BOOST_TEST(f.sim().count("token", 200) == 2u);
+  restarted.signal(SIGTERM);
+  BOOST_TEST(restarted.wait(std::chrono::seconds(20)) == 0, "stderr: " << restarted.err());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

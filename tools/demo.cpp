@@ -8,10 +8,13 @@
 
 #include "tools/demo.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -522,7 +525,24 @@ void run_runtime_part(sim::simulator& s, timeline& tl, int duration) {
     return;
   }
   std::shared_ptr<io::transport> transport(std::move(*made));
+  // Shared artifacts go to a fresh private directory of this run, never the user's cache.
+  char cache_root[] = "/tmp/msiv2-demo-XXXXXX";
+  if (::mkdtemp(cache_root) == nullptr) {
+    tl.step("cache directory", fail(std::string("mkdtemp: ") + std::strerror(errno)));
+    transport->shutdown();
+    return;
+  }
+  struct remove_at_exit {
+    std::string dir;
+    ~remove_at_exit() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cache_guard{cache_root};
+  const std::string cache_dir = std::string(cache_root) + "/cache";
   client_options opts;
+  opts.config.cache_dir = cache_dir;
+  opts.config.cache_dir_error.clear();
   opts.config.imds_base_url = s.urls().imds;
   opts.config.ca_file = s.urls().ca_file;
   opts.transport = transport;
@@ -558,6 +578,38 @@ void run_runtime_part(sim::simulator& s, timeline& tl, int duration) {
     for (auto& f : flows)
       rt.tick(f, true);
     rt.module_events();
+    {
+      // What other processes of this user would share: certificates, attestation tokens and
+      // the per-boot key (access tokens are never written).
+      // Files are written behind the callers' backs: give the writer a moment.
+      std::vector<std::string> names;
+      auto give_up = clock_type::now() + std::chrono::seconds(3);
+      for (;;) {
+        names.clear();
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(cache_dir, ec), end; !ec && it != end;
+             it.increment(ec))
+          if (it->is_regular_file())
+            names.push_back(it->path().filename().string());
+        bool any_cert = std::any_of(names.begin(), names.end(), [](const std::string& n) {
+          return n.rfind("cert-", 0) == 0;
+        });
+        if (any_cert || clock_type::now() >= give_up)
+          break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      std::sort(names.begin(), names.end());
+      std::printf("\n-- cache directory %s (shared with this user's other processes)\n",
+                  cache_dir.c_str());
+      int certs = 0;
+      for (auto& n : names) {
+        std::printf("  %s\n", n.c_str());
+        certs += n.rfind("cert-", 0) == 0 ? 1 : 0;
+      }
+      tl.step("certificates written to the cache directory",
+              certs > 0 ? result<std::string>(std::to_string(certs) + " certificate file(s)")
+                        : result<std::string>(fail("no certificate file in " + cache_dir)));
+    }
 
     std::printf("\n-- every second for %d s: each identity asks again and calls the resource\n",
                 duration);

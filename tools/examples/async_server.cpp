@@ -11,6 +11,11 @@
 //
 //   msiv2-example-server --imds http://127.0.0.1:P --ca-file ca.pem
 //       --resource-url https://127.0.0.1:Q/api/whoami [--resource R] [--attest] [--port-file F]
+//       [--cache-dir DIR|none]
+//
+// Certificates, attestation tokens and the per-boot key are shared with this user's other
+// processes through the cache directory (MSIV2_CACHE_DIR, XDG_RUNTIME_DIR/msiv2 or
+// ~/.cache/msiv2 by default; --cache-dir overrides it, "none" keeps them in memory).
 //
 // Listens on 127.0.0.1, port 0 (any free port): prints "listening on 127.0.0.1:<port>" and
 // writes the port to --port-file. Stops on SIGINT/SIGTERM.
@@ -47,6 +52,7 @@ struct settings {
   std::string resource = "https://management.azure.com";
   std::string resource_url;
   std::string port_file;
+  std::optional<std::string> cache_dir; ///< unset: from the environment; "none": memory only
   bool attest = false;
 };
 
@@ -182,7 +188,7 @@ int usage(const std::string& message) {
   std::fprintf(stderr,
                "msiv2-example-server: %s\n"
                "usage: msiv2-example-server --resource-url URL [--imds URL] [--ca-file PEM]\n"
-               "         [--resource R] [--attest] [--port-file PATH]\n",
+               "         [--resource R] [--attest] [--port-file PATH] [--cache-dir DIR|none]\n",
                message.c_str());
   return 2;
 }
@@ -223,6 +229,8 @@ int main(int argc, char** argv) {
       cfg.resource_url = value;
     else if (arg == "--port-file")
       cfg.port_file = value;
+    else if (arg == "--cache-dir")
+      cfg.cache_dir = value;
     else
       return usage("unknown option '" + arg + "'");
   }
@@ -241,6 +249,11 @@ int main(int argc, char** argv) {
   if (!cfg.imds.empty())
     opts.config.imds_base_url = cfg.imds;
   opts.config.ca_file = cfg.ca_file;
+  if (cfg.cache_dir) {
+    opts.config.cache_dir = *cfg.cache_dir == "none" ? std::string() : *cfg.cache_dir;
+    opts.config.cache_dir_error.clear();
+  }
+  opts.log = msiv2::platform::stderr_log_sink(msiv2::platform::log_level::warning);
   opts.transport = transport;
   if (cfg.attest)
     opts.attestation = std::make_shared<msiv2::keyguard_attestation>(transport, cfg.ca_file);
