@@ -5,8 +5,10 @@
 
 #include <caf/send.hpp>
 
+#include "actors/persisted.hpp"
 #include "messages/errors.hpp"
 #include "platform/binding.hpp"
+#include "platform/encoding.hpp"
 
 namespace msiv2 {
 
@@ -39,6 +41,106 @@ void answer_waiters(self_ptr self, attestation_entry& e, caf::expected<attestati
 }
 
 void attempt(self_ptr self, const deps_ptr& deps, const attestation_key& k);
+void end_fetch_ok(self_ptr self, const deps_ptr& deps, const attestation_key& k,
+                  attestation_token tok, bool adopted);
+
+// -- the attestation file ----------------------------------------------------------------------
+
+std::string file_name(const attestation_key& k) {
+  return persisted::attestation_file_name(k.first, k.second);
+}
+
+std::string digest(const std::string& jwt) {
+  return platform::hex_lower(platform::sha256(jwt));
+}
+
+/// A new id for a file operation of `k` (its answer is stale once another operation or
+/// attempt started).
+std::uint64_t next_op(self_ptr self, const attestation_key& k) {
+  auto id = ++self->state.last_id;
+  self->state.entries.at(k).attempt = id;
+  self->state.attempts[id] = k;
+  return id;
+}
+
+/// The JWT a file holds when it may be adopted; `bad` tells that the file should go.
+std::optional<attestation_token> usable_from_file(self_ptr self, const deps_ptr& deps,
+                                                  const attestation_key& k,
+                                                  const platform::file_read& r, bool& bad) {
+  auto& e = self->state.entries.at(k);
+  bad = false;
+  if (r.status == platform::read_status::missing)
+    return std::nullopt;
+  std::string why;
+  if (r.status == platform::read_status::refused) {
+    why = r.reason;
+  } else {
+    auto d = persisted::decode_attestation(r.bytes, k.first, k.second, deps->wall->now_ms());
+    if (d && e.refused.count(digest(d.value->jwt)) == 0)
+      return std::move(*d.value);
+    bad = true;
+    if (d)
+      return std::nullopt; // refused by the issuer: not a file error
+    why = d.reason;
+  }
+  deps->stats->add("msiv2_persistence_errors_total{artifact=\"attestation\"}");
+  deps->log->write(platform::log_level::warning, component,
+                   "attestation file " + deps->files->directory() + "/" + file_name(k) +
+                     " not used: " + why);
+  return std::nullopt;
+}
+
+/// Takes the file's writer lock and re-reads it before calling the provider.
+void lock_then_attest(self_ptr self, const deps_ptr& deps, const attestation_key& k) {
+  auto& e = self->state.entries.at(k);
+  auto wait = std::max(milliseconds(1),
+                       std::min(deps->config.lock_wait,
+                                std::chrono::duration_cast<milliseconds>(left(self, e.fetch_due))));
+  auto id = next_op(self, k);
+  auto me = caf::actor_cast<attestation_cache>(self);
+  deps->files->lock_and_read(file_name(k), wait,
+                             [me, id](artifact_lock_ptr lock, platform::file_read r) {
+                               caf::anon_send(me, lock_atom::value, id, std::move(lock),
+                                              std::move(r));
+                             });
+}
+
+void on_disk(self_ptr self, const deps_ptr& deps, const attestation_key& k,
+             const platform::file_read& r) {
+  auto& e = self->state.entries.at(k);
+  bool bad = false;
+  if (auto t = usable_from_file(self, deps, k, r, bad)) {
+    auto plan = platform::plan_lifecycle(t->issued_at_ms, t->expires_at_ms, std::nullopt, deps->draw);
+    if (plan.at(deps->wall->now_ms()) == platform::freshness::fresh) {
+      end_fetch_ok(self, deps, k, std::move(*t), true);
+      return;
+    }
+    // Due for this process too: it serves the waiters now, and the renewal goes on.
+    end_fetch_ok(self, deps, k, std::move(*t), true);
+    e.fetching = true;
+    e.background = true;
+  }
+  lock_then_attest(self, deps, k);
+}
+
+void on_locked(self_ptr self, const deps_ptr& deps, const attestation_key& k,
+               artifact_lock_ptr lock, const platform::file_read& r) {
+  auto& e = self->state.entries.at(k);
+  e.lock = std::move(lock);
+  bool bad = false;
+  auto t = usable_from_file(self, deps, k, r, bad);
+  if (t && (!e.token || t->issued_at_ms > e.token->issued_at_ms) &&
+      platform::plan_lifecycle(t->issued_at_ms, t->expires_at_ms, std::nullopt, deps->draw)
+          .at(deps->wall->now_ms()) == platform::freshness::fresh) {
+    // Another process attested while this one waited: no provider call.
+    e.lock.reset();
+    end_fetch_ok(self, deps, k, std::move(*t), true);
+    return;
+  }
+  if (bad && e.lock)
+    deps->files->remove(file_name(k), e.lock);
+  attempt(self, deps, k);
+}
 
 /// Starts a fetch of a new JWT for `k` unless one is in flight (single-flight).
 void start_fetch(self_ptr self, const deps_ptr& deps, const attestation_key& k, deadline due,
@@ -53,7 +155,19 @@ void start_fetch(self_ptr self, const deps_ptr& deps, const attestation_key& k, 
   e.fetch_due = due;
   e.retry = io::retry_state{};
   e.reattested = false;
-  attempt(self, deps, k);
+  if (!deps->files) {
+    attempt(self, deps, k);
+    return;
+  }
+  if (e.token) {
+    lock_then_attest(self, deps, k); // a renewal: another process may have renewed already
+    return;
+  }
+  auto id = next_op(self, k);
+  auto me = caf::actor_cast<attestation_cache>(self);
+  deps->files->read(file_name(k), [me, id](platform::file_read r) {
+    caf::anon_send(me, disk_atom::value, id, std::move(r));
+  });
 }
 
 /// The fetch failed for good: callers get attestation_failed, a usable JWT stays.
@@ -62,6 +176,7 @@ void end_fetch_failed(self_ptr self, const deps_ptr& deps, const attestation_key
   auto& e = self->state.entries.at(k);
   e.fetching = false;
   e.attempt = 0;
+  e.lock.reset();
   deps->log->write(platform::log_level::warning, component,
                    "attestation of key " + e.key.key_id + " at " + k.first +
                      " failed: " + render(err) +
@@ -70,16 +185,35 @@ void end_fetch_failed(self_ptr self, const deps_ptr& deps, const attestation_key
 }
 
 void end_fetch_ok(self_ptr self, const deps_ptr& deps, const attestation_key& k,
-                  attestation_token tok) {
+                  attestation_token tok, bool adopted) {
   auto& e = self->state.entries.at(k);
   e.fetching = false;
   e.attempt = 0;
+  auto lock = std::move(e.lock);
   const auto now_ms = deps->wall->now_ms();
   if (tok.issued_at_ms == 0 || tok.issued_at_ms > now_ms)
     tok.issued_at_ms = std::min(now_ms, tok.expires_at_ms);
   e.plan = platform::plan_lifecycle(tok.issued_at_ms, tok.expires_at_ms, std::nullopt, deps->draw);
-  if (e.background)
-    deps->stats->add("msiv2_renewals_total{artifact=\"attestation\"}");
+  if (adopted) {
+    deps->stats->add("msiv2_cache_hits_total{artifact=\"attestation\",source=\"disk\"}");
+  } else {
+    if (e.background)
+      deps->stats->add("msiv2_renewals_total{artifact=\"attestation\"}");
+    if (deps->files) {
+      // Written under the lock (when had) after the waiters are answered below.
+      auto name = file_name(k);
+      deps->files->write(name, persisted::encode_attestation(tok, k.first, k.second, now_ms),
+                         std::move(lock), [deps, name](result<void> r) {
+                           if (r)
+                             return;
+                           deps->stats->add(
+                             "msiv2_persistence_errors_total{artifact=\"attestation\"}");
+                           deps->log->write(platform::log_level::warning, component,
+                                            "writing the attestation file " + name +
+                                              " failed: " + r.error());
+                         });
+    }
+  }
   e.token = tok;
   deps->stats->set_gauge(expiry_gauge(e), static_cast<double>(tok.expires_at_ms) / 1000.0);
   if (self->state.peers && self->state.peers->timer)
@@ -179,6 +313,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
       e.key = req.key;
       e.client_id = req.client_id;
       if (req.refuse_cached && e.token) {
+        e.refused.insert(digest(e.token->jwt));
         e.token.reset();
         deps->stats->erase_gauge(expiry_gauge(e));
       }
@@ -214,6 +349,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
       auto i = self->state.entries.find({endpoint, key_id});
       if (i == self->state.entries.end() || !i->second.token)
         return;
+      i->second.refused.insert(digest(i->second.token->jwt)); // the issuer rejected it
       i->second.token.reset();
       deps->stats->erase_gauge(expiry_gauge(i->second));
       if (self->state.peers && self->state.peers->timer)
@@ -238,7 +374,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
       if (current(self, attempt_id, k) == nullptr)
         return;
       deps->stats->add("msiv2_upstream_requests_total{upstream=\"attestation\",status=\"200\"}");
-      end_fetch_ok(self, deps, k, std::move(tok));
+      end_fetch_ok(self, deps, k, std::move(tok), false);
     },
     [=](caf::put_atom, std::uint64_t attempt_id, caf::error& err, std::int32_t status) {
       attestation_key k;
@@ -276,6 +412,16 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
                                what + " (again after one fresh attestation attempt)", status);
       }
       end_fetch_failed(self, deps, k, std::move(err));
+    },
+    [=](disk_atom, std::uint64_t op, platform::file_read& r) {
+      attestation_key k;
+      if (current(self, op, k) != nullptr)
+        on_disk(self, deps, k, r);
+    },
+    [=](lock_atom, std::uint64_t op, artifact_lock_ptr& lock, platform::file_read& r) {
+      attestation_key k;
+      if (current(self, op, k) != nullptr)
+        on_locked(self, deps, k, std::move(lock), r);
     },
     [=](caf::tick_atom, std::uint64_t retry_id) {
       attestation_key k;

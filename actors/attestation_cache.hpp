@@ -10,10 +10,16 @@
 // answer is dropped and one fresh attestation (new nonce) follows at once (architecture.md
 // "Failure handling"); when that fails too, callers get attestation_failed naming what was
 // wrong. A usable JWT being renewed in the background stays in use either way.
+//
+// With runtime_deps::files the JWT is shared with this user's other processes: a request with
+// no usable JWT in memory reads the attestation file first (no lock); a fetch takes the file's
+// writer lock and re-reads it, adopting a JWT another process wrote meanwhile instead of
+// calling the provider; a fetched JWT is written under the lock.
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -50,6 +56,10 @@ struct attestation_entry {
   std::uint64_t attempt = 0;     ///< id of the current attempt (stale completions are ignored)
   io::retry_state retry;
   bool reattested = false;       ///< the one fresh attempt after a refusal was made
+  // Persistence (runtime_deps::files):
+  artifact_lock_ptr lock;        ///< the file's writer lock while fetching (null: alone)
+  /// SHA-256 (hex) of JWTs the issuer refused: never adopted from the file again.
+  std::set<std::string> refused;
   std::map<std::uint64_t, attestation_waiter> waiters; ///< by waiter id
 };
 

@@ -56,6 +56,8 @@ using attestation_cache = caf::typed_actor<
   caf::reacts_to<renew_atom, std::string>,
   caf::reacts_to<caf::put_atom, std::uint64_t, attestation_token>, ///< provider completion
   caf::reacts_to<caf::put_atom, std::uint64_t, caf::error, std::int32_t>, ///< failure, status
+  caf::reacts_to<disk_atom, std::uint64_t, platform::file_read>, ///< attempt id (internal)
+  caf::reacts_to<lock_atom, std::uint64_t, artifact_lock_ptr, platform::file_read>, ///< attempt id
   caf::reacts_to<wire_atom, wiring_ptr>,
   caf::reacts_to<caf::tick_atom, std::uint64_t>,     ///< retry after a failed attempt (internal)
   caf::reacts_to<caf::timeout_atom, std::uint64_t>>; ///< a caller's deadline (internal)

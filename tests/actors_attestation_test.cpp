@@ -21,7 +21,9 @@
 #include "platform/encoding.hpp"
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
+#include "actors/persisted.hpp"
 #include "tests/support/actor_fixture.hpp"
+#include "tests/support/memory_artifact_store.hpp"
 
 using namespace std::chrono_literals;
 using msiv2::error_code;
@@ -102,8 +104,28 @@ struct cache_fixture : msiv2::test::actor_fixture {
     keys->load_or_create([this](msiv2::result<msiv2::key_ref> k) { key = *k; });
   }
 
+  /// The cache directory shared with "other processes" (null: memory only).
+  std::shared_ptr<msiv2::test::memory_artifact_store> files;
+  /// JWTs in compact form (header.payload.signature) with iat/exp claims, as files need.
+  bool real_jwts = false;
+
+  msiv2::deps_ptr deps_with_files() const {
+    auto d = std::make_shared<msiv2::runtime_deps>(*deps());
+    d->files = files;
+    return d;
+  }
+
+  /// Another process's attestation_cache on the same files (no timer).
+  msiv2::attestation_cache spawn_other() {
+    auto other = keep(sys.spawn(msiv2::attestation_cache_impl, deps_with_files()));
+    caf::anon_send(other, msiv2::wire_atom::value,
+                   msiv2::wiring_ptr(std::make_shared<msiv2::wiring>()));
+    run();
+    return other;
+  }
+
   void start(bool with_timer = true) {
-    cache = keep(sys.spawn(msiv2::attestation_cache_impl, deps()));
+    cache = keep(sys.spawn(msiv2::attestation_cache_impl, deps_with_files()));
     auto w = std::make_shared<msiv2::wiring>();
     w->attestation = cache;
     if (with_timer) {
@@ -120,6 +142,13 @@ struct cache_fixture : msiv2::test::actor_fixture {
     t.jwt = "attestation-jwt-" + std::to_string(++minted);
     t.issued_at_ms = wall_ms() / 1000 * 1000;
     t.expires_at_ms = t.issued_at_ms + life.count() * 1000;
+    if (real_jwts)
+      t.jwt = msiv2::platform::base64url_encode(R"({"alg":"RS256","typ":"JWT"})") + "." +
+              msiv2::platform::base64url_encode(
+                "{\"n\":" + std::to_string(minted) + ",\"iat\":" +
+                std::to_string(t.issued_at_ms / 1000) + ",\"exp\":" +
+                std::to_string(t.expires_at_ms / 1000) + "}") +
+              ".c2ln";
     return t;
   }
 
@@ -623,6 +652,106 @@ BOOST_AUTO_TEST_CASE(cache_with_keyguard_attestation_end_to_end_on_fake_transpor
   auto s = f.stats->snapshot();
   BOOST_CHECK_EQUAL(s.counters["msiv2_upstream_requests_total{upstream=\"attestation\",status=\"503\"}"], 1u);
   BOOST_CHECK_EQUAL(s.counters["msiv2_upstream_requests_total{upstream=\"attestation\",status=\"200\"}"], 1u);
+}
+
+// -- persistence (runtime_deps::files) -----------------------------------------------------------
+
+using file_call = msiv2::test::memory_artifact_store::call;
+
+std::string att_file(const cache_fixture& f) {
+  return msiv2::persisted::attestation_file_name(endpoint, f.key.key_id);
+}
+
+BOOST_AUTO_TEST_CASE(fetched_jwt_is_written_and_another_process_adopts_it) {
+  cache_fixture f;
+  f.real_jwts = true;
+  f.files = std::make_shared<msiv2::test::memory_artifact_store>();
+  f.start();
+  f.script_ok();
+  auto first = f.ask(f.make_req());
+  BOOST_REQUIRE(first->value);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 1u);
+  BOOST_REQUIRE_EQUAL(f.files->count(file_call::kind::write, att_file(f)), 1u);
+  for (auto& c : f.files->calls)
+    if (c.what == file_call::kind::write)
+      BOOST_CHECK(c.with_lock);
+  BOOST_CHECK(!f.files->locked_by_us(att_file(f)));
+  // Another process: reads the file, no provider call, no lock.
+  auto other = f.spawn_other();
+  auto locks = f.files->count(file_call::kind::lock_and_read);
+  auto got = f.request<msiv2::attestation_token>(other, msiv2::attest_atom::value, f.make_req());
+  f.run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(got->value->jwt, first->value->jwt);
+  BOOST_CHECK_EQUAL(got->value->expires_at_ms, first->value->expires_at_ms);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 1u);
+  BOOST_CHECK_EQUAL(f.files->count(file_call::kind::lock_and_read), locks);
+  BOOST_CHECK_EQUAL(
+    f.stats->snapshot().counters["msiv2_cache_hits_total{artifact=\"attestation\",source=\"disk\"}"],
+    1u);
+}
+
+BOOST_AUTO_TEST_CASE(renewal_adopts_what_another_process_wrote_while_we_waited_for_the_lock) {
+  cache_fixture f;
+  f.real_jwts = true;
+  f.files = std::make_shared<msiv2::test::memory_artifact_store>();
+  f.start();
+  f.script_ok(3600s);
+  auto first = f.ask(f.make_req());
+  BOOST_REQUIRE(first->value);
+  f.files->hold(att_file(f));
+  f.advance(1800s); // the renewal timer fires: the renewal waits for the lock
+  BOOST_CHECK_EQUAL(f.files->waiting(), 1u);
+  auto renewed = f.token(3600s); // what the lock holder got
+  f.files->files[att_file(f)] =
+    msiv2::persisted::encode_attestation(renewed, endpoint, f.key.key_id, f.wall_ms());
+  f.files->let_go(att_file(f));
+  f.run();
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 1u);
+  auto got = f.ask(f.make_req());
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(got->value->jwt, renewed.jwt);
+  BOOST_CHECK(!f.files->locked_by_us(att_file(f)));
+}
+
+BOOST_AUTO_TEST_CASE(refused_jwt_is_never_readopted_from_the_file) {
+  cache_fixture f;
+  f.real_jwts = true;
+  f.files = std::make_shared<msiv2::test::memory_artifact_store>();
+  f.start();
+  f.script_ok();
+  f.script_ok();
+  auto first = f.ask(f.make_req());
+  BOOST_REQUIRE(first->value);
+  // issuecredential rejected it: cert_issuer evicts, then asks with refuse_cached.
+  caf::anon_send(f.cache, msiv2::evict_atom::value, std::string(endpoint), f.key.key_id);
+  f.run();
+  auto req = f.make_req();
+  req.refuse_cached = true;
+  auto second = f.ask(req);
+  BOOST_REQUIRE(second->value);
+  BOOST_CHECK_NE(second->value->jwt, first->value->jwt);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 2u);
+  BOOST_CHECK_EQUAL(f.files->count(file_call::kind::remove, att_file(f)), 1u);
+  auto d = msiv2::persisted::decode_attestation(f.files->files[att_file(f)], endpoint,
+                                                f.key.key_id, f.wall_ms());
+  BOOST_REQUIRE_MESSAGE(d, d.reason);
+  BOOST_CHECK_EQUAL(d.value->jwt, second->value->jwt);
+}
+
+BOOST_AUTO_TEST_CASE(corrupt_or_foreign_attestation_file_is_a_miss) {
+  cache_fixture f;
+  f.real_jwts = true;
+  f.files = std::make_shared<msiv2::test::memory_artifact_store>();
+  f.start();
+  f.script_ok();
+  f.files->files[att_file(f)] = "{\"schema\":\"msiv2.attestation-token\",\"version\":1";
+  auto got = f.ask(f.make_req());
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 1u);
+  BOOST_CHECK_EQUAL(f.files->count(file_call::kind::remove, att_file(f)), 1u);
+  BOOST_CHECK_GE(
+    f.stats->snapshot().counters["msiv2_persistence_errors_total{artifact=\"attestation\"}"], 1u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,5 +1,10 @@
 #include <boost/test/unit_test.hpp>
 
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -16,6 +21,7 @@
 #include "messages/errors.hpp"
 #include "platform/csr.hpp"
 #include "platform/encoding.hpp"
+#include "platform/files.hpp"
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
 #include "tests/support/actor_fixture.hpp"
@@ -240,7 +246,7 @@ struct cert_fixture : test::actor_fixture {
   cert_issuer spawn(bool with_attestation = false) {
     auto d = std::make_shared<runtime_deps>(*deps());
     d->transport = imds;
-    d->files = files;
+    d->files = real_files ? real_files : std::shared_ptr<artifact_store>(files);
     if (with_attestation)
       d->attestation = std::make_shared<dummy_provider>();
     deps_ptr dp = d;
@@ -322,6 +328,8 @@ struct cert_fixture : test::actor_fixture {
   }
 
   std::shared_ptr<test::memory_artifact_store> files;
+  /// A real cache directory (file_artifact_store in inline mode); wins over `files`.
+  std::shared_ptr<artifact_store> real_files;
 
   std::shared_ptr<imds_double> imds;
   std::shared_ptr<peer_log> log;
@@ -981,6 +989,53 @@ BOOST_FIXTURE_TEST_CASE(refused_file_read_is_a_miss_counted_once_logged, cert_fi
   BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
   BOOST_CHECK_GE(counter(*this, "msiv2_persistence_errors_total{artifact=\"certificate\"}"), 1u);
   BOOST_CHECK(cred);
+}
+
+BOOST_FIXTURE_TEST_CASE(real_cache_directory_shares_the_certificate_and_replaces_bad_files,
+                        cert_fixture) {
+  char templ[] = "/tmp/msiv2-cert-test-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(templ) != nullptr);
+  struct cleanup {
+    std::string root;
+    ~cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(root, ec);
+    }
+  } guard{templ};
+  const std::string dir = std::string(templ) + "/cache";
+  auto prepared = platform::prepare_private_dir(dir);
+  BOOST_REQUIRE_MESSAGE(prepared, (prepared ? "" : prepared.error()));
+  real_files = file_artifact_store::create(dir, platform::null_log_sink(), /*inline_mode=*/true);
+  auto first = spawn();
+  auto minted = get_ok(first);
+  run();
+  const auto path = dir + "/" + cert_file();
+  struct stat st {};
+  BOOST_REQUIRE_EQUAL(::stat(path.c_str(), &st), 0);
+  BOOST_CHECK_EQUAL(st.st_mode & 0777, 0600u);
+  // A restarted process adopts it: no second issuance.
+  auto restarted = spawn();
+  auto adopted = get_ok(restarted);
+  BOOST_CHECK_EQUAL(adopted->x5t_s256, minted->x5t_s256);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
+  // A truncated file is a miss: a new certificate replaces it on disk.
+  auto bytes = platform::read_private_file(dir, cert_file());
+  BOOST_REQUIRE(bytes.status == platform::read_status::ok);
+  BOOST_REQUIRE(platform::write_file_atomically(dir, cert_file(),
+                                                bytes.bytes.substr(0, bytes.bytes.size() / 3)));
+  auto third = spawn();
+  auto fresh = get_ok(third);
+  run();
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  auto now = platform::read_private_file(dir, cert_file());
+  BOOST_REQUIRE(now.status == platform::read_status::ok);
+  auto d = persisted::decode_certificate(
+    now.bytes,
+    persisted::certificate_artifact_id(config.imds_base_url,
+                                       certificate_cache_key(managed_identity::system(), false)),
+    fresh->key, wall_ms() / 1000);
+  BOOST_REQUIRE_MESSAGE(d, d.reason);
+  BOOST_CHECK_EQUAL(d.value->x5t_s256, fresh->x5t_s256);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
