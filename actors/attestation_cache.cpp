@@ -84,9 +84,13 @@ std::optional<attestation_token> usable_from_file(self_ptr self, const deps_ptr&
     why = d.reason;
   }
   deps->stats->add("msiv2_persistence_errors_total{artifact=\"attestation\"}");
-  deps->log->write(platform::log_level::warning, component,
-                   "attestation file " + deps->files->directory() + "/" + file_name(k) +
-                     " not used: " + why);
+  auto& last = self->state.refusals_logged[file_name(k)];
+  if (last != why) {
+    last = why;
+    deps->log->write(platform::log_level::warning, component,
+                     "attestation file " + deps->files->directory() + "/" + file_name(k) +
+                       " not used: " + why);
+  }
   return std::nullopt;
 }
 

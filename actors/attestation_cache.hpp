@@ -74,6 +74,8 @@ struct attestation_cache_state {
   std::map<std::string, attestation_key> timer_ids;
   std::uint64_t last_id = 0;
   wiring_ptr peers;
+  /// Attestation file name -> the last refusal logged for it (each refusal is logged once).
+  std::map<std::string, std::string> refusals_logged;
 };
 
 /// The behavior of attestation_cache.
