@@ -205,16 +205,18 @@ void end_fetch_ok(self_ptr self, const deps_ptr& deps, const attestation_key& k,
       deps->stats->add("msiv2_renewals_total{artifact=\"attestation\"}");
     if (deps->files) {
       // Written under the lock (when had) after the waiters are answered below.
+      // Not `deps` in the callback: it holds the store (see cert_issuer's persist()).
       auto name = file_name(k);
+      auto stats = deps->stats;
+      auto log = deps->log;
       deps->files->write(name, persisted::encode_attestation(tok, k.first, k.second, now_ms),
-                         std::move(lock), [deps, name](result<void> r) {
+                         std::move(lock), [stats, log, name](result<void> r) {
                            if (r)
                              return;
-                           deps->stats->add(
-                             "msiv2_persistence_errors_total{artifact=\"attestation\"}");
-                           deps->log->write(platform::log_level::warning, component,
-                                            "writing the attestation file " + name +
-                                              " failed: " + r.error());
+                           stats->add("msiv2_persistence_errors_total{artifact=\"attestation\"}");
+                           log->write(platform::log_level::warning, component,
+                                      "writing the attestation file " + name +
+                                        " failed: " + r.error());
                          });
     }
   }

@@ -280,16 +280,19 @@ void persist(self_ptr self, const std::string& key, const credential& c, artifac
   auto& st = self->state;
   if (!st.deps->files)
     return;
-  auto deps = st.deps;
+  // The callback must not hold `deps` (which holds the store): a store kept alive by its own
+  // queued job would never be joined at shutdown, and the write could be lost at exit.
+  auto stats = st.deps->stats;
+  auto log = st.deps->log;
   auto name = file_name(self, key);
   st.deps->files->write(
     name, persisted::encode_certificate(c, artifact_id(self, key), st.deps->wall->now_ms()),
-    std::move(lock), [deps, name](result<void> r) {
+    std::move(lock), [stats, log, name](result<void> r) {
       if (r)
         return;
-      deps->stats->add("msiv2_persistence_errors_total{artifact=\"certificate\"}");
-      deps->log->write(platform::log_level::warning, "cert_issuer",
-                       "writing the certificate file " + name + " failed: " + r.error());
+      stats->add("msiv2_persistence_errors_total{artifact=\"certificate\"}");
+      log->write(platform::log_level::warning, "cert_issuer",
+                 "writing the certificate file " + name + " failed: " + r.error());
     });
 }
 
@@ -319,6 +322,11 @@ void on_locked(self_ptr self, const std::string& key, artifact_lock_ptr lock,
   auto& st = self->state;
   auto& f = st.flights.at(key);
   f.lock = std::move(lock);
+  if (!f.lock)
+    st.deps->log->write(platform::log_level::warning, "cert_issuer",
+                        to_string(f.identity) +
+                          ": the certificate file's writer lock was not had in time; going "
+                          "ahead without it");
   bool bad = false;
   auto c = usable_from_file(self, key, f, r, bad);
   auto mine = st.cache.find(key);
@@ -527,7 +535,9 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
     auto ptr = std::make_shared<const credential>(std::move(*cred));
     store(self, key, ptr);
     st.deps->log->write(platform::log_level::info, "cert_issuer",
-                        to_string(f.identity) + ": new binding certificate " + ptr->x5t_s256);
+                        to_string(f.identity) + ": new binding certificate " + ptr->x5t_s256 +
+                          " for key " + ptr->key.key_id +
+                          (f.lock ? " (written under the lock)" : ""));
     auto lock = std::move(f.lock);
     finish(self, key, ptr);
     persist(self, key, *ptr, std::move(lock));
