@@ -34,18 +34,19 @@ result<attestation_token> read_keyguard_answer(const std::string& body,
     return fail(jwt.error());
   auto claims = platform::read_jwt_claims(*jwt);
   if (!claims)
-    return fail("attestation response: the token is not a readable JWT: " + claims.error());
+    return fail("malformed attestation response: member \"token\" is not a readable JWT: " +
+                claims.error());
   if (!claims->exp)
-    return fail("attestation response: the token has no exp claim");
+    return fail("malformed attestation response: member \"token\" has no exp claim");
   if (!expected_key_id.empty() && !claims->key_id.empty() && claims->key_id != expected_key_id)
-    return fail("attestation response: the token's key_id " + claims->key_id +
-                " is not the attested key " + expected_key_id);
+    return fail("malformed attestation response: member \"token\" has key_id " + claims->key_id +
+                ", not the attested key " + expected_key_id);
   attestation_token out;
   out.jwt = std::move(*jwt);
   out.expires_at_ms = *claims->exp * 1000;
   out.issued_at_ms = claims->iat ? *claims->iat * 1000 : 0;
   if (out.issued_at_ms != 0 && out.issued_at_ms >= out.expires_at_ms)
-    return fail("attestation response: the token's iat is not before its exp");
+    return fail("malformed attestation response: member \"token\" has an iat not before its exp");
   return out;
 }
 

@@ -269,51 +269,68 @@ std::string with_upstream(const std::string& what, const oauth_error_body& e) {
   return out;
 }
 
-caf::error invalid_response(const exchange_job& job, const std::string& why, int status) {
-  return make_msiv2_error(error_code::invalid_response,
-                          "the " + upstream_of(job) + " answered an unusable token response: " +
-                            why,
-                          status, job.correlation_id);
+/// What the token response of a job is called in messages.
+std::string response_name(const exchange_job& job) {
+  return job.cred ? "token endpoint response" : "IMDS v1 token response";
 }
 
-/// Parses a 200 answer of the mTLS token endpoint.
-caf::expected<token_result> read_mtls_answer(const deps_ptr& deps, const exchange_job& job,
-                                             const io::http_response& r) {
-  auto doc = io::json_object::parse(r.body, "token endpoint response");
+/// invalid_response: "malformed <leg> response: <why>" (json_object's errors carry that prefix
+/// already), with the status and our correlation id.
+caf::error invalid_response(const exchange_job& job, const std::string& why, int status) {
+  const std::string prefix = "malformed " + response_name(job) + ": ";
+  return make_msiv2_error(error_code::invalid_response,
+                          why.rfind("malformed ", 0) == 0 ? why : prefix + why, status,
+                          job.correlation_id);
+}
+
+/// Parses a 200 answer: of the mTLS token endpoint (§7: expires_in relative, number or
+/// numeric string; optional ext_expires_in and refresh_in; an mtls_pop token bound to our
+/// certificate) or of IMDS v1 (§8: every value a string; expires_on in Unix seconds).
+caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job& job,
+                                        const io::http_response& r) {
+  const bool mtls = job.cred != nullptr;
+  auto doc = io::json_object::parse(r.body, response_name(job));
   if (!doc)
     return invalid_response(job, doc.error(), r.status);
   auto type = doc->required_string("token_type");
   auto token = doc->required_string("access_token");
-  auto expires_in = doc->required_integer_or_numeric_string("expires_in");
-  auto ext = doc->optional_integer_or_numeric_string("ext_expires_in");
-  auto refresh_in = doc->optional_integer_or_numeric_string("refresh_in");
+  const char* expiry_name = mtls ? "expires_in" : "expires_on";
+  auto expiry = doc->required_integer_or_numeric_string(expiry_name);
+  result<std::optional<std::int64_t>> none = std::optional<std::int64_t>{};
+  auto ext = mtls ? doc->optional_integer_or_numeric_string("ext_expires_in") : none;
+  auto refresh_in = mtls ? doc->optional_integer_or_numeric_string("refresh_in") : none;
   for (const std::string* e : {type ? nullptr : &type.error(), token ? nullptr : &token.error(),
-                               expires_in ? nullptr : &expires_in.error(),
-                               ext ? nullptr : &ext.error(),
+                               expiry ? nullptr : &expiry.error(), ext ? nullptr : &ext.error(),
                                refresh_in ? nullptr : &refresh_in.error()})
     if (e != nullptr)
       return invalid_response(job, *e, r.status);
+  // A v1 job is always a bearer request (mtls_pop is never downgraded).
   const auto want = job.req.request.type;
   if (!iequals(*type, to_string(want)))
     return invalid_response(job,
-                            "token_type is \"" + *type + "\" but \"" + to_string(want) +
-                              "\" was requested",
+                            "member \"token_type\" is \"" + *type + "\" but \"" +
+                              to_string(want) + "\" was requested",
                             r.status);
-  if (*expires_in <= 0)
-    return invalid_response(job, "expires_in is not positive", r.status);
+  const auto now_ms = deps->wall->now_ms();
+  const std::int64_t expires_at_ms = mtls ? now_ms + *expiry * 1000 : *expiry * 1000;
+  if (mtls && *expiry <= 0)
+    return invalid_response(job, "member \"expires_in\" is not positive", r.status);
+  if (!mtls && expires_at_ms <= now_ms)
+    return invalid_response(job, "member \"expires_on\" is not in the future", r.status);
   if (*refresh_in && **refresh_in <= 0)
-    return invalid_response(job, "refresh_in is not positive", r.status);
+    return invalid_response(job, "member \"refresh_in\" is not positive", r.status);
   token_result out;
   if (want == token_type::mtls_pop) {
     auto claims = platform::read_jwt_claims(*token);
     if (!claims)
-      return invalid_response(job, "the access token is not a readable JWT: " + claims.error(),
+      return invalid_response(job,
+                              "member \"access_token\" is not a readable JWT: " + claims.error(),
                               r.status);
     if (claims->cnf_x5t_s256 != job.cred->x5t_s256)
       return invalid_response(job,
                               claims->cnf_x5t_s256.empty()
-                                ? "the mtls_pop access token has no cnf x5t#S256 claim"
-                                : "the mtls_pop access token is bound to another certificate "
+                                ? "member \"access_token\" has no cnf x5t#S256 claim"
+                                : "member \"access_token\" is bound to another certificate "
                                   "(cnf x5t#S256 " + claims->cnf_x5t_s256 + ", ours " +
                                     job.cred->x5t_s256 + ")",
                               r.status);
@@ -323,41 +340,12 @@ caf::expected<token_result> read_mtls_answer(const deps_ptr& deps, const exchang
     binding->key = job.cred->key.key;
     out.binding = std::move(binding);
   }
-  const auto now_ms = deps->wall->now_ms();
   auto plan = platform::plan_lifecycle(
-    now_ms, now_ms + *expires_in * 1000,
+    now_ms, expires_at_ms,
     *refresh_in ? std::optional<std::int64_t>(**refresh_in * 1000) : std::nullopt, deps->draw);
   out.access_token = std::move(*token);
   out.type = want;
-  out.expires_on = now_ms / 1000 + *expires_in;
-  out.refresh_on = plan.renew_at_ms / 1000;
-  out.source = token_source::network;
-  return out;
-}
-
-/// Parses a 200 answer of IMDS v1 (every value a string; expires_on in Unix seconds).
-caf::expected<token_result> read_v1_answer(const deps_ptr& deps, const exchange_job& job,
-                                           const io::http_response& r) {
-  auto doc = io::json_object::parse(r.body, "IMDS v1 token response");
-  if (!doc)
-    return invalid_response(job, doc.error(), r.status);
-  auto token = doc->required_string("access_token");
-  auto type = doc->required_string("token_type");
-  auto expires_on = doc->required_integer_or_numeric_string("expires_on");
-  for (const std::string* e : {token ? nullptr : &token.error(), type ? nullptr : &type.error(),
-                               expires_on ? nullptr : &expires_on.error()})
-    if (e != nullptr)
-      return invalid_response(job, *e, r.status);
-  if (!iequals(*type, "bearer"))
-    return invalid_response(job, "token_type is \"" + *type + "\", not Bearer", r.status);
-  const auto now_ms = deps->wall->now_ms();
-  if (*expires_on * 1000 <= now_ms)
-    return invalid_response(job, "expires_on is not in the future", r.status);
-  auto plan = platform::plan_lifecycle(now_ms, *expires_on * 1000, std::nullopt, deps->draw);
-  token_result out;
-  out.access_token = std::move(*token);
-  out.type = token_type::bearer;
-  out.expires_on = *expires_on;
+  out.expires_on = expires_at_ms / 1000;
   out.refresh_on = plan.renew_at_ms / 1000;
   out.source = token_source::network;
   return out;
@@ -442,96 +430,72 @@ void remediate(self_ptr self, const deps_ptr& deps, std::uint64_t job_id, int st
       [=](caf::error& err) { fail_job(self, job_id, std::move(err)); });
 }
 
-/// Handles an answer (or transport failure) of the mTLS token endpoint.
-void on_mtls_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
-                    const io::http_response& r) {
+/// The token endpoint asked to back off (429 or Retry-After): identical requests wait or fail
+/// until then; one wait that fits the deadline. True when handled.
+bool on_throttle(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
+                 const io::http_response& r, const oauth_error_body& upstream_error,
+                 const std::string& correlation) {
   auto& job = self->state.jobs.at(job_id);
-  if (r.ok() && r.status == 200) {
-    finish(self, job_id, read_mtls_answer(deps, job, r));
-    return;
-  }
-  auto upstream_error = r.ok() ? read_oauth_error(r) : oauth_error_body{};
-  const auto correlation =
-    upstream_error.correlation_id.empty() ? job.correlation_id : upstream_error.correlation_id;
-  if (!r.ok() && r.error == io::transport_error::tls_client_cert_rejected) {
-    remediate(self, deps, job_id, 0, "TLS handshake refused the client certificate",
-              correlation);
-    return;
-  }
-  if (r.ok() && certificate_refused(upstream_error)) {
-    remediate(self, deps, job_id, r.status,
-              with_upstream("HTTP " + std::to_string(r.status), upstream_error), correlation);
-    return;
-  }
+  auto after = io::retry_after(r, deps->wall->now_s());
+  if (r.status != 429 && !after)
+    return false;
   const auto now = self->clock().now();
-  // Throttled: honour Retry-After, and make identical requests wait or fail until then.
-  auto after = r.ok() ? io::retry_after(r, deps->wall->now_s()) : std::nullopt;
-  if (r.ok() && (r.status == 429 || after)) {
-    if (after) {
-      auto until = deadline::at(now + *after).ns;
-      // Forget throttles that have passed, so the map stays as small as the live ones.
-      auto& refusals = self->state.refuse_until_ns;
-      for (auto i = refusals.begin(); i != refusals.end();)
-        i = i->second <= deadline::at(now).ns ? refusals.erase(i) : std::next(i);
-      auto& slot = refusals[job.throttle_key];
-      slot = std::max(slot, until);
-    }
-    auto delay = io::next_retry_delay(io::retry_leg::token_endpoint, job.retry, r, deps->draw,
-                                      deps->wall->now_s());
-    if (delay && nanoseconds(*delay) < left(self, job)) {
-      retry_after_delay(self, deps, job_id, *delay);
-      return;
-    }
-    count(deps, "msiv2_throttled_total{upstream=\"token_endpoint\"}");
-    fail_job(self, job_id,
-             make_msiv2_error(error_code::throttled,
-                              with_upstream("the token endpoint asked to back off (HTTP " +
-                                              std::to_string(r.status) + ")",
-                                            upstream_error) +
-                                (after ? " for " + std::to_string(after->count() / 1000) +
-                                           " s, longer than the request's deadline allows"
-                                       : std::string()) +
-                                "; try again later",
-                              r.status, correlation));
-    return;
+  if (after) {
+    auto until = deadline::at(now + *after).ns;
+    // Forget throttles that have passed, so the map stays as small as the live ones.
+    auto& refusals = self->state.refuse_until_ns;
+    for (auto i = refusals.begin(); i != refusals.end();)
+      i = i->second <= deadline::at(now).ns ? refusals.erase(i) : std::next(i);
+    auto& slot = refusals[job.throttle_key];
+    slot = std::max(slot, until);
   }
   auto delay = io::next_retry_delay(io::retry_leg::token_endpoint, job.retry, r, deps->draw,
                                     deps->wall->now_s());
   if (delay && nanoseconds(*delay) < left(self, job)) {
     retry_after_delay(self, deps, job_id, *delay);
-    return;
+    return true;
   }
-  if (!r.ok()) {
-    auto code = r.timed_out() && left(self, job).count() <= 0 ? error_code::deadline_exceeded
-                                                              : error_code::transport_failed;
-    fail_job(self, job_id,
-             make_msiv2_error(code,
-                              "the token endpoint could not be reached (" +
-                                std::string(io::to_string(r.error)) + ": " + r.error_message +
-                                "); check network access to " + job.cred->mtls_endpoint,
-                              0, correlation));
-    return;
-  }
+  count(deps, "msiv2_throttled_total{upstream=\"token_endpoint\"}");
   fail_job(self, job_id,
-           make_msiv2_error(error_code::token_refused,
-                            with_upstream("the token endpoint refused the token request (HTTP " +
+           make_msiv2_error(error_code::throttled,
+                            with_upstream("the token endpoint asked to back off (HTTP " +
                                             std::to_string(r.status) + ")",
-                                          upstream_error),
+                                          upstream_error) +
+                              (after ? " for " + std::to_string(after->count() / 1000) +
+                                         " s, longer than the request's deadline allows"
+                                     : std::string()) +
+                              "; try again later",
                             r.status, correlation));
+  return true;
 }
 
-/// Handles an answer (or transport failure) of IMDS v1.
-void on_v1_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
-                  const io::http_response& r) {
+/// Handles an answer (or transport failure) of the job's upstream: the mTLS token endpoint
+/// (remediation of a refused certificate, throttling, §9 retries) or IMDS v1 (unknown
+/// identity, the IMDS retry schedule).
+void on_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
+               const io::http_response& r) {
   auto& job = self->state.jobs.at(job_id);
   if (r.ok() && r.status == 200) {
-    finish(self, job_id, read_v1_answer(deps, job, r));
+    finish(self, job_id, read_answer(deps, job, r));
     return;
   }
+  const bool mtls = job.cred != nullptr;
   auto upstream_error = r.ok() ? read_oauth_error(r) : oauth_error_body{};
   const auto correlation =
     upstream_error.correlation_id.empty() ? job.correlation_id : upstream_error.correlation_id;
-  if (r.ok() && r.status == 400) {
+  if (mtls && !r.ok() && r.error == io::transport_error::tls_client_cert_rejected) {
+    remediate(self, deps, job_id, 0, "TLS handshake refused the client certificate",
+              correlation);
+    return;
+  }
+  if (mtls && r.ok() && certificate_refused(upstream_error)) {
+    remediate(self, deps, job_id, r.status,
+              with_upstream("HTTP " + std::to_string(r.status), upstream_error), correlation);
+    return;
+  }
+  if (mtls && r.ok() && on_throttle(self, deps, job_id, r, upstream_error, correlation))
+    return;
+  if (!mtls && r.ok() && r.status == 400) {
     bool not_found = upstream_error.description.find("Identity not found") != std::string::npos;
     fail_job(self, job_id,
              make_msiv2_error(not_found ? error_code::identity_not_found
@@ -545,8 +509,8 @@ void on_v1_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
                               r.status, correlation));
     return;
   }
-  auto delay =
-    io::next_retry_delay(io::retry_leg::imds, job.retry, r, deps->draw, deps->wall->now_s());
+  auto delay = io::next_retry_delay(mtls ? io::retry_leg::token_endpoint : io::retry_leg::imds,
+                                    job.retry, r, deps->draw, deps->wall->now_s());
   if (delay && nanoseconds(*delay) < left(self, job)) {
     retry_after_delay(self, deps, job_id, *delay);
     return;
@@ -554,17 +518,23 @@ void on_v1_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
   if (!r.ok()) {
     auto code = r.timed_out() && left(self, job).count() <= 0 ? error_code::deadline_exceeded
                                                               : error_code::transport_failed;
+    const std::string why = std::string(io::to_string(r.error)) + ": " + r.error_message;
     fail_job(self, job_id,
              make_msiv2_error(code,
-                              "IMDS could not be reached for a v1 token (" +
-                                std::string(io::to_string(r.error)) + ": " + r.error_message +
-                                ")",
+                              mtls ? "the token endpoint could not be reached (" + why +
+                                       "); check network access to " + job.cred->mtls_endpoint
+                                   : "IMDS could not be reached for a v1 token (" + why + ")",
                               0, correlation));
     return;
   }
+  const auto code =
+    !mtls && r.status == 429 ? error_code::throttled : error_code::token_refused;
   fail_job(self, job_id,
-           make_msiv2_error(r.status == 429 ? error_code::throttled : error_code::token_refused,
-                            with_upstream("IMDS refused the v1 token request (HTTP " +
+           make_msiv2_error(code,
+                            with_upstream(std::string(mtls ? "the token endpoint refused the "
+                                                             "token request (HTTP "
+                                                           : "IMDS refused the v1 token "
+                                                             "request (HTTP ") +
                                             std::to_string(r.status) + ")",
                                           upstream_error),
                             r.status, correlation));
@@ -697,10 +667,7 @@ token_exchanger_impl(token_exchanger::stateful_pointer<token_exchanger_state> se
         return;
       count(deps, "msiv2_upstream_requests_total{upstream=\"" + upstream_of(ji->second) +
                     "\",status=\"" + status_label(r) + "\"}");
-      if (ji->second.cred)
-        on_mtls_answer(self, deps, job_id, r);
-      else
-        on_v1_answer(self, deps, job_id, r);
+      on_answer(self, deps, job_id, r);
     },
     [=](caf::tick_atom, std::uint64_t job_id) { send_attempt(self, deps, job_id); },
     [=](wire_atom, wiring_ptr peers) { self->state.peers = std::move(peers); },

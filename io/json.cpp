@@ -53,7 +53,7 @@ result<json_object> json_object::parse(std::string_view text, std::string_view w
   namespace od = simdjson::ondemand;
   json_object out;
   out.what_ = std::string(what);
-  auto bad = [&](std::string why) { return fail(out.what_ + ": " + why); };
+  auto bad = [&](std::string why) { return fail("malformed " + out.what_ + ": " + why); };
 
   simdjson::padded_string padded(text);
   od::document doc;
@@ -153,9 +153,9 @@ result<std::string> json_object::required_string(std::string_view name) const {
   if (!v)
     return v.fail();
   if (!v->has_value())
-    return fail(what_ + ": " + member_label(name) + " is missing");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is missing");
   if ((*v)->empty())
-    return fail(what_ + ": " + member_label(name) + " is empty");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is empty");
   return std::move(**v);
 }
 
@@ -164,19 +164,19 @@ result<std::optional<std::string>> json_object::optional_string(std::string_view
   if (v == nullptr || v->type == json_type::null)
     return std::optional<std::string>{};
   if (v->type != json_type::string)
-    return fail(what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not a string");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not a string");
   return std::optional<std::string>{v->text};
 }
 
 result<std::int64_t> json_object::required_integer(std::string_view name) const {
   const json_value* v = find(name);
   if (v == nullptr)
-    return fail(what_ + ": " + member_label(name) + " is missing");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is missing");
   if (v->type != json_type::number)
-    return fail(what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not an integer");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not an integer");
   auto n = parse_decimal_int64(v->text);
   if (!n)
-    return fail(what_ + ": " + member_label(name) + " is not an integer that fits in 64 bits");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is not an integer that fits in 64 bits");
   return *n;
 }
 
@@ -186,11 +186,11 @@ json_object::optional_integer_or_numeric_string(std::string_view name) const {
   if (v == nullptr || v->type == json_type::null)
     return std::optional<std::int64_t>{};
   if (v->type != json_type::number && v->type != json_type::string)
-    return fail(what_ + ": " + member_label(name) + " is " + with_article(v->type)
+    return fail("malformed " + what_ + ": " + member_label(name) + " is " + with_article(v->type)
                 + ", not an integer or a numeric string");
   auto n = parse_decimal_int64(v->text);
   if (!n)
-    return fail(what_ + ": " + member_label(name) + " is not a decimal integer that fits in 64 bits");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is not a decimal integer that fits in 64 bits");
   return std::optional<std::int64_t>{*n};
 }
 
@@ -199,32 +199,32 @@ result<std::int64_t> json_object::required_integer_or_numeric_string(std::string
   if (!v)
     return v.fail();
   if (!v->has_value())
-    return fail(what_ + ": " + member_label(name) + " is missing");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is missing");
   return **v;
 }
 
 result<bool> json_object::required_boolean(std::string_view name) const {
   const json_value* v = find(name);
   if (v == nullptr)
-    return fail(what_ + ": " + member_label(name) + " is missing");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is missing");
   if (v->type != json_type::boolean)
-    return fail(what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not a boolean");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not a boolean");
   return v->text == "true";
 }
 
 result<json_object> json_object::required_object(std::string_view name) const {
   const json_value* v = find(name);
   if (v == nullptr)
-    return fail(what_ + ": " + member_label(name) + " is missing");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is missing");
   if (v->type != json_type::object)
-    return fail(what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not an object");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is " + with_article(v->type) + ", not an object");
   return parse(v->raw, what_ + "." + std::string(name));
 }
 
 result<std::string> json_object::raw(std::string_view name) const {
   const json_value* v = find(name);
   if (v == nullptr)
-    return fail(what_ + ": " + member_label(name) + " is missing");
+    return fail("malformed " + what_ + ": " + member_label(name) + " is missing");
   return v->raw;
 }
 

@@ -37,8 +37,10 @@ struct json_value {
 class json_object {
 public:
   /// Parses `text` as exactly one JSON object (nothing but whitespace after it). `what`
-  /// names the document in every error ("getplatformmetadata response"). Duplicate member
-  /// names are an error. The text is copied into a padded buffer, so any string works.
+  /// names the document in every error, of this parse and of the accessors below:
+  /// "malformed <what>: <why>", where <why> names the member when one is at fault
+  /// ("malformed getplatformmetadata response: member \"clientId\" is missing"). Duplicate
+  /// member names are an error. The text is copied into a padded buffer, so any string works.
   static result<json_object> parse(std::string_view text, std::string_view what);
 
   /// The name given to parse() (nested objects: "outer.member").
@@ -78,7 +80,7 @@ private:
 std::optional<std::int64_t> parse_decimal_int64(std::string_view text);
 
 /// Checks `text` is one JSON object; the error names `what`
-/// ("getplatformmetadata response: not a JSON object").
+/// ("malformed getplatformmetadata response: not a JSON object").
 result<void> check_json_object(std::string_view text, std::string_view what);
 
 } // namespace msiv2::io

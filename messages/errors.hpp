@@ -3,6 +3,21 @@
 // The module's error codes. Every failure a caller sees is a caf::error in category
 // "msiv2" whose context carries (description, upstream HTTP status, correlation id): see
 // make_msiv2_error() and describe().
+//
+// A malformed upstream answer (not JSON, a member missing or of the wrong type, a value that
+// cannot be used) keeps the code of the leg it came from, so that the code tells which leg
+// failed; the description reads "malformed <leg> response: <what>", naming the member:
+//
+//   leg (protocol.md)               code                 description starts with
+//   getplatformmetadata (§2)        metadata_failed      malformed getplatformmetadata response:
+//   attestation (§5)                attestation_failed   malformed attestation response:
+//   issuecredential (§6)            issuance_refused     malformed issuecredential response:
+//   mTLS token endpoint (§7)        invalid_response     malformed token endpoint response:
+//   IMDS v1 token (§8)              invalid_response     malformed IMDS v1 token response:
+//
+// A malformed body is not retried on a schedule (it is no outage); attestation alone gets one
+// fresh attempt first (architecture.md "Failure handling"). A body cut short (connection
+// closed before Content-Length) is a network failure, retried per §9, then transport_failed.
 
 #include <cstdint>
 #include <string>
@@ -42,7 +57,8 @@ enum class error_code : std::uint8_t {
   throttled = 12,
   /// The network failed (connect, TLS, reset) after the retries allowed.
   transport_failed = 13,
-  /// An upstream answered something malformed.
+  /// The token endpoint or IMDS v1 answered a malformed token response (the other legs'
+  /// malformed answers carry their own codes: see the table at the top).
   invalid_response = 14,
   /// An actor of the module failed while serving the request.
   internal_failure = 15,

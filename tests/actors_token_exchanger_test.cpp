@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/event_based_actor.hpp>
@@ -318,7 +319,9 @@ BOOST_AUTO_TEST_CASE(cnf_mismatch_is_invalid_response) {
   auto got = f.ask(f.make_req(cred));
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::invalid_response);
-  BOOST_CHECK(msiv2::describe(got->error).description.find("another certificate") != std::string::npos);
+  BOOST_CHECK(msiv2::describe(got->error).description.rfind(
+                "malformed token endpoint response: member \"access_token\" is bound to another "
+                "certificate", 0) == 0);
   got = f.ask(f.make_req(cred));
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::invalid_response);
@@ -353,15 +356,19 @@ BOOST_AUTO_TEST_CASE(malformed_truncated_or_incomplete_json_is_invalid_response)
     .respond(200, "{\"token_type\":\"mtls_pop\",\"expires_in\":3600}")
     .respond(200, "{\"token_type\":\"mtls_pop\",\"access_token\":\"" + f.jwt(cred->x5t_s256) +
                     "\",\"expires_in\":\"soon\"}");
-  std::vector<std::string> names = {"", "", "access_token", "expires_in"};
-  for (const auto& name : names) {
+  // Every message says which leg answered what, naming the member at fault.
+  std::vector<std::string> starts = {
+    "malformed token endpoint response: not a JSON object",
+    "malformed token endpoint response: not valid JSON", // cut in the middle
+    "malformed token endpoint response: member \"access_token\" is missing",
+    "malformed token endpoint response: member \"expires_in\" is not a decimal integer"};
+  for (const auto& start : starts) {
     auto got = f.ask(f.make_req(cred));
     BOOST_REQUIRE(got->error);
     BOOST_CHECK(code_of(got->error) == error_code::invalid_response);
     BOOST_CHECK_EQUAL(msiv2::describe(got->error).http_status, 200);
-    if (!name.empty())
-      BOOST_CHECK_MESSAGE(msiv2::describe(got->error).description.find(name) != std::string::npos,
-                          msiv2::render(got->error));
+    BOOST_CHECK_MESSAGE(msiv2::describe(got->error).description.rfind(start, 0) == 0,
+                        msiv2::render(got->error));
   }
 }
 
@@ -457,34 +464,48 @@ BOOST_AUTO_TEST_CASE(remint_failure_is_passed_to_the_caller) {
   BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
 }
 
-BOOST_AUTO_TEST_CASE(server_error_503_retries_once_after_one_second) {
-  exchanger_fixture f;
-  f.start();
-  auto cred = f.make_cred();
-  f.transport->on("POST", token_path)
-    .respond(503, "{\"error\":\"temporarily_unavailable\"}")
-    .respond(200, f.token_body(cred->x5t_s256));
-  auto got = f.ask(f.make_req(cred));
-  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
-  f.advance(999ms);
-  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
-  BOOST_CHECK(!got->answered());
-  f.advance(1ms);
-  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
-  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
-  BOOST_CHECK_EQUAL(f.stats->snapshot().counters["msiv2_retries_total{upstream=\"token_endpoint\"}"], 1u);
+// A 5xx without Retry-After, and an answer cut short (connection closed before a complete
+// response: a network failure on a request that is safe to repeat), get one retry after 1 s.
+const std::vector<std::pair<msiv2::io::http_response, error_code>> retried_once = {
+  {msiv2::io::http_response::with_status(503, "{\"error\":\"temporarily_unavailable\"}"),
+   error_code::token_refused},
+  {msiv2::io::http_response::failure(msiv2::io::transport_error::reset,
+                                     "connection lost before a complete response"),
+   error_code::transport_failed},
+};
+
+BOOST_AUTO_TEST_CASE(server_error_503_or_cut_off_answer_retries_once_after_one_second) {
+  for (const auto& [first, code] : retried_once) {
+    exchanger_fixture f;
+    f.start();
+    auto cred = f.make_cred();
+    f.transport->on("POST", token_path).respond(first).respond(200, f.token_body(cred->x5t_s256));
+    auto got = f.ask(f.make_req(cred));
+    BOOST_CHECK_EQUAL(f.token_calls(), 1u);
+    f.advance(999ms);
+    BOOST_CHECK_EQUAL(f.token_calls(), 1u);
+    BOOST_CHECK(!got->answered());
+    f.advance(1ms);
+    BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+    BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
+    BOOST_CHECK_EQUAL(f.stats->snapshot().counters["msiv2_retries_total{upstream=\"token_endpoint\"}"], 1u);
+  }
 }
 
-BOOST_AUTO_TEST_CASE(server_error_twice_is_token_refused_with_the_status) {
-  exchanger_fixture f;
-  f.start();
-  f.transport->on("POST", token_path).respond(500, "{\"error\":\"server_error\"}").repeat_last();
-  auto got = f.ask(f.make_req(f.make_cred()));
-  f.advance(2s);
-  BOOST_REQUIRE(got->error);
-  BOOST_CHECK(code_of(got->error) == error_code::token_refused);
-  BOOST_CHECK_EQUAL(msiv2::describe(got->error).http_status, 500);
-  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+BOOST_AUTO_TEST_CASE(server_error_or_cut_off_answer_twice_fails_after_one_retry) {
+  for (const auto& [first, code] : retried_once) {
+    exchanger_fixture f;
+    f.start();
+    f.transport->on("POST", token_path).respond(first).repeat_last();
+    auto got = f.ask(f.make_req(f.make_cred()));
+    f.advance(2s);
+    BOOST_REQUIRE(got->error);
+    BOOST_CHECK(code_of(got->error) == code);
+    BOOST_CHECK_EQUAL(msiv2::describe(got->error).http_status, first.status);
+    BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+    f.advance(10s);
+    BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(too_many_requests_with_retry_after_5_waits_5_seconds) {
@@ -558,41 +579,6 @@ BOOST_AUTO_TEST_CASE(transport_failure_is_transport_failed) {
   auto got = f.ask(f.make_req(f.make_cred()));
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::transport_failed);
-}
-
-BOOST_AUTO_TEST_CASE(cut_off_answer_is_retried_once_after_one_second) {
-  exchanger_fixture f;
-  f.start();
-  auto cred = f.make_cred();
-  f.transport->on("POST", token_path)
-    .fail(msiv2::io::transport_error::reset, "connection lost before a complete response")
-    .respond(200, f.token_body(cred->x5t_s256));
-  auto got = f.ask(f.make_req(cred));
-  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
-  f.advance(999ms);
-  BOOST_CHECK_EQUAL(f.token_calls(), 1u);
-  BOOST_CHECK(!got->answered());
-  f.advance(1ms);
-  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
-  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
-  auto s = f.stats->snapshot();
-  BOOST_CHECK_EQUAL(s.counters["msiv2_retries_total{upstream=\"token_endpoint\"}"], 1u);
-}
-
-BOOST_AUTO_TEST_CASE(cut_off_answer_twice_is_transport_failed) {
-  exchanger_fixture f;
-  f.start();
-  f.transport->on("POST", token_path)
-    .fail(msiv2::io::transport_error::reset, "connection lost before a complete response")
-    .repeat_last();
-  auto got = f.ask(f.make_req(f.make_cred()));
-  f.advance(2s);
-  BOOST_REQUIRE(got->error);
-  BOOST_CHECK(code_of(got->error) == error_code::transport_failed);
-  BOOST_CHECK(msiv2::describe(got->error).description.find("connection lost") != std::string::npos);
-  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
-  f.advance(10s);
-  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
 }
 
 BOOST_AUTO_TEST_CASE(cut_off_answer_is_not_retried_past_the_deadline) {
@@ -710,10 +696,13 @@ BOOST_AUTO_TEST_CASE(v1_malformed_answer_is_invalid_response) {
   auto got = f.ask(f.make_req(nullptr, "https://vault.azure.net", msiv2::token_type::bearer));
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::invalid_response);
-  BOOST_CHECK(msiv2::describe(got->error).description.find("expires_on") != std::string::npos);
+  BOOST_CHECK_EQUAL(msiv2::describe(got->error).description,
+                    "malformed IMDS v1 token response: member \"expires_on\" is missing");
   got = f.ask(f.make_req(nullptr, "https://vault.azure.net", msiv2::token_type::bearer));
   BOOST_REQUIRE(got->error);
   BOOST_CHECK(code_of(got->error) == error_code::invalid_response);
+  BOOST_CHECK(msiv2::describe(got->error).description.rfind(
+                "malformed IMDS v1 token response: not a JSON object", 0) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(mtls_pop_without_credential_is_refused_never_downgraded) {

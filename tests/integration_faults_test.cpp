@@ -156,15 +156,16 @@ msiv2::token_outcome body_fault_run(runtime_rig& r, const std::string& endpoint,
   return t;
 }
 
-// Each leg names its own failure: a malformed getplatformmetadata answer is metadata_failed,
-// a malformed issuecredential answer issuance_refused, a malformed token answer
-// invalid_response. None of them is retried; a truncated answer (connection closed before
+// Each leg names its own failure (messages/errors.hpp): a malformed getplatformmetadata answer
+// is metadata_failed, a malformed issuecredential answer issuance_refused, a malformed token
+// answer invalid_response, each described as "malformed <leg> response: <what>". None of them is retried; a truncated answer (connection closed before
 // Content-Length) is a network failure on a request safe to repeat: retried on the IMDS legs
 // (§9) and once after 1 s on the token leg (like a 5xx), then transport_failed.
 BOOST_AUTO_TEST_CASE(malformed_metadata_body_is_metadata_failed_without_retry) {
   runtime_rig r;
   auto t = body_fault_run(r, "imds_metadata", body_fault::malformed, true);
   BOOST_TEST((code_of(t) == error_code::metadata_failed), why(t));
+  BOOST_TEST(why(t).find("malformed getplatformmetadata response: not valid JSON") != std::string::npos, why(t));
   BOOST_TEST(r.sim().count("imds_metadata", 200) == 2u);
   BOOST_TEST(r.sim().count("token") == 1u);
 }
@@ -173,6 +174,7 @@ BOOST_AUTO_TEST_CASE(malformed_issuecredential_body_is_issuance_refused_without_
   runtime_rig r;
   auto t = body_fault_run(r, "imds_issue", body_fault::malformed, false);
   BOOST_TEST((code_of(t) == error_code::issuance_refused), why(t));
+  BOOST_TEST(why(t).find("malformed issuecredential response: not valid JSON") != std::string::npos, why(t));
   BOOST_TEST(r.sim().count("imds_issue") == 1u);
   BOOST_TEST(r.sim().count("token") == 0u);
 }
@@ -181,7 +183,23 @@ BOOST_AUTO_TEST_CASE(malformed_token_body_is_invalid_response) {
   runtime_rig r;
   auto t = body_fault_run(r, "token", body_fault::malformed, true);
   BOOST_TEST((code_of(t) == error_code::invalid_response), why(t));
+  BOOST_TEST(why(t).find("malformed token endpoint response: not valid JSON") != std::string::npos, why(t));
   BOOST_TEST(r.sim().count("token") == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_v1_token_body_is_invalid_response) {
+  runtime_rig r;
+  fault_spec bad;
+  bad.body = body_fault::malformed;
+  bad.count = 1;
+  set_fault(r, "imds_token", bad);
+  auto req = pop_request(vault, managed_identity::system(), 10s);
+  req.type = msiv2::token_type::bearer;
+  auto t = r.get(req);
+  BOOST_TEST((code_of(t) == error_code::invalid_response), why(t));
+  BOOST_TEST(why(t).find("malformed IMDS v1 token response: not valid JSON") != std::string::npos, why(t));
+  BOOST_TEST(r.sim().count("imds_token") == 1u);
+  BOOST_TEST(r.sim().count("token") == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(truncated_metadata_body_succeeds_after_a_retry) {
@@ -246,7 +264,7 @@ BOOST_AUTO_TEST_CASE(malformed_attestation_bodies_twice_are_attestation_failed) 
   auto t0 = steady::now();
   auto t = r.get(pop_request(vault, managed_identity::system(), 10s));
   BOOST_TEST((code_of(t) == error_code::attestation_failed), why(t));
-  BOOST_TEST(why(t).find("attestation response") != std::string::npos, why(t));
+  BOOST_TEST(why(t).find("malformed attestation response: not valid JSON") != std::string::npos, why(t));
   BOOST_TEST(why(t).find("again after one fresh attestation attempt") != std::string::npos, why(t));
   BOOST_TEST(seconds_since(t0) < 5.0); // no retry schedule
   BOOST_TEST(r.sim().count("attestation") == 2u);

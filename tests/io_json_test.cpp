@@ -51,8 +51,8 @@ BOOST_AUTO_TEST_CASE(reads_members_of_every_type_in_document_order) {
 }
 
 BOOST_AUTO_TEST_CASE(rejects_non_objects_invalid_json_trailing_content_and_duplicates) {
-  BOOST_TEST(contains(error_of(""), "test document: not valid JSON"));
-  BOOST_TEST(contains(error_of("[1,2]"), "test document: not a JSON object"));
+  BOOST_TEST(contains(error_of(""), "malformed test document: not valid JSON"));
+  BOOST_TEST(contains(error_of("[1,2]"), "malformed test document: not a JSON object"));
   BOOST_TEST(contains(error_of("\"text\""), "not a JSON object"));
   BOOST_TEST(contains(error_of(R"({"a":1} {"b":2})"), "unexpected content after the JSON object"));
   BOOST_TEST(contains(error_of(R"({"a":1} x)"), "test document"));
@@ -67,10 +67,10 @@ BOOST_AUTO_TEST_CASE(required_string_names_the_missing_wrong_typed_or_empty_memb
   auto ok = obj.required_string("clientId");
   BOOST_REQUIRE(ok.ok());
   BOOST_TEST(*ok == "abc");
-  BOOST_TEST(obj.required_string("tenantId").error() == "test document: member \"tenantId\" is missing");
-  BOOST_TEST(obj.required_string("empty").error() == "test document: member \"empty\" is empty");
-  BOOST_TEST(obj.required_string("num").error() == "test document: member \"num\" is a number, not a string");
-  BOOST_TEST(obj.required_string("nul").error() == "test document: member \"nul\" is missing");
+  BOOST_TEST(obj.required_string("tenantId").error() == "malformed test document: member \"tenantId\" is missing");
+  BOOST_TEST(obj.required_string("empty").error() == "malformed test document: member \"empty\" is empty");
+  BOOST_TEST(obj.required_string("num").error() == "malformed test document: member \"num\" is a number, not a string");
+  BOOST_TEST(obj.required_string("nul").error() == "malformed test document: member \"nul\" is missing");
 }
 
 BOOST_AUTO_TEST_CASE(optional_string_is_empty_for_absent_or_null_and_fails_for_other_types) {
@@ -79,21 +79,21 @@ BOOST_AUTO_TEST_CASE(optional_string_is_empty_for_absent_or_null_and_fails_for_o
   BOOST_TEST(!obj.optional_string("b")->has_value());
   BOOST_TEST(!obj.optional_string("missing")->has_value());
   BOOST_TEST(obj.optional_string("c")->value().empty());
-  BOOST_TEST(obj.optional_string("d").error() == "test document: member \"d\" is an array, not a string");
+  BOOST_TEST(obj.optional_string("d").error() == "malformed test document: member \"d\" is an array, not a string");
 }
 
 BOOST_AUTO_TEST_CASE(integers_accept_json_numbers_and_numeric_strings_only_where_asked) {
   auto obj = must_parse(R"({"n":3599,"s":"3599","neg":-1,"frac":1.5,"exp":1e3,"word":"soon","big":"99999999999999999999"})");
   BOOST_TEST(*obj.required_integer("n") == 3599);
   BOOST_TEST(*obj.required_integer("neg") == -1);
-  BOOST_TEST(obj.required_integer("s").error() == "test document: member \"s\" is a string, not an integer");
+  BOOST_TEST(obj.required_integer("s").error() == "malformed test document: member \"s\" is a string, not an integer");
   BOOST_TEST(contains(obj.required_integer("frac").error(), "member \"frac\" is not an integer"));
   BOOST_TEST(contains(obj.required_integer("exp").error(), "member \"exp\" is not an integer"));
   BOOST_TEST(*obj.required_integer_or_numeric_string("n") == 3599);
   BOOST_TEST(*obj.required_integer_or_numeric_string("s") == 3599);
   BOOST_TEST(contains(obj.required_integer_or_numeric_string("word").error(), "member \"word\" is not a decimal integer"));
   BOOST_TEST(contains(obj.required_integer_or_numeric_string("big").error(), "member \"big\""));
-  BOOST_TEST(obj.required_integer_or_numeric_string("absent").error() == "test document: member \"absent\" is missing");
+  BOOST_TEST(obj.required_integer_or_numeric_string("absent").error() == "malformed test document: member \"absent\" is missing");
   BOOST_TEST(!obj.optional_integer_or_numeric_string("absent")->has_value());
   BOOST_TEST(obj.optional_integer_or_numeric_string("s")->value() == 3599);
 }
@@ -104,11 +104,11 @@ BOOST_AUTO_TEST_CASE(nested_objects_parse_with_a_qualified_name) {
   BOOST_REQUIRE(cu.ok());
   BOOST_TEST(cu->what() == "test document.cuId");
   BOOST_TEST(*cu->required_string("vmId") == "v1");
-  BOOST_TEST(cu->required_string("vmssId").error() == "test document.cuId: member \"vmssId\" is missing");
+  BOOST_TEST(cu->required_string("vmssId").error() == "malformed test document.cuId: member \"vmssId\" is missing");
   BOOST_TEST(*obj.raw("cuId") == R"({"vmId":"v1","vmssId":null})");
-  BOOST_TEST(obj.required_object("arr").error() == "test document: member \"arr\" is an array, not an object");
+  BOOST_TEST(obj.required_object("arr").error() == "malformed test document: member \"arr\" is an array, not an object");
   BOOST_TEST(*obj.required_boolean("flag") == false);
-  BOOST_TEST(obj.required_boolean("arr").error() == "test document: member \"arr\" is an array, not a boolean");
+  BOOST_TEST(obj.required_boolean("arr").error() == "malformed test document: member \"arr\" is an array, not a boolean");
 }
 
 BOOST_AUTO_TEST_CASE(parses_text_without_padding_and_copies_values_out) {
@@ -134,7 +134,7 @@ BOOST_AUTO_TEST_CASE(decimal_parser_covers_the_int64_range_and_rejects_the_rest)
 
 BOOST_AUTO_TEST_CASE(check_json_object_names_the_document) {
   BOOST_TEST(msiv2::io::check_json_object(R"({"a":1})", "metadata").ok());
-  BOOST_TEST(msiv2::io::check_json_object("[]", "metadata").error() == "metadata: not a JSON object");
+  BOOST_TEST(msiv2::io::check_json_object("[]", "metadata").error() == "malformed metadata: not a JSON object");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

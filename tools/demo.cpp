@@ -162,7 +162,7 @@ public:
       auto att = doc->required_string("attestationEndpoint");
       auto cu = doc->required_object("cuId");
       if (!client || !tenant || !att || !cu)
-        return fail("getplatformmetadata response: a required member is missing");
+        return fail("malformed getplatformmetadata response: a required member is missing");
       platform::cu_id id;
       if (auto vm = cu->optional_string("vmId"); vm && vm->has_value())
         id.vm_id = **vm;
@@ -245,7 +245,7 @@ public:
       auto cert_b64 = doc->required_string("certificate");
       auto endpoint = doc->required_string("mtls_authentication_endpoint");
       if (!cert_b64 || !endpoint)
-        return fail("issuecredential response: certificate or endpoint missing");
+        return fail("malformed issuecredential response: certificate or endpoint missing");
       auto der = platform::base64_decode(*cert_b64);
       if (!der)
         return fail("certificate: " + der.error());
