@@ -5,37 +5,16 @@
 #include "platform/encoding.hpp"
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
+#include "tests/support/test_keys.hpp"
 
 using namespace msiv2::platform;
 
 namespace {
 
-template <class R>
-std::string why(const R& r) {
-  return r.ok() ? std::string() : r.error();
-}
-
-bool contains(const std::string& haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-EVP_PKEY* signer() {
-  static pkey_ptr key = [] {
-    auto k = generate_rsa_key(2048);
-    BOOST_REQUIRE_MESSAGE(k.ok(), why(k));
-    return std::move(*k);
-  }();
-  return key.get();
-}
-
-EVP_PKEY* stranger() {
-  static pkey_ptr key = [] {
-    auto k = generate_rsa_key(2048);
-    BOOST_REQUIRE_MESSAGE(k.ok(), why(k));
-    return std::move(*k);
-  }();
-  return key.get();
-}
+using msiv2::test::contains;
+using msiv2::test::error_text;
+using msiv2::test::other_key;
+using msiv2::test::test_key;
 
 std::string claims_error(std::string_view payload) {
   auto r = parse_jwt_claims(payload);
@@ -46,7 +25,7 @@ std::string claims_error(std::string_view payload) {
 // A token with a hand-written header, signed for real with RS256.
 std::string token_with_header(std::string_view header, std::string_view payload) {
   auto input = base64url_encode(header) + "." + base64url_encode(payload);
-  auto sig = sign_rs256(signer(), input);
+  auto sig = sign_rs256(test_key(), input);
   BOOST_REQUIRE(sig.ok());
   return input + "." + base64url_encode(*sig);
 }
@@ -57,22 +36,22 @@ BOOST_AUTO_TEST_SUITE(platform_jwt_test)
 
 BOOST_AUTO_TEST_CASE(signed_token_has_rs256_header_and_verifies) {
   std::string payload = R"({"iss":"https://sim.test","exp":1700003600,"iat":1700000000})";
-  auto token = sign_jwt_rs256(signer(), payload, "key-1");
-  BOOST_REQUIRE_MESSAGE(token.ok(), why(token));
+  auto token = sign_jwt_rs256(test_key(), payload, "key-1");
+  BOOST_REQUIRE_MESSAGE(token.ok(), error_text(token));
   auto parts = split_jwt(*token);
-  BOOST_REQUIRE_MESSAGE(parts.ok(), why(parts));
+  BOOST_REQUIRE_MESSAGE(parts.ok(), error_text(parts));
   BOOST_TEST(parts->header_json == R"({"alg":"RS256","typ":"JWT","kid":"key-1"})");
   BOOST_TEST(parts->payload_json == payload);
   BOOST_TEST(parts->signing_input == token->substr(0, token->rfind('.')));
   BOOST_TEST(parts->signature.size() == 256u);
   BOOST_TEST(token->find('=') == std::string::npos);
-  auto verified = verify_jwt_rs256(*parts, signer());
-  BOOST_TEST(verified.ok(), why(verified));
-  BOOST_TEST(verify_rs256(signer(), parts->signing_input, parts->signature));
+  auto verified = verify_jwt_rs256(*parts, test_key());
+  BOOST_TEST(verified.ok(), error_text(verified));
+  BOOST_TEST(verify_rs256(test_key(), parts->signing_input, parts->signature));
 }
 
 BOOST_AUTO_TEST_CASE(header_leaves_out_an_empty_kid) {
-  auto token = sign_jwt_rs256(signer(), "{}");
+  auto token = sign_jwt_rs256(test_key(), "{}");
   BOOST_REQUIRE(token.ok());
   auto parts = split_jwt(*token);
   BOOST_REQUIRE(parts.ok());
@@ -80,49 +59,49 @@ BOOST_AUTO_TEST_CASE(header_leaves_out_an_empty_kid) {
 }
 
 BOOST_AUTO_TEST_CASE(kid_is_json_escaped_in_the_header) {
-  auto token = sign_jwt_rs256(signer(), "{}", "a\"b");
+  auto token = sign_jwt_rs256(test_key(), "{}", "a\"b");
   BOOST_REQUIRE(token.ok());
   auto parts = split_jwt(*token);
   BOOST_REQUIRE(parts.ok());
   BOOST_TEST(parts->header_json == R"({"alg":"RS256","typ":"JWT","kid":"a\"b"})");
-  BOOST_TEST(verify_jwt_rs256(*parts, signer()).ok());
+  BOOST_TEST(verify_jwt_rs256(*parts, test_key()).ok());
 }
 
 BOOST_AUTO_TEST_CASE(verification_fails_with_another_key_or_changed_payload) {
-  auto token = sign_jwt_rs256(signer(), R"({"exp":1})");
+  auto token = sign_jwt_rs256(test_key(), R"({"exp":1})");
   BOOST_REQUIRE(token.ok());
   auto parts = split_jwt(*token);
   BOOST_REQUIRE(parts.ok());
-  BOOST_TEST(verify_jwt_rs256(*parts, stranger()).error() == "JWT signature does not verify");
+  BOOST_TEST(verify_jwt_rs256(*parts, other_key()).error() == "JWT signature does not verify");
   auto forged = *token;
   auto dot = forged.find('.');
   forged.replace(dot + 1, forged.find('.', dot + 1) - dot - 1, base64url_encode(R"({"exp":2})"));
   auto forged_parts = split_jwt(forged);
   BOOST_REQUIRE(forged_parts.ok());
-  BOOST_TEST(verify_jwt_rs256(*forged_parts, signer()).error() == "JWT signature does not verify");
+  BOOST_TEST(verify_jwt_rs256(*forged_parts, test_key()).error() == "JWT signature does not verify");
   BOOST_TEST(ERR_peek_error() == 0ul);
 }
 
 BOOST_AUTO_TEST_CASE(verification_requires_alg_rs256) {
   auto none = split_jwt(token_with_header(R"({"alg":"none"})", "{}"));
   BOOST_REQUIRE(none.ok());
-  BOOST_TEST(verify_jwt_rs256(*none, signer()).error()
+  BOOST_TEST(verify_jwt_rs256(*none, test_key()).error()
              == "JWT header alg must be RS256, found 'none'");
   auto ps256 = split_jwt(token_with_header(R"({"alg":"PS256","typ":"JWT"})", "{}"));
   BOOST_REQUIRE(ps256.ok());
-  BOOST_TEST(contains(verify_jwt_rs256(*ps256, signer()).error(), "alg must be RS256"));
+  BOOST_TEST(contains(verify_jwt_rs256(*ps256, test_key()).error(), "alg must be RS256"));
   auto missing = split_jwt(token_with_header(R"({"typ":"JWT"})", "{}"));
   BOOST_REQUIRE(missing.ok());
-  BOOST_TEST(verify_jwt_rs256(*missing, signer()).error() == "JWT header has no alg");
+  BOOST_TEST(verify_jwt_rs256(*missing, test_key()).error() == "JWT header has no alg");
   auto twice = split_jwt(token_with_header(R"({"alg":"RS256","alg":"none"})", "{}"));
   BOOST_REQUIRE(twice.ok());
-  BOOST_TEST(verify_jwt_rs256(*twice, signer()).error() == "JWT header has alg twice");
+  BOOST_TEST(verify_jwt_rs256(*twice, test_key()).error() == "JWT header has alg twice");
   auto number = split_jwt(token_with_header(R"({"alg":256})", "{}"));
   BOOST_REQUIRE(number.ok());
-  BOOST_TEST(verify_jwt_rs256(*number, signer()).error() == "JWT header alg must be a string");
+  BOOST_TEST(verify_jwt_rs256(*number, test_key()).error() == "JWT header alg must be a string");
   auto broken = split_jwt(token_with_header(R"({"alg":"RS256")", "{}"));
   BOOST_REQUIRE(broken.ok());
-  BOOST_TEST(contains(verify_jwt_rs256(*broken, signer()).error(), "JWT header"));
+  BOOST_TEST(contains(verify_jwt_rs256(*broken, test_key()).error(), "JWT header"));
 }
 
 BOOST_AUTO_TEST_CASE(split_rejects_malformed_tokens) {
@@ -137,7 +116,7 @@ BOOST_AUTO_TEST_CASE(split_rejects_malformed_tokens) {
   auto unsigned_token = split_jwt("e30.e30.");
   BOOST_REQUIRE(unsigned_token.ok());
   BOOST_TEST(unsigned_token->signature.empty());
-  BOOST_TEST(!verify_jwt_rs256(*unsigned_token, signer()).ok());
+  BOOST_TEST(!verify_jwt_rs256(*unsigned_token, test_key()).ok());
 }
 
 BOOST_AUTO_TEST_CASE(parses_the_claims_this_project_reads) {
@@ -151,7 +130,7 @@ BOOST_AUTO_TEST_CASE(parses_the_claims_this_project_reads) {
     "cnf": {"kid": "x", "x5t#S256": "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA"},
     "extra": {"nested": [1, 2.5, "three", null, true]}
   })");
-  BOOST_REQUIRE_MESSAGE(claims.ok(), why(claims));
+  BOOST_REQUIRE_MESSAGE(claims.ok(), error_text(claims));
   BOOST_TEST(claims->aud == "https://management.azure.com");
   BOOST_TEST(claims->iss == "https://sts.sim.test/t/");
   BOOST_TEST(*claims->iat == 1700000000);
@@ -165,20 +144,20 @@ BOOST_AUTO_TEST_CASE(parses_the_claims_this_project_reads) {
 
 BOOST_AUTO_TEST_CASE(absent_claims_stay_empty) {
   auto claims = parse_jwt_claims(R"({"sub":"x"})");
-  BOOST_REQUIRE_MESSAGE(claims.ok(), why(claims));
+  BOOST_REQUIRE_MESSAGE(claims.ok(), error_text(claims));
   BOOST_TEST(!claims->exp.has_value());
   BOOST_TEST(!claims->iat.has_value());
   BOOST_TEST(!claims->nbf.has_value());
   BOOST_TEST(claims->cnf_x5t_s256.empty());
   BOOST_TEST(claims->aud.empty());
   auto cnf_without_thumbprint = parse_jwt_claims(R"({"cnf":{"jwk":{"kty":"RSA"}}})");
-  BOOST_REQUIRE_MESSAGE(cnf_without_thumbprint.ok(), why(cnf_without_thumbprint));
+  BOOST_REQUIRE_MESSAGE(cnf_without_thumbprint.ok(), error_text(cnf_without_thumbprint));
   BOOST_TEST(cnf_without_thumbprint->cnf_x5t_s256.empty());
 }
 
 BOOST_AUTO_TEST_CASE(audience_array_is_read_as_empty) {
   auto claims = parse_jwt_claims(R"({"aud":["a","b"],"exp":5})");
-  BOOST_REQUIRE_MESSAGE(claims.ok(), why(claims));
+  BOOST_REQUIRE_MESSAGE(claims.ok(), error_text(claims));
   BOOST_TEST(claims->aud.empty());
   BOOST_TEST(*claims->exp == 5);
 }
@@ -218,15 +197,15 @@ BOOST_AUTO_TEST_CASE(malformed_payloads_are_refused) {
   BOOST_TEST(contains(claims_error(R"({"exp":1)"), "JWT payload"));
   BOOST_TEST(contains(claims_error(R"({"exp" 1})"), "JWT payload"));
   auto spaced = parse_jwt_claims(" {\"exp\":3} \n");
-  BOOST_REQUIRE_MESSAGE(spaced.ok(), why(spaced));
+  BOOST_REQUIRE_MESSAGE(spaced.ok(), error_text(spaced));
   BOOST_TEST(*spaced->exp == 3);
 }
 
 BOOST_AUTO_TEST_CASE(read_jwt_claims_reads_without_verifying) {
-  auto token = sign_jwt_rs256(stranger(), R"({"exp":1700003600,"cnf":{"x5t#S256":"abc"}})");
+  auto token = sign_jwt_rs256(other_key(), R"({"exp":1700003600,"cnf":{"x5t#S256":"abc"}})");
   BOOST_REQUIRE(token.ok());
   auto claims = read_jwt_claims(*token);
-  BOOST_REQUIRE_MESSAGE(claims.ok(), why(claims));
+  BOOST_REQUIRE_MESSAGE(claims.ok(), error_text(claims));
   BOOST_TEST(*claims->exp == 1700003600);
   BOOST_TEST(claims->cnf_x5t_s256 == "abc");
   BOOST_TEST(contains(read_jwt_claims("nope").error(), "three dot-separated parts"));

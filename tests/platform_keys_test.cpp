@@ -7,38 +7,16 @@
 
 #include "platform/encoding.hpp"
 #include "platform/keys.hpp"
+#include "tests/support/test_keys.hpp"
 
 using namespace msiv2::platform;
 
 namespace {
 
-template <class R>
-std::string why(const R& r) {
-  return r.ok() ? std::string() : r.error();
-}
-
-bool contains(const std::string& haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// Key generation costs real time: one key per test binary run.
-EVP_PKEY* test_key() {
-  static pkey_ptr key = [] {
-    auto k = generate_rsa_key(2048);
-    BOOST_REQUIRE_MESSAGE(k.ok(), why(k));
-    return std::move(*k);
-  }();
-  return key.get();
-}
-
-EVP_PKEY* other_key() {
-  static pkey_ptr key = [] {
-    auto k = generate_rsa_key(2048);
-    BOOST_REQUIRE_MESSAGE(k.ok(), why(k));
-    return std::move(*k);
-  }();
-  return key.get();
-}
+using msiv2::test::contains;
+using msiv2::test::error_text;
+using msiv2::test::other_key;
+using msiv2::test::test_key;
 
 // An independent PSS verification that pins the salt length.
 bool openssl_verify_pss(EVP_PKEY* key, std::string_view data, std::string_view sig, int salt) {
@@ -81,7 +59,7 @@ BOOST_AUTO_TEST_CASE(generates_rsa_2048_with_exponent_65537) {
   BOOST_TEST(EVP_PKEY_is_a(key, "RSA"));
   BOOST_TEST(EVP_PKEY_get_bits(key) == 2048);
   auto jwk = rsa_jwk_components(key);
-  BOOST_REQUIRE_MESSAGE(jwk.ok(), why(jwk));
+  BOOST_REQUIRE_MESSAGE(jwk.ok(), error_text(jwk));
   BOOST_TEST(jwk->second == "AQAB");
   auto n = base64url_decode(jwk->first);
   BOOST_REQUIRE(n.ok());
@@ -97,7 +75,7 @@ BOOST_AUTO_TEST_CASE(refuses_tiny_key_sizes) {
 
 BOOST_AUTO_TEST_CASE(key_id_is_lower_hex_sha256_of_spki_der) {
   auto der = public_key_der(test_key());
-  BOOST_REQUIRE_MESSAGE(der.ok(), why(der));
+  BOOST_REQUIRE_MESSAGE(der.ok(), error_text(der));
   BOOST_TEST(std::uint8_t((*der)[0]) == 0x30);
   auto id = key_id(test_key());
   BOOST_REQUIRE(id.ok());
@@ -112,7 +90,7 @@ BOOST_AUTO_TEST_CASE(spki_der_round_trips_and_rejects_garbage) {
   auto der = public_key_der(test_key());
   BOOST_REQUIRE(der.ok());
   auto back = public_key_from_der(*der);
-  BOOST_REQUIRE_MESSAGE(back.ok(), why(back));
+  BOOST_REQUIRE_MESSAGE(back.ok(), error_text(back));
   BOOST_TEST(same_public_key(back->get(), test_key()));
   BOOST_TEST(!same_public_key(back->get(), other_key()));
   BOOST_TEST(contains(public_key_from_der(*der + "x").error(), "trailing"));
@@ -122,7 +100,7 @@ BOOST_AUTO_TEST_CASE(spki_der_round_trips_and_rejects_garbage) {
 
 BOOST_AUTO_TEST_CASE(pss_signature_uses_salt_32_and_verifies) {
   auto sig = sign_pss_sha256(test_key(), "payload");
-  BOOST_REQUIRE_MESSAGE(sig.ok(), why(sig));
+  BOOST_REQUIRE_MESSAGE(sig.ok(), error_text(sig));
   BOOST_TEST(sig->size() == 256u);
   BOOST_TEST(verify_pss_sha256(test_key(), "payload", *sig));
   BOOST_TEST(openssl_verify_pss(test_key(), "payload", *sig, 32));
@@ -143,7 +121,7 @@ BOOST_AUTO_TEST_CASE(pss_verification_rejects_another_salt_length) {
 BOOST_AUTO_TEST_CASE(rs256_is_deterministic_pkcs1_and_distinct_from_pss) {
   auto a = sign_rs256(test_key(), "header.payload");
   auto b = sign_rs256(test_key(), "header.payload");
-  BOOST_REQUIRE_MESSAGE(a.ok(), why(a));
+  BOOST_REQUIRE_MESSAGE(a.ok(), error_text(a));
   BOOST_REQUIRE(b.ok());
   BOOST_TEST(*a == *b);
   BOOST_TEST(verify_rs256(test_key(), "header.payload", *a));
@@ -179,10 +157,10 @@ BOOST_AUTO_TEST_CASE(public_only_key_cannot_prove_it_signs) {
 
 BOOST_AUTO_TEST_CASE(private_key_pem_round_trips_as_pkcs8) {
   auto pem = private_key_pem(test_key());
-  BOOST_REQUIRE_MESSAGE(pem.ok(), why(pem));
+  BOOST_REQUIRE_MESSAGE(pem.ok(), error_text(pem));
   BOOST_TEST(pem->rfind("-----BEGIN PRIVATE KEY-----\n", 0) == 0u);
   auto back = private_key_from_pem(*pem);
-  BOOST_REQUIRE_MESSAGE(back.ok(), why(back));
+  BOOST_REQUIRE_MESSAGE(back.ok(), error_text(back));
   BOOST_TEST(same_public_key(back->get(), test_key()));
   BOOST_TEST(prove_key_signs(back->get()).ok());
 }
@@ -197,7 +175,7 @@ BOOST_AUTO_TEST_CASE(private_key_from_pem_reads_traditional_rsa_and_refuses_encr
   std::string text(data, std::size_t(len));
   BOOST_TEST(text.rfind("-----BEGIN RSA PRIVATE KEY-----", 0) == 0u);
   auto back = private_key_from_pem(text);
-  BOOST_REQUIRE_MESSAGE(back.ok(), why(back));
+  BOOST_REQUIRE_MESSAGE(back.ok(), error_text(back));
   BOOST_TEST(same_public_key(back->get(), test_key()));
 
   bio_ptr enc{BIO_new(BIO_s_mem())};

@@ -3,12 +3,7 @@
 
 #include <boost/test/unit_test.hpp>
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -19,123 +14,28 @@
 #include <simdjson.h>
 
 #include "platform/encoding.hpp"
+#include "tests/support/child_process.hpp"
 #include "tests/support/http_client.hpp"
-
-extern char** environ;
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
+using msiv2::test::run_result;
 
-/// A child process with its stdout and stderr on pipes.
-class child {
+/// `args` after the msiv2-sim binary.
+std::vector<std::string> sim_command(std::vector<std::string> args) {
+  args.insert(args.begin(), MSIV2_SIM_BINARY);
+  return args;
+}
+
+/// msiv2-sim running with `args` (stdout and stderr on pipes).
+class child : public msiv2::test::child_process {
 public:
-  explicit child(std::vector<std::string> args) {
-    args.insert(args.begin(), MSIV2_SIM_BINARY);
-    int out[2], err[2];
-    BOOST_TEST_REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    BOOST_TEST_REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(out[1]);
-    ::close(err[1]);
-    out_fd_ = out[0];
-    err_fd_ = err[0];
-    BOOST_TEST_REQUIRE(rc == 0, "cannot run " << MSIV2_SIM_BINARY);
-  }
-  ~child() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (out_fd_ >= 0)
-      ::close(out_fd_);
-    if (err_fd_ >= 0)
-      ::close(err_fd_);
-  }
-
-  /// Reads output until stdout contains `text`, both pipes close, or the deadline passes.
-  bool read_until(std::string_view text, std::chrono::milliseconds timeout) {
-    auto deadline = clock_type::now() + timeout;
-    while (out_.find(text) == std::string::npos) {
-      if (!pump(deadline))
-        return out_.find(text) != std::string::npos;
-    }
-    return true;
-  }
-
-  /// Waits for exit (reading all output); the exit code, or -1 on timeout or a signal.
-  int wait(std::chrono::milliseconds timeout) {
-    auto deadline = clock_type::now() + timeout;
-    while (pump(deadline)) {
-    }
-    if (out_fd_ >= 0 || err_fd_ >= 0)
-      return -1;  // timed out with pipes still open
-    int status = 0;
-    // The pipes closed: the process is exiting; waitpid returns promptly.
-    if (::waitpid(pid_, &status, 0) != pid_)
-      return -1;
-    reaped_ = true;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
-  void signal(int sig) { ::kill(pid_, sig); }
-  const std::string& out() const { return out_; }
-  const std::string& err() const { return err_; }
-
-private:
-  // One poll round; false when both pipes are closed or the deadline passed.
-  bool pump(clock_type::time_point deadline) {
-    if (out_fd_ < 0 && err_fd_ < 0)
-      return false;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
-    if (left.count() <= 0)
-      return false;
-    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
-    int n = ::poll(fds, 2, static_cast<int>(left.count()));
-    if (n <= 0)
-      return n == 0 ? false : errno == EINTR;
-    drain(fds[0], out_fd_, out_);
-    drain(fds[1], err_fd_, err_);
-    return true;
-  }
-  static void drain(const pollfd& p, int& fd, std::string& into) {
-    if (fd < 0 || (p.revents & (POLLIN | POLLHUP | POLLERR)) == 0)
-      return;
-    char buf[4096];
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n > 0) {
-      into.append(buf, static_cast<std::size_t>(n));
-    } else {
-      ::close(fd);
-      fd = -1;
-    }
-  }
-
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  bool reaped_ = false;
-  std::string out_, err_;
+  explicit child(std::vector<std::string> args) : child_process(sim_command(std::move(args))) {}
 };
 
-struct run_result {
-  int code;
-  std::string out, err;
-};
-
+/// msiv2-sim run to completion (30 s at most).
 run_result run(std::vector<std::string> args) {
-  child c(std::move(args));
-  int code = c.wait(std::chrono::seconds(30));
-  return {code, c.out(), c.err()};
+  return msiv2::test::run_process(sim_command(std::move(args)), std::chrono::seconds(30));
 }
 
 /// A temporary directory removed at scope end.
