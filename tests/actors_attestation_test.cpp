@@ -756,4 +756,29 @@ BOOST_AUTO_TEST_CASE(corrupt_or_foreign_attestation_file_is_a_miss) {
     f.stats->snapshot().counters["msiv2_persistence_errors_total{artifact=\"attestation\"}"], 1u);
 }
 
+BOOST_AUTO_TEST_CASE(lock_not_had_in_time_attests_alone_and_writes_without_it) {
+  cache_fixture f;
+  f.real_jwts = true;
+  f.files = std::make_shared<msiv2::test::memory_artifact_store>();
+  f.config.lock_wait = 2s;
+  f.start();
+  f.script_ok();
+  f.files->hold(att_file(f));
+  auto got = f.request<msiv2::attestation_token>(f.cache, msiv2::attest_atom::value,
+                                                 f.make_req(client_a, 30s));
+  f.run();
+  BOOST_CHECK(!got->answered());
+  for (auto& c : f.files->calls)
+    if (c.what == file_call::kind::lock_and_read)
+      BOOST_CHECK(c.wait == 2s);
+  f.files->time_out_waits();
+  f.run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(f.provider->calls.size(), 1u);
+  BOOST_REQUIRE_EQUAL(f.files->count(file_call::kind::write, att_file(f)), 1u);
+  for (auto& c : f.files->calls)
+    if (c.what == file_call::kind::write)
+      BOOST_CHECK(!c.with_lock);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

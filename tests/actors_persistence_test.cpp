@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -353,6 +355,28 @@ BOOST_AUTO_TEST_CASE(group_readable_key_file_is_refused_and_replaced) {
   struct stat st {};
   BOOST_REQUIRE_EQUAL(::stat(path.c_str(), &st), 0);
   BOOST_CHECK_EQUAL(st.st_mode & 0777, 0600u);
+}
+
+BOOST_AUTO_TEST_CASE(key_that_cannot_sign_is_replaced_and_its_certificates_purged) {
+  temp_cache cache;
+  // A key of this boot whose signatures fail (an EC key cannot make the RSA-PSS proof).
+  platform::pkey_ptr ec(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+  BOOST_REQUIRE(ec);
+  auto ec_id = platform::key_id(ec.get());
+  BOOST_REQUIRE(ec_id);
+  std::string boot;
+  std::getline(std::ifstream(cache.boot_path), boot);
+  auto bytes = persisted::encode_key(ec.get(), boot, *ec_id);
+  BOOST_REQUIRE(bytes);
+  cache.put(persisted::key_file_name, *bytes);
+  cache.put("cert-dddd.json", R"({"key_id":")" + *ec_id + "\"}");
+  software_key_store a(cache.settings());
+  auto k = load_ok(a);
+  BOOST_CHECK_NE(k.key_id, *ec_id);
+  BOOST_CHECK(platform::prove_key_signs(k.key->get()));
+  BOOST_CHECK(!cache.exists("cert-dddd.json"));
+  software_key_store b(cache.settings());
+  BOOST_CHECK_EQUAL(load_ok(b).key_id, k.key_id);
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_key_file_is_replaced) {
