@@ -22,6 +22,7 @@ struct file_artifact_store::impl {
   /// A lock_and_read waiting for its lock.
   struct pending_wait {
     std::string name;
+    clock::time_point started;
     clock::time_point deadline;
     lock_done done;
   };
@@ -38,7 +39,43 @@ struct file_artifact_store::impl {
   std::deque<std::function<void()>> jobs;
   std::list<pending_wait> waits;
   bool stopping = false;
+  bool exiting = false; ///< the process is exiting: lock waits give up at once
+  bool busy = false;    ///< the worker is running a job or polling waits
+  std::condition_variable idle_cv;
   std::thread worker;
+
+  /// The workers still alive, so that the process does not exit with writes queued. A store
+  /// can outlive main(): a queued callback may hold the last reference to its owner (and so to
+  /// the store), and then no destructor waits for the worker. At exit the registry lets every
+  /// live worker finish what it was given (bounded), instead of the kernel killing it with a
+  /// write queued whose lock the process held: the next process would find no file.
+  struct registry {
+    std::mutex mtx;
+    std::list<std::weak_ptr<impl>> live;
+    ~registry() {
+      std::list<std::weak_ptr<impl>> all;
+      {
+        std::lock_guard<std::mutex> guard(mtx);
+        all.swap(live);
+      }
+      const auto deadline = clock::now() + std::chrono::seconds(5);
+      for (auto& weak : all)
+        if (auto s = weak.lock())
+          s->drain_until(deadline);
+    }
+  };
+  static registry& workers() {
+    static registry r;
+    return r;
+  }
+
+  /// Gives up every lock wait and waits until the queue is empty (at most until `deadline`).
+  void drain_until(clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mtx);
+    exiting = true;
+    cv.notify_all();
+    idle_cv.wait_until(lock, deadline, [&] { return jobs.empty() && waits.empty() && !busy; });
+  }
 
   std::string lock_path(const std::string& name) const { return dir + "/locks/" + name + ".lock"; }
 
@@ -105,6 +142,13 @@ struct file_artifact_store::impl {
       if (!give_up_all)
         lock = try_lock(i->name, gave_up);
       if (lock || gave_up || now >= i->deadline) {
+        const auto waited =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - i->started).count();
+        log->write(platform::log_level::debug, component,
+                   (lock ? "writer lock of " + i->name + " had after "
+                         : "going ahead without the writer lock of " + i->name + " after ") +
+                     std::to_string(waited) + " ms" +
+                     (lock || gave_up ? "" : give_up_all ? " (store stopping)" : " (wait bound)"));
         auto done = std::move(i->done);
         auto name = std::move(i->name);
         i = batch.erase(i);
@@ -127,10 +171,12 @@ struct file_artifact_store::impl {
       bool give_up = false;
       {
         std::unique_lock<std::mutex> lock(self->mtx);
+        self->busy = false;
         for (;;) {
-          if (!self->waits.empty() && (self->stopping || clock::now() >= next_poll)) {
+          const bool giving_up = self->stopping || self->exiting;
+          if (!self->waits.empty() && (giving_up || clock::now() >= next_poll)) {
             poll = true;
-            give_up = self->stopping;
+            give_up = giving_up;
             break;
           }
           if (!self->jobs.empty()) {
@@ -138,6 +184,7 @@ struct file_artifact_store::impl {
             self->jobs.pop_front();
             break;
           }
+          self->idle_cv.notify_all();
           if (self->stopping)
             return; // every call made so far was answered
           if (self->waits.empty())
@@ -145,6 +192,7 @@ struct file_artifact_store::impl {
           else
             self->cv.wait_until(lock, next_poll);
         }
+        self->busy = true;
       }
       if (poll) {
         self->poll_waits(give_up);
@@ -165,8 +213,15 @@ std::shared_ptr<file_artifact_store> file_artifact_store::create(
 file_artifact_store::file_artifact_store(std::string dir, std::shared_ptr<platform::log_sink> log,
                                          bool inline_mode)
   : dir_(std::move(dir)), impl_(std::make_shared<impl>(dir_, std::move(log), inline_mode)) {
-  if (!inline_mode)
+  if (!inline_mode) {
+    auto& reg = impl::workers();
+    {
+      std::lock_guard<std::mutex> guard(reg.mtx);
+      reg.live.remove_if([](const std::weak_ptr<impl>& w) { return w.expired(); });
+      reg.live.push_back(impl_);
+    }
     impl_->worker = std::thread([s = impl_] { impl::run(s); });
+  }
 }
 
 file_artifact_store::~file_artifact_store() {
@@ -209,9 +264,9 @@ void file_artifact_store::lock_and_read(
     done(std::move(lock), impl_->read_now(name));
     return;
   }
-  impl_->add_wait({std::move(name),
-                   impl::clock::now() + std::max(wait, std::chrono::milliseconds(0)),
-                   std::move(done)});
+  const auto now = impl::clock::now();
+  impl_->add_wait(
+    {std::move(name), now, now + std::max(wait, std::chrono::milliseconds(0)), std::move(done)});
 }
 
 void file_artifact_store::write(std::string name, std::string bytes, artifact_lock_ptr held,
