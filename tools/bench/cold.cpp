@@ -46,10 +46,7 @@ void run_cold(const options& o, std::vector<row>& out) {
     {
       auto t0 = steady::now();
       auto ch = make_client(host.urls(), true);
-      double created = ms_since(t0);
       auto t = ch->client->get_token_blocking(make_request("https://management.azure.com"));
-      if (std::getenv("MSIV2_BENCH_DEBUG"))
-        std::fprintf(stderr, "cold: client created in %.1f ms, token at %.1f ms\n", created, ms_since(t0));
       if (!t)
         throw std::runtime_error("cold start: " + why(t));
       ours.push_back(ms_since(t0));

@@ -54,7 +54,7 @@ counts read_counts(sim::simulator& s) {
 
 void run_herd(const options& o, std::vector<row>& out) {
   const std::string scen = "4 herd";
-  const int identities = o.quick ? 10 : 100, resources = 10, repeats = 10;
+  const int identities = o.quick ? 5 : 100, resources = 10, repeats = 10;
   const int total = identities * resources * repeats;
   std::string shape = std::to_string(total) + " requests over " + std::to_string(identities) +
                       " identities x " + std::to_string(resources) + " resources";
@@ -62,14 +62,14 @@ void run_herd(const options& o, std::vector<row>& out) {
   // --- ours: every request at once through the callback API ---
   double ours_ms = 0;
   counts ours_counts{};
+  std::mutex mtx;
+  std::condition_variable cv;
+  int left = total, failed = 0;
+  std::string first_error;
   {
     sim_host host(herd_config(identities));
     inject_latencies(host.sim(), 1, 30, 20);
     auto ch = make_client(host.urls(), true);
-    std::mutex mtx;
-    std::condition_variable cv;
-    int left = total, failed = 0;
-    std::string first_error;
     auto t0 = steady::now();
     for (int rep = 0; rep < repeats; ++rep)
       for (int i = 0; i < identities; ++i)
@@ -89,11 +89,11 @@ void run_herd(const options& o, std::vector<row>& out) {
       cv.wait(g, [&] { return left == 0; });
     }
     ours_ms = ms_since(t0);
-    if (failed > 0)
-      throw std::runtime_error("herd: " + std::to_string(failed) + " of " + std::to_string(total) +
-                               " requests failed, first: " + first_error);
     ours_counts = read_counts(host.sim());
   }
+  if (failed > 0)
+    out.push_back({scen, "requests that failed", static_cast<double>(failed), "calls", 0.0,
+                   "none", "0", "MISS", "first: " + first_error});
   bool minimal = ours_counts.certs == static_cast<std::uint64_t>(identities) &&
                  ours_counts.attestations == 1 &&
                  ours_counts.tokens == static_cast<std::uint64_t>(identities * resources);
@@ -171,7 +171,8 @@ void run_herd(const options& o, std::vector<row>& out) {
   std::snprintf(sp, sizeof sp, "; %.1fx faster", speedup);
   out.push_back({scen, "all requests answered", ours_ms, "ms", base_ms,
                  "serialized client behind one lock", ">= 50x faster",
-                 o.quick ? "info" : (speedup >= 50 ? "PASS" : "MISS"), note + sp});
+                 o.quick ? "info" : (speedup >= 50 && failed == 0 ? "PASS" : "MISS"), note + sp,
+                 true});
 }
 
 } // namespace msiv2::bench

@@ -146,7 +146,6 @@ measured via_client(msiv2::client& cl, const token_request& req, int chains,
       auto s0 = steady::now();
       cl->get_token(req, [self, s0](token_outcome t) {
         if (!t) {
-          std::vector<std::uint32_t> none;
           self->out->add(self->ns, 1, why(t));
           return;
         }
@@ -257,7 +256,6 @@ void run_hot(const options& o, std::vector<row>& out) {
   auto cb = via_client(*ch->client, req, 8, dur);
   auto floor = via_map(*first, "system-assigned|https://management.azure.com|mtls_pop", 2, dur);
 
-  auto stats = ch->client->stats();
   std::uint64_t net_tokens = host.sim().count("token", 200);
   for (auto* m : {&direct, &delegated, &cb})
     if (m->errors > 0)
@@ -284,7 +282,6 @@ void run_hot(const options& o, std::vector<row>& out) {
                  "8 callback chains, each get_token spawns its own request actor"});
   out.push_back({scen, "p99 via client callback API", cb.p99, "us", floor.p99,
                  "p99 of one map lookup", "<= 20 us", judge(cb.p99 <= 20), detail(cb)});
-  (void)stats;
 }
 
 } // namespace msiv2::bench
