@@ -105,6 +105,6 @@ void run_herd(const options& o, std::vector<row>& out);
 void run_memory(const options& o, std::vector<row>& out);
 void run_peer(const options& o, std::vector<row>& out);
 /// The memory child: measures itself against the simulator at `imds` and prints JSON.
-int memory_child(const std::string& imds, const std::string& ca_file, int tokens);
+int memory_child(const std::string& imds, const std::string& ca_file, int tokens, int settle_ms);
 
 } // namespace msiv2::bench

@@ -181,12 +181,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--child-memory") {
-      if (i + 3 >= argc) {
-        std::fprintf(stderr, "msiv2-bench: --child-memory IMDS CA_FILE TOKENS\n");
+      if (i + 4 >= argc) {
+        std::fprintf(stderr, "msiv2-bench: --child-memory IMDS CA_FILE TOKENS SETTLE_MS\n");
         return 2;
       }
       try {
-        return memory_child(argv[i + 1], argv[i + 2], std::atoi(argv[i + 3]));
+        return memory_child(argv[i + 1], argv[i + 2], std::atoi(argv[i + 3]),
+                            std::atoi(argv[i + 4]));
       } catch (const std::exception& e) {
         std::fprintf(stderr, "memory child: %s\n", e.what());
         return 1;
