@@ -83,7 +83,8 @@ struct client_handle {
 /// With `sys` set, the client lives in that actor system instead of its own.
 std::unique_ptr<client_handle> make_client(const sim::endpoints& urls, bool attest,
                                            std::size_t threads = 2,
-                                           caf::actor_system* sys = nullptr);
+                                           caf::actor_system* sys = nullptr,
+                                           std::string cache_dir = {});
 
 /// An mtls_pop (or bearer) request for `resource` as `who`.
 token_request make_request(std::string resource, managed_identity who = managed_identity::system(),
@@ -103,6 +104,8 @@ void run_hot(const options& o, std::vector<row>& out);
 void run_cold(const options& o, std::vector<row>& out);
 void run_herd(const options& o, std::vector<row>& out);
 void run_memory(const options& o, std::vector<row>& out);
+void run_warm(const options& o, std::vector<row>& out);
+void run_multi(const options& o, std::vector<row>& out);
 void run_peer(const options& o, std::vector<row>& out);
 /// The memory child: measures itself against the simulator at `imds` and prints JSON.
 int memory_child(const std::string& imds, const std::string& ca_file, int tokens, int settle_ms);

@@ -98,14 +98,16 @@ client_handle::~client_handle() {
 }
 
 std::unique_ptr<client_handle> make_client(const sim::endpoints& urls, bool attest,
-                                           std::size_t threads, caf::actor_system* sys) {
+                                           std::size_t threads, caf::actor_system* sys,
+                                           std::string cache_dir) {
   auto h = std::make_unique<client_handle>();
   auto t = io::curl_transport::create();
   if (!t)
     throw std::runtime_error("curl_transport: " + t.error());
   h->transport = std::shared_ptr<io::transport>(std::move(*t));
   client_options o;
-  o.config = module_config{}; // memory only, nothing from the environment
+  o.config = module_config{}; // nothing from the environment; memory only unless cache_dir
+  o.config.cache_dir = std::move(cache_dir);
   o.config.imds_base_url = urls.imds;
   o.config.ca_file = urls.ca_file;
   o.transport = h->transport;
