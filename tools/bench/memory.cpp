@@ -46,7 +46,7 @@ int memory_child(const std::string& imds, const std::string& ca_file, int tokens
       int i = next++;
       auto req = make_request("https://r" + std::to_string(i) + ".example.com",
                               managed_identity::system(), token_type::mtls_pop, timeout);
-      ch->client->get_token(std::move(req), [&](token_outcome t) {
+      ch->client->get_token(std::move(req), [&, i](token_outcome t) {
         std::lock_guard<std::mutex> g{mtx};
         if (!t)
           ++failed;
