@@ -108,14 +108,11 @@ void run_warm(const options& o, std::vector<row>& out) {
   out.push_back({scen, "first token with a persisted certificate", median(warm), "ms",
                  median(cold), "cold start of the client that filled the cache", "", "info",
                  "median of " + std::to_string(runs) + "; same latencies as scenario 2", true});
-  // Not judged by --quick (the smoke test): a client that stops right after its first token
-  // can lose its asynchronous certificate write (README, Performance, scenario 5), which makes
-  // this row flaky until that is fixed. The full run judges it.
   out.push_back({scen, "upstream calls of it",
                  static_cast<double>(worst.metadata + worst.issue + worst.attestation +
                                      worst.token),
                  "calls", 2.0, "metadata + token", "metadata + token only",
-                 o.quick ? "info" : (minimal ? "PASS" : "MISS"), calls});
+                 minimal ? "PASS" : "MISS", calls});
 }
 
 void run_multi(const options& o, std::vector<row>& out) {
@@ -184,13 +181,9 @@ void run_multi(const options& o, std::vector<row>& out) {
                 static_cast<unsigned long long>(after.token - before.token), processes);
   out.push_back({scen, std::to_string(processes) + " processes: all have a token", all, "ms", one,
                  "one msiv2-token process alone", "", "info", note});
-  // --quick (the CTest smoke run) does not judge this row: concurrent cold starts of a few
-  // processes still mint more than one certificate in about half the runs (README,
-  // Performance: a process that exits right after its token can lose its certificate write),
-  // and a smoke test must not be flaky. The full run judges it.
   out.push_back({scen, "certificate issuances among them", static_cast<double>(issued), "calls",
                  1.0, "exactly one", "1",
-                 o.quick ? "info" : (issued == 1 ? "PASS" : "MISS"), note});
+                 issued == 1 ? "PASS" : "MISS", note});
 }
 
 } // namespace msiv2::bench
