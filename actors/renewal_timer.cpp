@@ -5,6 +5,8 @@
 
 #include <caf/send.hpp>
 
+#include "platform/encoding.hpp"
+
 namespace msiv2 {
 
 namespace {
@@ -27,19 +29,21 @@ void arm(self_ptr self, const deps_ptr& deps, const std::string& id, const renew
 
 } // namespace
 
-std::string renewal_gauge_name(const std::string& artifact_id) {
-  std::string label;
-  label.reserve(artifact_id.size());
-  for (char c : artifact_id) {
-    if (c == '"' || c == '\\')
-      label += '\\';
-    if (c == '\n') {
-      label += "\\n";
-      continue;
-    }
-    label += c;
-  }
-  return "msiv2_renewal_at_seconds{artifact=\"" + label + "\"}";
+std::string renewal_kind(const wiring_ptr& peers, const caf::actor& owner) {
+  if (!peers || !owner)
+    return "artifact";
+  if (owner == caf::actor_cast<caf::actor>(peers->attestation))
+    return "attestation";
+  if (owner == caf::actor_cast<caf::actor>(peers->certs))
+    return "certificate";
+  if (owner == caf::actor_cast<caf::actor>(peers->service))
+    return "token";
+  return "artifact";
+}
+
+std::string renewal_gauge_name(const std::string& kind, const std::string& artifact_id) {
+  return "msiv2_renewal_at_seconds{artifact=\"" + kind + "\",id=\"" +
+         platform::hex_lower(platform::sha256(artifact_id)).substr(0, 12) + "\"}";
 }
 
 renewal_timer::behavior_type
@@ -49,13 +53,20 @@ renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, de
       auto& e = self->state.timers[id];
       e.generation = ++self->state.generation;
       e.at_ms = at_ms;
+      auto kind = renewal_kind(self->state.peers, owner);
+      if (!e.kind.empty() && e.kind != kind)
+        deps->stats->erase_gauge(renewal_gauge_name(e.kind, id));
       e.owner = owner;
-      deps->stats->set_gauge(renewal_gauge_name(id), static_cast<double>(at_ms) / 1000.0);
+      e.kind = std::move(kind);
+      deps->stats->set_gauge(renewal_gauge_name(e.kind, id), static_cast<double>(at_ms) / 1000.0);
       arm(self, deps, id, e);
     },
     [=](cancel_atom, const std::string& id) {
-      if (self->state.timers.erase(id) > 0)
-        deps->stats->erase_gauge(renewal_gauge_name(id));
+      auto i = self->state.timers.find(id);
+      if (i == self->state.timers.end())
+        return;
+      deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, id));
+      self->state.timers.erase(i);
     },
     [=](caf::tick_atom, const std::string& id, std::uint64_t generation) {
       auto i = self->state.timers.find(id);
@@ -68,8 +79,8 @@ renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, de
         return;
       }
       auto owner = std::move(i->second.owner);
+      deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, id));
       self->state.timers.erase(i);
-      deps->stats->erase_gauge(renewal_gauge_name(id));
       if (owner)
         caf::anon_send(owner, renew_atom::value, id);
     },

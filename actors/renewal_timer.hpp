@@ -23,6 +23,7 @@ struct renewal_entry {
   std::uint64_t generation = 0; ///< ticks of older generations are stale
   std::int64_t at_ms = 0;       ///< wall time (Unix ms) to renew at
   caf::actor owner;             ///< receives (renew_atom, id)
+  std::string kind;             ///< gauge label: what the owner renews (see renewal_kind())
 };
 
 /// State of renewal_timer.
@@ -32,12 +33,19 @@ struct renewal_timer_state {
   std::map<std::string, renewal_entry> timers;
   /// Last generation handed out.
   std::uint64_t generation = 0;
-  /// Peers (unused: owners come with each schedule).
+  /// Peers: owners come with each schedule; the wired ones name the artifact kind.
   wiring_ptr peers;
 };
 
-/// The gauge name of an artifact's renewal time (`msiv2_renewal_at_seconds{artifact="<id>"}`).
-std::string renewal_gauge_name(const std::string& artifact_id);
+/// What `owner` renews, by the peer it is in `peers`: "attestation" (attestation_cache),
+/// "certificate" (cert_issuer), "token" (token_service), else "artifact".
+std::string renewal_kind(const wiring_ptr& peers, const caf::actor& owner);
+
+/// The gauge name of an artifact's renewal time:
+/// `msiv2_renewal_at_seconds{artifact="<kind>",id="<12 hex digits of SHA-256(artifact id)>"}`.
+/// Artifact ids are the owners' raw cache keys (identities, resources, claims, endpoints):
+/// the label keeps them short and free of quoting; owners still match on the raw id.
+std::string renewal_gauge_name(const std::string& kind, const std::string& artifact_id);
 
 /// The behavior of renewal_timer.
 renewal_timer::behavior_type

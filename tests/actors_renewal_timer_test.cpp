@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(fires_at_the_wall_time_not_before) {
   timer_fixture f;
   auto at = f.wall_ms() + 60'000;
   f.schedule("certificate/system", at);
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::renewal_gauge_name("certificate/system")),
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::renewal_gauge_name("artifact", "certificate/system")),
                     static_cast<double>(at) / 1000.0);
   f.advance(59'999ms);
   BOOST_CHECK(f.seen->empty());
@@ -69,7 +69,7 @@ BOOST_AUTO_TEST_CASE(fires_at_the_wall_time_not_before) {
   // Fired timers are forgotten.
   f.advance(3600s);
   BOOST_CHECK_EQUAL(f.seen->size(), 1u);
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("certificate/system")), 0u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("artifact", "certificate/system")), 0u);
 }
 
 BOOST_AUTO_TEST_CASE(reschedule_replaces_the_previous_timer) {
@@ -98,10 +98,34 @@ BOOST_AUTO_TEST_CASE(cancel_drops_the_timer) {
   f.schedule("attestation/y", f.wall_ms() + 10'000);
   caf::anon_send(f.timer, msiv2::cancel_atom::value, std::string("attestation/x"));
   f.run();
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("attestation/x")), 0u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("artifact", "attestation/x")), 0u);
   f.advance(20s);
   BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
   BOOST_CHECK_EQUAL(f.seen->at(0).id, "attestation/y");
+}
+
+BOOST_AUTO_TEST_CASE(gauge_labels_name_the_owners_kind_and_a_short_id) {
+  timer_fixture f;
+  auto w = std::make_shared<msiv2::wiring>();
+  w->service = caf::actor_cast<msiv2::token_service>(f.owner);
+  caf::anon_send(f.timer, msiv2::wire_atom::value, msiv2::wiring_ptr(w));
+  f.run();
+  // A token cache key: identity, resource, type, claims and thumbprint on separate lines.
+  const std::string id = "system\nhttps://vault.azure.net\nmtls_pop\n{\"a\":\"b\"}\nx5t";
+  auto at = f.wall_ms() + 10'000;
+  f.schedule(id, at);
+  auto gauges = f.stats->snapshot().gauges;
+  const auto name = msiv2::renewal_gauge_name("token", id);
+  BOOST_CHECK_EQUAL(name.rfind("msiv2_renewal_at_seconds{artifact=\"token\",id=\"", 0), 0u);
+  BOOST_CHECK_EQUAL(name.size(), std::string("msiv2_renewal_at_seconds{artifact=\"token\",id=\"\"}").size() + 12);
+  BOOST_CHECK_NE(name, msiv2::renewal_gauge_name("token", id + "y"));
+  BOOST_REQUIRE_EQUAL(gauges.count(name), 1u);
+  BOOST_CHECK_EQUAL(gauges.at(name), static_cast<double>(at) / 1000.0);
+  // The owner still gets its raw id back, and the gauge goes when the timer fires.
+  f.advance(10s);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).id, id);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(name), 0u);
 }
 
 BOOST_AUTO_TEST_CASE(wall_clock_jump_backwards_rearms_instead_of_firing_early) {
