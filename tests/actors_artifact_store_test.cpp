@@ -25,6 +25,7 @@
 #include "actors/artifact_store.hpp"
 #include "actors/runtime.hpp"
 #include "platform/files.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace msiv2;
 using platform::file_read;
@@ -32,6 +33,7 @@ using platform::read_status;
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using steady = std::chrono::steady_clock;
+using msiv2::test::child_holding_lock;
 
 namespace {
 
@@ -44,21 +46,14 @@ std::string why(const R& r) {
 class cache_dir {
 public:
   cache_dir() {
-    char tmpl[] = "/tmp/msiv2-store-test-XXXXXX";
-    BOOST_REQUIRE_MESSAGE(::mkdtemp(tmpl) != nullptr, "mkdtemp: " << std::strerror(errno));
-    path_ = tmpl;
-    auto prepared = platform::prepare_private_dir(path_);
+    auto prepared = platform::prepare_private_dir(tmp_.path());
     BOOST_REQUIRE_MESSAGE(prepared.ok(), why(prepared));
   }
-  ~cache_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string lock_path(const std::string& name) const { return path_ + "/locks/" + name + ".lock"; }
+  const std::string& path() const { return tmp_.path(); }
+  std::string lock_path(const std::string& name) const { return path() + "/locks/" + name + ".lock"; }
 
 private:
-  std::string path_;
+  msiv2::test::temp_dir tmp_{"store-test"};
 };
 
 /// Keeps every line for the test to look at.
@@ -137,30 +132,6 @@ platform::file_lock hold(const std::string& path) {
   BOOST_REQUIRE_MESSAGE(attempt.ok(), why(attempt));
   BOOST_REQUIRE(attempt->has_value());
   return std::move(**attempt);
-}
-
-/// A forked child (made before any thread of the test starts) that takes an flock on `path`
-/// with plain syscalls, reports it on a pipe, then sleeps until killed (at most 30 s).
-pid_t child_holding_lock(const std::string& path) {
-  int fds[2];
-  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-  pid_t pid = ::fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    char ok = (fd >= 0 && ::flock(fd, LOCK_EX) == 0) ? '1' : '0';
-    (void)!::write(fds[1], &ok, 1);
-    ::alarm(30);
-    for (;;)
-      ::pause();
-  }
-  ::close(fds[1]);
-  char ok = '0';
-  BOOST_REQUIRE_EQUAL(::read(fds[0], &ok, 1), 1);
-  ::close(fds[0]);
-  BOOST_REQUIRE_MESSAGE(ok == '1', "the child could not lock " << path);
-  return pid;
 }
 
 } // namespace

@@ -28,6 +28,7 @@
 #include "platform/files.hpp"
 #include "tests/support/child_process.hpp"
 #include "tests/support/sim_fixture.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace {
 
@@ -39,29 +40,9 @@ using steady = std::chrono::steady_clock;
 
 const std::string arm = "https://management.azure.com";
 
-/// A directory under /tmp (mkdtemp) removed at scope exit: the shared cache directory and the
-/// boot id file of one test case.
-class temp_dir {
-public:
-  temp_dir() {
-    char tmpl[] = "/tmp/msiv2-multiproc-XXXXXX";
-    BOOST_TEST_REQUIRE(::mkdtemp(tmpl) != nullptr, "mkdtemp: " << std::strerror(errno));
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-  std::string path_;
-};
-
 /// One machine as the processes see it: a cache directory and a boot id file.
 struct machine {
-  temp_dir root;
+  msiv2::test::temp_dir root{"multiproc"};
   std::string cache = root / "cache";
   std::string boot_id_file = root / "boot_id";
 

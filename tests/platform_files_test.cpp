@@ -21,9 +21,12 @@
 
 #include "platform/encoding.hpp"
 #include "platform/files.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace msiv2::platform;
 namespace fs = std::filesystem;
+using msiv2::test::child_holding_lock;
+using msiv2::test::kill_and_reap;
 
 namespace {
 
@@ -35,25 +38,6 @@ std::string why(const R& r) {
 bool contains(const std::string& haystack, std::string_view needle) {
   return haystack.find(needle) != std::string::npos;
 }
-
-/// A fresh directory under /tmp (mkdtemp), removed with its content at scope exit.
-class temp_dir {
-public:
-  temp_dir() {
-    char tmpl[] = "/tmp/msiv2-files-test-XXXXXX";
-    BOOST_REQUIRE_MESSAGE(::mkdtemp(tmpl) != nullptr, "mkdtemp: " << std::strerror(errno));
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
-private:
-  std::string path_;
-};
 
 /// Sets (or unsets, with nullopt) environment variables and restores them at scope exit.
 class env_guard {
@@ -113,36 +97,6 @@ pid_t dead_pid() {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return pid;
-}
-
-/// A forked child that takes an flock on `path` with plain syscalls, reports it on a pipe,
-/// then sleeps until killed (at most 30 s).
-pid_t child_holding_lock(const std::string& path) {
-  int fds[2];
-  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-  pid_t pid = ::fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    char ok = (fd >= 0 && ::flock(fd, LOCK_EX) == 0) ? '1' : '0';
-    (void)!::write(fds[1], &ok, 1);
-    ::alarm(30);
-    for (;;)
-      ::pause();
-  }
-  ::close(fds[1]);
-  char ok = '0';
-  BOOST_REQUIRE_EQUAL(::read(fds[0], &ok, 1), 1);
-  ::close(fds[0]);
-  BOOST_REQUIRE_MESSAGE(ok == '1', "the child could not lock " << path);
-  return pid;
-}
-
-void kill_and_reap(pid_t pid) {
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
 }
 
 } // namespace
@@ -210,7 +164,7 @@ BOOST_AUTO_TEST_CASE(cache_dir_relative_path_or_nothing_set_is_an_error_naming_t
 // --- prepare_private_dir -------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(prepare_creates_missing_dirs_0700_with_a_locks_dir) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string dir = tmp / "a/b/msiv2";
   auto made = prepare_private_dir(dir);
   BOOST_REQUIRE_MESSAGE(made.ok(), why(made));
@@ -223,7 +177,7 @@ BOOST_AUTO_TEST_CASE(prepare_creates_missing_dirs_0700_with_a_locks_dir) {
 }
 
 BOOST_AUTO_TEST_CASE(prepare_refuses_group_or_world_writable_dir_without_chmod) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   for (mode_t mode : {0770u, 0707u, 0777u}) {
     char name[16];
     std::snprintf(name, sizeof name, "d%04o", static_cast<unsigned>(mode));
@@ -241,7 +195,7 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_group_or_world_writable_dir_without_chmod) 
 }
 
 BOOST_AUTO_TEST_CASE(prepare_refuses_a_symlinked_dir_even_to_a_good_one) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string real = tmp / "real";
   BOOST_REQUIRE(prepare_private_dir(real).ok());
   const std::string link = tmp / "link";
@@ -253,7 +207,7 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_a_symlinked_dir_even_to_a_good_one) {
 }
 
 BOOST_AUTO_TEST_CASE(prepare_refuses_a_symlinked_locks_dir) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string dir = tmp / "c";
   const std::string elsewhere = tmp / "elsewhere";
   BOOST_REQUIRE_EQUAL(::mkdir(dir.c_str(), 0700), 0);
@@ -266,7 +220,7 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_a_symlinked_locks_dir) {
 }
 
 BOOST_AUTO_TEST_CASE(prepare_refuses_a_file_where_the_dir_should_be) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string path = tmp / "file";
   write_plain(path, "x");
   auto made = prepare_private_dir(path);
@@ -281,7 +235,7 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_a_dir_owned_by_another_user) {
                        << ::geteuid() << ")");
     return;
   }
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string dir = tmp / "foreign";
   BOOST_REQUIRE_EQUAL(::mkdir(dir.c_str(), 0700), 0);
   BOOST_REQUIRE_EQUAL(::chown(dir.c_str(), 65534, 65534), 0);
@@ -294,7 +248,7 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_a_dir_owned_by_another_user) {
 // --- reads ---------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(read_gives_content_and_mode_of_a_private_file_and_missing_when_absent) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "good", "hello", 0600);
   auto r = read_private_file(tmp.path(), "good");
   BOOST_REQUIRE_MESSAGE(r.status == read_status::ok, r.reason);
@@ -309,7 +263,7 @@ BOOST_AUTO_TEST_CASE(read_gives_content_and_mode_of_a_private_file_and_missing_w
 }
 
 BOOST_AUTO_TEST_CASE(read_refuses_a_symlink_even_to_a_good_file) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "good", "hello", 0600);
   BOOST_REQUIRE_EQUAL(::symlink((tmp / "good").c_str(), (tmp / "link").c_str()), 0);
   auto r = read_private_file(tmp.path(), "link");
@@ -320,7 +274,7 @@ BOOST_AUTO_TEST_CASE(read_refuses_a_symlink_even_to_a_good_file) {
 }
 
 BOOST_AUTO_TEST_CASE(read_refuses_group_or_world_writable_files) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   for (mode_t mode : {0602u, 0620u, 0666u}) {
     const std::string name = "w" + std::to_string(mode);
     write_plain(tmp / name, "data", mode);
@@ -332,7 +286,7 @@ BOOST_AUTO_TEST_CASE(read_refuses_group_or_world_writable_files) {
 }
 
 BOOST_AUTO_TEST_CASE(read_refuses_a_fifo_without_hanging) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   BOOST_REQUIRE_EQUAL(::mkfifo((tmp / "fifo").c_str(), 0600), 0);
   auto r = read_private_file(tmp.path(), "fifo");
   BOOST_REQUIRE((r.status == read_status::refused));
@@ -344,7 +298,7 @@ BOOST_AUTO_TEST_CASE(read_refuses_a_fifo_without_hanging) {
 }
 
 BOOST_AUTO_TEST_CASE(read_refuses_a_file_over_the_size_limit) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "big", std::string(101, 'x'), 0600);
   auto r = read_private_file(tmp.path(), "big", 100);
   BOOST_REQUIRE((r.status == read_status::refused));
@@ -359,7 +313,7 @@ BOOST_AUTO_TEST_CASE(read_refuses_a_file_owned_by_another_user) {
                        << ::geteuid() << ")");
     return;
   }
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "foreign", "data", 0600);
   BOOST_REQUIRE_EQUAL(::chown((tmp / "foreign").c_str(), 65534, 65534), 0);
   auto r = read_private_file(tmp.path(), "foreign");
@@ -368,7 +322,7 @@ BOOST_AUTO_TEST_CASE(read_refuses_a_file_owned_by_another_user) {
 }
 
 BOOST_AUTO_TEST_CASE(file_names_with_separators_are_refused) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   for (const char* name : {"", ".", "..", "../x", "a/b"}) {
     auto r = read_private_file(tmp.path(), name);
     BOOST_TEST((r.status == read_status::refused), "read of '" << name << "'");
@@ -380,7 +334,7 @@ BOOST_AUTO_TEST_CASE(file_names_with_separators_are_refused) {
 // --- atomic writes -------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(atomic_write_creates_0600_even_under_umask_0_and_replaces) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   mode_t old_umask = ::umask(0);
   auto written = write_file_atomically(tmp.path(), "art.json", "first");
   ::umask(old_umask);
@@ -399,7 +353,7 @@ BOOST_AUTO_TEST_CASE(atomic_write_creates_0600_even_under_umask_0_and_replaces) 
 }
 
 BOOST_AUTO_TEST_CASE(atomic_write_replaces_a_symlink_instead_of_writing_through_it) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "target", "keep", 0600);
   BOOST_REQUIRE_EQUAL(::symlink((tmp / "target").c_str(), (tmp / "art.json").c_str()), 0);
   auto written = write_file_atomically(tmp.path(), "art.json", "new");
@@ -409,7 +363,7 @@ BOOST_AUTO_TEST_CASE(atomic_write_replaces_a_symlink_instead_of_writing_through_
 }
 
 BOOST_AUTO_TEST_CASE(atomic_write_into_a_missing_dir_names_the_path) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   auto written = write_file_atomically(tmp / "nope", "art.json", "x");
   BOOST_REQUIRE(!written.ok());
   BOOST_TEST(contains(written.error(), tmp / "nope/art.json"));
@@ -417,7 +371,7 @@ BOOST_AUTO_TEST_CASE(atomic_write_into_a_missing_dir_names_the_path) {
 }
 
 BOOST_AUTO_TEST_CASE(atomic_write_sweeps_temp_files_of_dead_writers_only) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string dead = ".art.json.tmp." + std::to_string(dead_pid()) + ".0011223344556677";
   const std::string alive = ".art.json.tmp." + std::to_string(::getpid()) + ".8899aabbccddeeff";
   const std::string other = ".other.json.tmp." + std::to_string(dead_pid()) + ".00";
@@ -432,7 +386,7 @@ BOOST_AUTO_TEST_CASE(atomic_write_sweeps_temp_files_of_dead_writers_only) {
 }
 
 BOOST_AUTO_TEST_CASE(remove_deletes_a_file_or_a_symlink_itself_and_missing_is_fine) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "target", "keep", 0600);
   BOOST_REQUIRE_EQUAL(::symlink((tmp / "target").c_str(), (tmp / "link").c_str()), 0);
   BOOST_TEST(remove_file(tmp.path(), "link").ok());
@@ -491,7 +445,7 @@ std::string payload_problem(const std::string& bytes) {
 } // namespace
 
 BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string name = "artifact.json";
   const auto started = std::chrono::steady_clock::now();
   std::random_device rd;
@@ -549,7 +503,7 @@ BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file)
 // --- locks ---------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(two_locks_in_one_process_conflict_and_release_lets_the_other_in) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string path = tmp / "a.lock";
   auto first = file_lock::try_acquire(path);
   BOOST_REQUIRE_MESSAGE(first.ok(), why(first));
@@ -577,7 +531,7 @@ BOOST_AUTO_TEST_CASE(two_locks_in_one_process_conflict_and_release_lets_the_othe
 }
 
 BOOST_AUTO_TEST_CASE(acquire_gives_up_within_its_bound) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string path = tmp / "a.lock";
   auto holder = file_lock::try_acquire(path);
   BOOST_REQUIRE(holder.ok() && holder->has_value());
@@ -591,7 +545,7 @@ BOOST_AUTO_TEST_CASE(acquire_gives_up_within_its_bound) {
 }
 
 BOOST_AUTO_TEST_CASE(a_lock_held_by_a_killed_child_is_taken_over) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   const std::string path = tmp / "a.lock";
   pid_t child = child_holding_lock(path);
   auto attempt = file_lock::try_acquire(path);
@@ -606,7 +560,7 @@ BOOST_AUTO_TEST_CASE(a_lock_held_by_a_killed_child_is_taken_over) {
 }
 
 BOOST_AUTO_TEST_CASE(lock_files_are_checked_like_reads) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "target", "", 0600);
   BOOST_REQUIRE_EQUAL(::symlink((tmp / "target").c_str(), (tmp / "link.lock").c_str()), 0);
   auto attempt = file_lock::try_acquire(tmp / "link.lock");
@@ -623,7 +577,7 @@ BOOST_AUTO_TEST_CASE(lock_files_are_checked_like_reads) {
 // --- boot id and names ----------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(read_boot_id_trims_and_names_the_path_on_errors) {
-  temp_dir tmp;
+  msiv2::test::temp_dir tmp{"files-test"};
   write_plain(tmp / "boot_id", "  6f1c2a4e-1d2b-4c3d-9e8f-0a1b2c3d4e5f \n", 0644);
   auto id = read_boot_id(tmp / "boot_id");
   BOOST_REQUIRE_MESSAGE(id.ok(), why(id));

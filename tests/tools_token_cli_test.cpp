@@ -17,6 +17,7 @@
 
 #include "tests/support/child_process.hpp"
 #include "tests/support/sim_fixture.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace {
 
@@ -24,28 +25,10 @@ using msiv2::test::run_process;
 using msiv2::test::run_result;
 using msiv2::test::sim_fixture;
 
-/// A fresh cache directory under /tmp, removed at scope exit: no test touches ~/.cache.
-class temp_cache_dir {
-public:
-  temp_cache_dir() {
-    char tmpl[] = "/tmp/msiv2-cli-cache-XXXXXX";
-    BOOST_TEST_REQUIRE(::mkdtemp(tmpl) != nullptr, "mkdtemp: " << std::strerror(errno));
-    path_ = tmpl;
-  }
-  ~temp_cache_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
-private:
-  std::string path_;
-};
-
 /// msiv2-token with the simulator's IMDS and CA and a cache directory of its own (a fresh
 /// one unless `cache_dir` is given), then `extra`.
 run_result token_cli(sim_fixture& f, std::vector<std::string> extra, std::string cache_dir = {}) {
-  temp_cache_dir fresh;
+  msiv2::test::temp_dir fresh{"cli-cache"};
   std::vector<std::string> args{MSIV2_TOKEN_BINARY, "--imds", f.urls().imds, "--ca-file",
                                 f.urls().ca_file, "--timeout", "20", "--cache-dir",
                                 cache_dir.empty() ? fresh.path() : cache_dir};

@@ -1,0 +1,60 @@
+#include "tests/support/temp_dir.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include <boost/test/unit_test.hpp>
+
+namespace msiv2::test {
+
+temp_dir::temp_dir(const std::string& tag) {
+  std::string tmpl = "/tmp/msiv2-" + tag + "-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  BOOST_REQUIRE_MESSAGE(::mkdtemp(buf.data()) != nullptr,
+                        "mkdtemp " << tmpl << ": " << std::strerror(errno));
+  path_ = buf.data();
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+pid_t child_holding_lock(const std::string& path) {
+  int fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    char ok = (fd >= 0 && ::flock(fd, LOCK_EX) == 0) ? '1' : '0';
+    (void)!::write(fds[1], &ok, 1);
+    ::alarm(30);
+    for (;;)
+      ::pause();
+  }
+  ::close(fds[1]);
+  char ok = '0';
+  BOOST_REQUIRE_EQUAL(::read(fds[0], &ok, 1), 1);
+  ::close(fds[0]);
+  BOOST_REQUIRE_MESSAGE(ok == '1', "the child could not lock " << path);
+  return pid;
+}
+
+void kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+}
+
+} // namespace msiv2::test

@@ -1,0 +1,37 @@
+#pragma once
+
+// Scratch directories and lock holders for the tests that use real files: a fresh directory
+// under /tmp removed with its content at scope exit (so no test touches ~/.cache), and a
+// forked process holding an flock (another process of the same machine, as the kernel sees it).
+
+#include <string>
+#include <sys/types.h>
+
+namespace msiv2::test {
+
+/// A fresh directory /tmp/msiv2-<tag>-XXXXXX (mkdtemp: 0700), removed with its content at
+/// scope exit.
+class temp_dir {
+public:
+  explicit temp_dir(const std::string& tag = "test");
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+
+  const std::string& path() const { return path_; }
+  /// path() + "/" + name.
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+  std::string path_;
+};
+
+/// Forks a child (call it before the test starts threads of its own) that takes an flock on
+/// `path` with plain syscalls, reports it through a pipe, then sleeps until killed (at most
+/// 30 s). Returns its pid once it holds the lock.
+pid_t child_holding_lock(const std::string& path);
+
+/// SIGKILLs `pid` and reaps it.
+void kill_and_reap(pid_t pid);
+
+} // namespace msiv2::test
