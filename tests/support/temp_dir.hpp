@@ -31,6 +31,11 @@ private:
 /// 30 s). Returns its pid once it holds the lock.
 pid_t child_holding_lock(const std::string& path);
 
+/// Call in a forked child that will leave through exit() (to run the at-exit handlers under
+/// test): turns LeakSanitizer's at-exit check off for that child. The parent's other threads
+/// do not exist in the child, so what only their stacks referenced would be reported as leaks.
+void no_leak_check_in_this_child();
+
 /// SIGKILLs `pid` and reaps it.
 void kill_and_reap(pid_t pid);
 
