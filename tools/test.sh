@@ -28,7 +28,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
 if [ "${variant[*]:-}" = "--tsan" ] && [ ${#ctest_args[@]} -eq 0 ]; then
-  # The suites with threads of their own: the simulator server and the HTTP transport.
+  # The suites with threads of their own: the simulator, the HTTP transport, the artifact store.
   ctest_args=(-L threaded)
 fi
 
