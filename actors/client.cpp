@@ -1,9 +1,15 @@
 #include "actors/client.hpp"
 
+#include <functional>
+#include <memory>
+
 #include <caf/actor_cast.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/after.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
 
 #include "actors/software_key_store.hpp"
@@ -19,6 +25,60 @@ namespace {
 /// token_service answers deadline_exceeded at the request's timeout; the CAF request gets a
 /// little longer so that answer, not CAF's request_timeout, is what the caller sees.
 constexpr std::chrono::milliseconds answer_margin{1000};
+
+/// A get_token callback travelling to the bridge (local only: never serialized).
+struct pending_callback {
+  std::function<void(token_outcome)> fn;
+};
+
+} // namespace
+} // namespace msiv2
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(msiv2::pending_callback)
+
+namespace msiv2 {
+namespace {
+
+using close_atom = caf::atom_constant<caf::atom("close")>;
+
+struct bridge_state {
+  static inline const char* name = "msiv2.client_bridge";
+  std::size_t outstanding = 0;
+  bool closing = false;
+};
+
+/// Forwards each (token_request, callback) to the module and runs the callback with the
+/// answer. On `close` it quits once every request it made has been answered (token_service
+/// answers each by its deadline, and CAF's request timeout bounds the rest), so no callback
+/// is ever dropped.
+caf::behavior bridge_impl(caf::stateful_actor<bridge_state>* self, token_service service) {
+  auto settle = [self] {
+    if (--self->state.outstanding == 0 && self->state.closing)
+      self->quit();
+  };
+  return {
+    [=](token_request& req, pending_callback& cb) {
+      auto timeout = req.timeout + answer_margin;
+      auto fn = std::make_shared<std::function<void(token_outcome)>>(std::move(cb.fn));
+      ++self->state.outstanding;
+      self->request(service, timeout, std::move(req))
+        .then(
+          [=](token_result& t) {
+            (*fn)(std::move(t));
+            settle();
+          },
+          [=](caf::error& e) {
+            (*fn)(std::move(e));
+            settle();
+          });
+    },
+    [=](close_atom) {
+      self->state.closing = true;
+      if (self->state.outstanding == 0)
+        self->quit();
+    },
+  };
+}
 
 } // namespace
 
@@ -77,6 +137,7 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   deps.stats = std::make_shared<stats_registry>();
   c->shutdown_timeout_ = options.shutdown_timeout;
   c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));
+  c->bridge_ = c->sys_->spawn(bridge_impl, c->module_.service());
   return c;
 }
 
@@ -90,6 +151,14 @@ client::~client() {
     self->receive([](caf::down_msg&) {},
                   caf::after(shutdown_timeout_) >> [] {});
   }
+  if (bridge_) {
+    // After the module: every request the bridge made has been answered (or will be by its
+    // timeout), so its callbacks all run before it quits.
+    caf::scoped_actor self{*sys_};
+    self->monitor(bridge_);
+    caf::anon_send(bridge_, close_atom::value);
+    self->receive([](caf::down_msg&) {}, caf::after(shutdown_timeout_) >> [] {});
+  }
   // Transfers still in flight are answered `cancelled`; their messages go to stopped actors.
   if (owns_transport_ && transport_)
     transport_->shutdown();
@@ -97,21 +166,11 @@ client::~client() {
 }
 
 void client::get_token(token_request request, std::function<void(token_outcome)> done) {
-  auto service = module_.service();
-  if (!service) {
+  if (!module_.service() || !bridge_) {
     done(make_msiv2_error(error_code::shutting_down, "the client is shutting down"));
     return;
   }
-  auto timeout = request.timeout + answer_margin;
-  // The unused argument keeps CAF 0.17 from binding a reference to a null empty tuple when it
-  // spawns a function without arguments (UBSan aborts on it).
-  sys_->spawn(
-    [=](caf::event_based_actor* self, int) {
-      self->request(service, timeout, request)
-        .then([=](token_result& t) { done(std::move(t)); },
-              [=](caf::error& e) { done(std::move(e)); });
-    },
-    0);
+  caf::anon_send(bridge_, std::move(request), pending_callback{std::move(done)});
 }
 
 token_outcome client::get_token_blocking(token_request request) {

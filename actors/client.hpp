@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 
+#include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
@@ -86,6 +87,9 @@ private:
   std::shared_ptr<io::transport> transport_;
   bool owns_transport_ = false;
   module module_;
+  /// One long-lived actor that turns get_token calls into requests to the module (spawning an
+  /// actor per call cost most of the callback API's throughput and tail latency).
+  caf::actor bridge_;
   std::chrono::milliseconds shutdown_timeout_{5000};
 };
 

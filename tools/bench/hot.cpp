@@ -279,7 +279,7 @@ void run_hot(const options& o, std::vector<row>& out) {
                  detail(delegated)});
   out.push_back({scen, "replies/s via client callback API", cb.per_second, "/s",
                  floor.per_second, "map lookups/s", "", "info",
-                 "8 callback chains, each get_token spawns its own request actor"});
+                 "8 callback chains through the client's one bridge actor"});
   out.push_back({scen, "p99 via client callback API", cb.p99, "us", floor.p99,
                  "p99 of one map lookup", "<= 20 us", judge(cb.p99 <= 20), detail(cb)});
 }
