@@ -1,5 +1,7 @@
 #include "actors/artifact_store.hpp"
 
+#include <openssl/crypto.h>
+
 #include <utility>
 
 namespace msiv2 {
@@ -65,6 +67,11 @@ struct file_artifact_store::impl {
     }
   };
   static registry& workers() {
+    // The workers use OpenSSL (random temp-file names), so OpenSSL's own at-exit cleanup must
+    // run after the drain. Handlers run in reverse order of registration: initializing OpenSSL
+    // here, before the registry exists, registers its cleanup first, so it runs last.
+    static const bool openssl_ready = OPENSSL_init_crypto(0, nullptr) == 1;
+    (void)openssl_ready;
     static registry r;
     return r;
   }
