@@ -107,32 +107,7 @@ result<platform_metadata> read_metadata(const io::http_response& r) {
                 std::string(server.value_or("")) +
                 "'): something other than IMDS answered; check the IMDS address "
                 "(AZURE_POD_IDENTITY_AUTHORITY_HOST) and that no proxy intercepts it");
-  auto doc = io::json_object::parse(r.body, "getplatformmetadata response");
-  if (!doc)
-    return doc.fail();
-  platform_metadata m;
-  auto client = doc->required_string("clientId");
-  auto tenant = doc->required_string("tenantId");
-  auto endpoint = doc->required_string("attestationEndpoint");
-  auto cu = doc->required_object("cuId");
-  for (const std::string* e : {client ? nullptr : &client.error(), tenant ? nullptr : &tenant.error(),
-                               endpoint ? nullptr : &endpoint.error(), cu ? nullptr : &cu.error()})
-    if (e != nullptr)
-      return fail(*e);
-  if (!platform::is_guid(*client) || !platform::is_guid(*tenant))
-    return fail("getplatformmetadata response: clientId and tenantId must be GUIDs");
-  auto vm = cu->optional_string("vmId");
-  auto vmss = cu->optional_string("vmssId");
-  if (!vm || !vmss)
-    return fail(!vm ? vm.error() : vmss.error());
-  platform::cu_id id{vm->value_or(""), vmss->value_or("")};
-  if (id.vm_id.empty() && id.vmss_id.empty())
-    return fail("getplatformmetadata response: cuId has neither vmId nor vmssId");
-  m.client_id = std::move(*client);
-  m.tenant_id = std::move(*tenant);
-  m.attestation_endpoint = std::move(*endpoint);
-  m.cuid_json = platform::cu_id_json(id);
-  return m;
+  return parse_platform_metadata(r.body);
 }
 
 /// issuecredential's answer checked against protocol.md §6. `key_mismatch` tells that the
@@ -708,6 +683,35 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
 }
 
 } // namespace
+
+result<platform_metadata> parse_platform_metadata(std::string_view body) {
+  auto doc = io::json_object::parse(body, "getplatformmetadata response");
+  if (!doc)
+    return doc.fail();
+  platform_metadata m;
+  auto client = doc->required_string("clientId");
+  auto tenant = doc->required_string("tenantId");
+  auto endpoint = doc->required_string("attestationEndpoint");
+  auto cu = doc->required_object("cuId");
+  for (const std::string* e : {client ? nullptr : &client.error(), tenant ? nullptr : &tenant.error(),
+                               endpoint ? nullptr : &endpoint.error(), cu ? nullptr : &cu.error()})
+    if (e != nullptr)
+      return fail(*e);
+  if (!platform::is_guid(*client) || !platform::is_guid(*tenant))
+    return fail("malformed getplatformmetadata response: clientId and tenantId must be GUIDs");
+  auto vm = cu->optional_string("vmId");
+  auto vmss = cu->optional_string("vmssId");
+  if (!vm || !vmss)
+    return fail(!vm ? vm.error() : vmss.error());
+  platform::cu_id id{vm->value_or(""), vmss->value_or("")};
+  if (id.vm_id.empty() && id.vmss_id.empty())
+    return fail("malformed getplatformmetadata response: cuId has neither vmId nor vmssId");
+  m.client_id = std::move(*client);
+  m.tenant_id = std::move(*tenant);
+  m.attestation_endpoint = std::move(*endpoint);
+  m.cuid_json = platform::cu_id_json(id);
+  return m;
+}
 
 std::string certificate_cache_key(const managed_identity& id, bool attested) {
   return to_string(id) + (attested ? "|attested" : "|plain");

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "actors/cert_issuer.hpp"
 #include "actors/client.hpp"
 #include "actors/keyguard_attestation.hpp"
 #include "io/curl_transport.hpp"
@@ -154,24 +155,13 @@ public:
       auto server = r.headers.get("Server");
       if (!server || server->find("IMDS") == std::string_view::npos)
         return fail("answer without a Server: IMDS header");
-      auto doc = io::json_object::parse(r.body, "getplatformmetadata response");
-      if (!doc)
-        return fail(doc.error());
-      auto client = doc->required_string("clientId");
-      auto tenant = doc->required_string("tenantId");
-      auto att = doc->required_string("attestationEndpoint");
-      auto cu = doc->required_object("cuId");
-      if (!client || !tenant || !att || !cu)
-        return fail("malformed getplatformmetadata response: a required member is missing");
-      platform::cu_id id;
-      if (auto vm = cu->optional_string("vmId"); vm && vm->has_value())
-        id.vm_id = **vm;
-      if (auto vmss = cu->optional_string("vmssId"); vmss && vmss->has_value())
-        id.vmss_id = **vmss;
-      b.client_id = *client;
-      b.tenant_id = *tenant;
-      b.attestation_endpoint = *att;
-      b.cuid_json = platform::cu_id_json(id);
+      auto meta = parse_platform_metadata(r.body);
+      if (!meta)
+        return fail(meta.error());
+      b.client_id = meta->client_id;
+      b.tenant_id = meta->tenant_id;
+      b.attestation_endpoint = meta->attestation_endpoint;
+      b.cuid_json = meta->cuid_json;
       return "clientId " + b.client_id + ", cuId " + b.cuid_json;
     }();
     bool ok = tl_.step("getplatformmetadata", outcome);

@@ -1,5 +1,7 @@
 #include "tools/bench/easy_client.hpp"
 
+#include "actors/cert_issuer.hpp"
+
 #include "io/json.hpp"
 #include "platform/csr.hpp"
 #include "platform/encoding.hpp"
@@ -100,20 +102,12 @@ result<easy_binding> easy_client::mint(EVP_PKEY* key, const std::string& selecto
     return fail(meta.error());
   if (meta->status != 200)
     return fail("getplatformmetadata: HTTP " + std::to_string(meta->status));
-  auto doc = io::json_object::parse(meta->body, "getplatformmetadata response");
-  if (!doc)
-    return fail(doc.error());
-  auto client = doc->required_string("clientId");
-  auto tenant = doc->required_string("tenantId");
-  auto att = doc->required_string("attestationEndpoint");
-  auto cu = doc->required_object("cuId");
-  if (!client || !tenant || !att || !cu)
-    return fail("getplatformmetadata response: a required member is missing");
-  platform::cu_id id;
-  if (auto vm = cu->optional_string("vmId"); vm && vm->has_value())
-    id.vm_id = **vm;
-  if (auto vmss = cu->optional_string("vmssId"); vmss && vmss->has_value())
-    id.vmss_id = **vmss;
+  auto parsed = parse_platform_metadata(meta->body);
+  if (!parsed)
+    return fail(parsed.error());
+  const std::string* client = &parsed->client_id;
+  const std::string* tenant = &parsed->tenant_id;
+  const std::string* att = &parsed->attestation_endpoint;
 
   std::string jwt = attestation_jwt != nullptr ? *attestation_jwt : std::string();
   if (attest && jwt.empty()) {
@@ -143,7 +137,7 @@ result<easy_binding> easy_client::mint(EVP_PKEY* key, const std::string& selecto
       *attestation_jwt = jwt;
   }
 
-  auto csr = platform::build_csr(key, *client, *tenant, platform::cu_id_json(id));
+  auto csr = platform::build_csr(key, *client, *tenant, parsed->cuid_json);
   if (!csr)
     return fail("CSR: " + csr.error());
   std::string body = "{\"csr\":" + platform::json_quote(platform::base64_encode(*csr));
