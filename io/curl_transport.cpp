@@ -1,6 +1,7 @@
 #include "io/curl_transport.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 #include <simdjson.h>
 
 namespace msiv2::io {
@@ -22,6 +24,17 @@ namespace msiv2::io {
 // transfers, which use the multi's own pool. The shares need no lock callbacks: only the
 // I/O thread touches them. Pools are keyed by the identity object's address; the pool holds
 // a reference, so the address cannot be reused while the pool lives.
+//
+// Why an identity's pool runs a bounded number of transfers: every transfer that finds no
+// idle connection opens one, so a burst of N requests of one identity used to cost N TCP
+// connects and N full TLS handshakes with an RSA client certificate (both ends sign). The
+// pool now runs at most options.max_connections_per_identity transfers and keeps the rest
+// waiting in order; a finished transfer leaves its connection idle in the share, where the
+// next one picks it up. Until the pool's first transfer to an origin (scheme, host, port) has
+// finished, only that one runs to it: by then the server's TLS 1.3 session ticket has been
+// read into the share's session cache, so the connections opened next resume that session
+// (no certificate signatures on either side) instead of each doing a full handshake. A
+// waiting transfer keeps its own deadline (see launch()).
 
 namespace {
 
@@ -39,12 +52,7 @@ CURLcode init_curl_once() {
   return global_init_result;
 }
 
-struct identity_pool {
-  std::shared_ptr<const client_identity> identity;
-  CURLSH* share = nullptr;
-  std::size_t in_flight = 0;
-  std::uint64_t last_used = 0;
-};
+struct identity_pool;
 
 struct transfer {
   http_request request;
@@ -53,6 +61,9 @@ struct transfer {
   CURL* easy = nullptr;
   curl_slist* header_list = nullptr;
   identity_pool* pool = nullptr;
+  std::string origin;        // scheme://host:port, for the pool's per-origin warm-up
+  bool launched = false;     // attached to the multi (counts in its pool's `running`)
+  bool tls_resumed = false;  // the connection's TLS handshake resumed a session
   http_headers response_headers;
   std::string body;
   bool too_large = false;
@@ -69,6 +80,21 @@ struct transfer {
   }
   transfer(const transfer&) = delete;
   transfer& operator=(const transfer&) = delete;
+};
+
+struct origin_state {
+  std::size_t running = 0;  // transfers to this origin attached to the multi
+  bool warmed = false;      // one has finished: a TLS session for the origin is cached
+};
+
+struct identity_pool {
+  std::shared_ptr<const client_identity> identity;
+  CURLSH* share = nullptr;
+  std::size_t in_flight = 0;  // transfers pinning the pool: running and waiting
+  std::size_t running = 0;    // transfers attached to the multi
+  std::map<std::string, origin_state> origins;
+  std::deque<std::unique_ptr<transfer>> waiting;
+  std::uint64_t last_used = 0;
 };
 
 // Scheme, host, port and path only: queries may carry identifiers we'd rather not spread.
@@ -124,6 +150,12 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   if (line.rfind("HTTP/", 0) == 0) {
     // A new status line (after 100 Continue or a proxy's CONNECT answer): fields restart.
     t->response_headers.fields.clear();
+    // The connection is attached to the transfer only while it runs: note now whether its
+    // handshake resumed a session (counted when this transfer opened the connection).
+    curl_tlssessioninfo* tls = nullptr;
+    if (curl_easy_getinfo(t->easy, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls != nullptr
+        && tls->backend == CURLSSLBACKEND_OPENSSL && tls->internals != nullptr)
+      t->tls_resumed = SSL_session_reused(static_cast<SSL*>(tls->internals)) == 1;
     return n;
   }
   if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
@@ -219,7 +251,7 @@ struct curl_transport::impl {
       curl_multi_cleanup(multi);
   }
 
-  void count_completion(const http_response& r, long new_connections) {
+  void count_completion(const http_response& r, long new_connections, bool resumed) {
     std::lock_guard<std::mutex> guard(mutex);
     ++stats.completed;
     ++stats.by_error[static_cast<std::size_t>(r.error)];
@@ -227,13 +259,16 @@ struct curl_transport::impl {
       int cls = r.status / 100;
       ++stats.by_status_class[cls >= 1 && cls <= 5 ? static_cast<std::size_t>(cls) : 0];
     }
-    if (new_connections > 0)
+    if (new_connections > 0) {
       stats.connections_opened += static_cast<std::uint64_t>(new_connections);
+      if (resumed)
+        ++stats.tls_sessions_resumed;
+    }
   }
 
   void complete(transfer& t, http_response r, long new_connections = 0) {
     r.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t.started);
-    count_completion(r, new_connections);
+    count_completion(r, new_connections, t.tls_resumed);
     auto done = std::move(t.done);
     if (done)
       done(std::move(r));
@@ -256,7 +291,10 @@ struct curl_transport::impl {
         curl_share_cleanup(share);
         return msiv2::fail(std::string("curl_share_setopt: ") + curl_share_strerror(sc));
       }
-      it = pools.emplace(id.get(), identity_pool{id, share, 0, 0}).first;
+      identity_pool fresh;
+      fresh.identity = id;
+      fresh.share = share;
+      it = pools.emplace(id.get(), std::move(fresh)).first;
     }
     it->second.last_used = ++use_tick;
     return &it->second;
@@ -393,6 +431,9 @@ struct curl_transport::impl {
       auto pool = pool_for(r.identity);
       if (!pool)
         return msiv2::fail(pool.error());
+      auto parts = split_url(r.url);
+      if (parts)
+        t.origin = parts->scheme + "://" + parts->host + ":" + parts->port;
       t.pool = *pool;  // pinned before the easy handle joins the share; see release_pool()
       ++t.pool->in_flight;
       set(CURLOPT_SHARE, "CURLOPT_SHARE", t.pool->share);
@@ -411,14 +452,109 @@ struct curl_transport::impl {
       fail(*t, transport_error::other, configured.error());
       return;
     }
+    if (t->pool != nullptr && !has_free_slot(*t->pool, t->origin)) {
+      {
+        std::lock_guard<std::mutex> guard(mutex);
+        ++stats.queued_for_pool;
+      }
+      t->pool->waiting.push_back(std::move(t));
+      return;
+    }
+    launch(std::move(t));
+  }
+
+  // Room for one more transfer of `p` to `origin`: under the pool's bound, and alone with
+  // its origin until a transfer to it has finished (so the session can be resumed).
+  bool has_free_slot(const identity_pool& p, const std::string& origin) const {
+    if (p.running >= options.max_connections_per_identity)
+      return false;
+    auto it = p.origins.find(origin);
+    return it == p.origins.end() || it->second.warmed || it->second.running == 0;
+  }
+
+  clock_type::time_point deadline(const transfer& t) const { return t.started + t.request.timeout; }
+
+  // Attaches a configured transfer to the multi with what is left of its timeout (time spent
+  // waiting for a slot of its pool counts).
+  void launch(std::unique_ptr<transfer> t) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline(*t) - clock_type::now());
+    if (left.count() <= 0) {
+      expire(*t);
+      return;
+    }
+    CURLcode c = curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
+    if (c != CURLE_OK) {
+      release_pool(*t);
+      fail(*t, transport_error::other, std::string("curl_easy_setopt(CURLOPT_TIMEOUT_MS): ") + curl_easy_strerror(c));
+      return;
+    }
     CURLMcode mc = curl_multi_add_handle(multi, t->easy);
     if (mc != CURLM_OK) {
       release_pool(*t);
       fail(*t, transport_error::other, std::string("curl_multi_add_handle: ") + curl_multi_strerror(mc));
       return;
     }
+    if (t->pool != nullptr) {
+      ++t->pool->running;
+      ++t->pool->origins[t->origin].running;
+      t->launched = true;
+    }
     transfer* key = t.get();
     active.emplace(key, std::move(t));
+  }
+
+  // A transfer whose deadline passed while it waited for a slot of its pool.
+  void expire(transfer& t) {
+    release_pool(t);
+    fail(t, transport_error::timeout,
+         "no complete response within " + std::to_string(t.request.timeout.count())
+             + " ms: still waiting for a connection of its client identity");
+  }
+
+  // Starts waiting transfers where their pool has room; fails those past their deadline.
+  // Returns the nearest deadline among those still waiting (time_point::max() if none).
+  clock_type::time_point service_waiting() {
+    auto nearest = clock_type::time_point::max();
+    auto now = clock_type::now();
+    for (auto& [key, p] : pools) {
+      if (p.waiting.empty())
+        continue;
+      std::deque<std::unique_ptr<transfer>> keep;
+      auto doomed = std::move(p.waiting);
+      p.waiting.clear();
+      for (auto& t : doomed) {
+        if (deadline(*t) <= now)
+          expire(*t);
+        else
+          keep.push_back(std::move(t));
+      }
+      // In order, except that one waiting for its origin's first transfer lets those
+      // behind it to other origins pass.
+      for (auto& t : keep) {
+        if (p.running >= options.max_connections_per_identity)
+          break;
+        if (has_free_slot(p, t->origin))
+          launch(std::move(t));
+      }
+      for (auto& t : keep)
+        if (t != nullptr) {
+          nearest = std::min(nearest, deadline(*t));
+          p.waiting.push_back(std::move(t));
+        }
+    }
+    return nearest;
+  }
+
+  // Answers every waiting transfer with `cancelled` (shutdown).
+  void cancel_waiting() {
+    for (auto& [key, p] : pools) {
+      auto doomed = std::move(p.waiting);
+      p.waiting.clear();
+      for (auto& t : doomed) {
+        release_pool(*t);
+        fail(*t, transport_error::cancelled, "transport shut down");
+      }
+    }
   }
 
   // Detaches the easy handle from its share (so the share can be closed) and unpins the pool.
@@ -428,6 +564,13 @@ struct curl_transport::impl {
     if (t.easy != nullptr) {
       curl_easy_cleanup(t.easy);
       t.easy = nullptr;
+    }
+    if (t.launched) {
+      --t.pool->running;
+      auto& o = t.pool->origins[t.origin];
+      --o.running;
+      o.warmed = true;
+      t.launched = false;
     }
     --t.pool->in_flight;
     t.pool = nullptr;
@@ -531,7 +674,6 @@ struct curl_transport::impl {
       release_pool(*t);
       complete(*t, std::move(r), connects);
     }
-    trim_pools();
   }
 
   // Answers every transfer in flight with `kind` (shutdown, or a broken multi handle).
@@ -566,11 +708,21 @@ struct curl_transport::impl {
       if (mc != CURLM_OK)
         abort_active(transport_error::other, std::string("curl_multi_perform: ") + curl_multi_strerror(mc));
       finish_done();
-      mc = curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+      auto nearest = service_waiting();
+      trim_pools();
+      // Transfers launched just now need no wakeup: curl's own timer for a new handle is 0,
+      // which cuts the poll short. The wait ends at the nearest deadline of a waiting one.
+      int wait_ms = 1000;
+      if (nearest != clock_type::time_point::max()) {
+        auto until = std::chrono::duration_cast<std::chrono::milliseconds>(nearest - clock_type::now()).count() + 1;
+        wait_ms = static_cast<int>(std::clamp<long long>(until, 0, wait_ms));
+      }
+      mc = curl_multi_poll(multi, nullptr, 0, wait_ms, nullptr);
       if (mc != CURLM_OK)
         abort_active(transport_error::other, std::string("curl_multi_poll: ") + curl_multi_strerror(mc));
     }
     abort_active(transport_error::cancelled, "transport shut down");
+    cancel_waiting();
     for (auto& t : incoming)
       fail(*t, transport_error::cancelled, "transport shut down");
     for (auto& [key, p] : pools)
@@ -587,6 +739,8 @@ struct curl_transport::impl {
 result<std::unique_ptr<curl_transport>> curl_transport::create(curl_transport_options options) {
   if (CURLcode c = init_curl_once(); c != CURLE_OK)
     return fail(std::string("curl_global_init: ") + curl_easy_strerror(c));
+  if (options.max_connections_per_identity < 1)
+    return fail("curl_transport_options.max_connections_per_identity must be at least 1");
   auto state = std::make_unique<impl>();
   state->options = options;
   state->multi = curl_multi_init();

@@ -21,6 +21,14 @@ struct curl_transport_options {
   /// Identity pools kept while idle; beyond this the least recently used idle pools are
   /// closed. A pool whose identity nobody else holds any more is closed when it goes idle.
   std::size_t max_identity_pools = 16;
+  /// Transfers running at once in one identity's pool (so at most this many connections and
+  /// TLS handshakes with its certificate); the rest wait inside the transport, in order, and
+  /// take a kept-alive connection when one is free. Until the pool's first transfer to a
+  /// host and port has finished (its TLS session is then cached) only that one runs to it,
+  /// so the next connections resume that session instead of doing full handshakes. A waiting request still fails at its own
+  /// deadline (the time it waited counts). Must be at least 1. Identity-less transfers
+  /// (the default pool) are not bounded.
+  std::size_t max_connections_per_identity = 4;
 };
 
 /// What a curl_transport has done so far.
@@ -32,6 +40,10 @@ struct transport_counters {
   /// Completions by transport_error ([none] = HTTP responses of any status).
   std::array<std::uint64_t, transport_error_count> by_error{};
   std::uint64_t connections_opened = 0; ///< new TCP connections (reused ones not counted)
+  /// New TLS connections whose handshake resumed a cached session (abbreviated handshake).
+  std::uint64_t tls_sessions_resumed = 0;
+  /// Requests that had to wait for a slot of their identity's pool.
+  std::uint64_t queued_for_pool = 0;
 
   /// Completions that carried `kind`.
   std::uint64_t errors(transport_error kind) const {
@@ -51,7 +63,7 @@ struct transport_counters {
 class curl_transport final : public transport {
 public:
   /// Initializes libcurl (once per process), creates the multi handle and starts the I/O
-  /// thread. Fails when libcurl cannot be initialized.
+  /// thread. Fails when libcurl cannot be initialized or an option is out of range.
   static result<std::unique_ptr<curl_transport>> create(curl_transport_options options = {});
   /// Calls shutdown() and joins the I/O thread. Must not run on the I/O thread.
   ~curl_transport() override;

@@ -855,6 +855,135 @@ BOOST_AUTO_TEST_CASE(resumed_tls_sessions_stay_with_their_identity) {
   BOOST_TEST(resumed >= 2, "sessions resumed: " << resumed);  // resumption was exercised
 }
 
+BOOST_AUTO_TEST_CASE(a_burst_on_one_identity_opens_at_most_the_bound_of_connections_resuming_the_first_session) {
+  test_server server(true, client_certs::any);
+  io::curl_transport_options options;
+  options.max_connections_per_identity = 3;
+  auto transport = make_transport(options);
+  auto a = pki().identity(pki().client_a);
+  collector c;
+  constexpr std::size_t n = 12;
+  for (std::size_t i = 0; i < n; ++i)
+    transport->send(tls_get(server, "/delay/30", a), c.sink());
+  BOOST_REQUIRE(c.wait(n));
+  for (const auto& e : c.snapshot())
+    BOOST_TEST(e.response.status == 200, describe(e.response));
+
+  auto seen = server.seen();
+  BOOST_REQUIRE_EQUAL(seen.size(), n);
+  std::map<std::uint64_t, bool> resumed_by_connection;
+  for (const auto& s : seen) {
+    BOOST_TEST(s.client_cn == "client-a");
+    resumed_by_connection[s.connection] = s.resumed;
+  }
+  BOOST_TEST(server.connections() <= 3u);
+  BOOST_TEST(resumed_by_connection.size() == server.connections());
+  // The first connection made the session; every later one resumed it.
+  BOOST_TEST(!resumed_by_connection.at(1));
+  for (const auto& [conn, resumed] : resumed_by_connection)
+    if (conn != 1)
+      BOOST_TEST(resumed, "connection " << conn << " did a full handshake");
+
+  auto counters = transport->counters();
+  BOOST_TEST(counters.connections_opened == server.connections());
+  BOOST_TEST(counters.tls_sessions_resumed == server.connections() - 1);
+  // Only the first ran until it finished: the other eleven waited for a slot.
+  BOOST_TEST(counters.queued_for_pool == n - 1);
+}
+
+BOOST_AUTO_TEST_CASE(bursts_of_two_identities_never_share_a_connection_or_a_session) {
+  test_server server(true, client_certs::any);
+  io::curl_transport_options options;
+  options.max_connections_per_identity = 2;
+  auto transport = make_transport(options);
+  auto a = pki().identity(pki().client_a);
+  auto b = pki().identity(pki().client_b);
+  collector c;
+  constexpr int per_identity = 8;
+  for (int i = 0; i < 2 * per_identity; ++i) {
+    bool use_a = i % 2 == 0;
+    auto r = tls_get(server, "/delay/20", use_a ? a : b);
+    r.headers.add("X-Expect-CN", use_a ? "client-a" : "client-b");
+    transport->send(r, c.sink());
+  }
+  BOOST_REQUIRE(c.wait(2 * per_identity));
+  for (const auto& e : c.snapshot())
+    BOOST_TEST(e.response.status == 200, describe(e.response));
+  std::map<std::uint64_t, std::set<std::string>> cns_by_connection;
+  int resumed_requests = 0;
+  for (const auto& s : server.seen()) {
+    // Resumed or not, the server sees the certificate of the request's own identity.
+    BOOST_TEST(s.client_cn == std::string(s.headers.get("X-Expect-CN").value_or("?")),
+               "resumed " << s.resumed);
+    cns_by_connection[s.connection].insert(s.client_cn);
+    resumed_requests += s.resumed ? 1 : 0;
+  }
+  for (const auto& [conn, cns] : cns_by_connection)
+    BOOST_TEST(cns.size() == 1u, "connection " << conn << " carried more than one identity");
+  BOOST_TEST(server.connections() <= 4u);
+  BOOST_TEST(resumed_requests > 0);
+  BOOST_TEST(transport->counters().tls_sessions_resumed >= 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_request_waiting_for_its_identity_fails_at_its_own_deadline) {
+  test_server server(true, client_certs::any);
+  io::curl_transport_options options;
+  options.max_connections_per_identity = 1;
+  auto transport = make_transport(options);
+  auto a = pki().identity(pki().client_a);
+  collector c;
+  auto slow = tls_get(server, "/delay/1500", a);
+  slow.headers.add("X-Which", "slow");
+  transport->send(slow, c.sink());
+  auto waiting = tls_get(server, "/hello", a);
+  waiting.timeout = 300ms;
+  transport->send(waiting, c.sink());
+  BOOST_REQUIRE(c.wait(2));
+  auto got = c.snapshot();
+  // The waiting one ended first, without reaching the server.
+  BOOST_TEST((got[0].response.error == transport_error::timeout), describe(got[0].response));
+  BOOST_TEST(got[0].response.error_message.find("waiting for a connection") != std::string::npos,
+             got[0].response.error_message);
+  BOOST_TEST(got[0].response.error_message.find("/hello") != std::string::npos);
+  BOOST_TEST(got[1].response.status == 200, describe(got[1].response));
+  auto seen = server.seen();
+  BOOST_REQUIRE_EQUAL(seen.size(), 1u);
+  BOOST_TEST(seen[0].target == "/delay/1500");
+  auto counters = transport->counters();
+  BOOST_TEST(counters.queued_for_pool == 1u);
+  BOOST_TEST(counters.errors(transport_error::timeout) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(shutdown_answers_requests_waiting_for_their_identity_with_cancelled) {
+  test_server server(true, client_certs::any);
+  io::curl_transport_options options;
+  options.max_connections_per_identity = 1;
+  auto transport = make_transport(options);
+  auto a = pki().identity(pki().client_a);
+  collector c;
+  for (int i = 0; i < 4; ++i) {
+    auto r = tls_get(server, "/hang", a);
+    r.timeout = 60s;
+    transport->send(r, c.sink());
+  }
+  BOOST_REQUIRE(server.wait_seen(1, 10s));
+  transport->shutdown();
+  auto got = c.snapshot();
+  BOOST_REQUIRE_EQUAL(got.size(), 4u);
+  for (const auto& e : got)
+    BOOST_TEST((e.response.error == transport_error::cancelled), describe(e.response));
+  BOOST_TEST(server.seen().size() == 1u);
+  BOOST_TEST(transport->counters().queued_for_pool == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(a_bound_of_zero_connections_per_identity_is_refused) {
+  io::curl_transport_options options;
+  options.max_connections_per_identity = 0;
+  auto t = io::curl_transport::create(options);
+  BOOST_REQUIRE(!t.ok());
+  BOOST_TEST(t.error().find("max_connections_per_identity") != std::string::npos, t.error());
+}
+
 BOOST_AUTO_TEST_CASE(a_client_certificate_the_server_does_not_trust_is_classified_as_rejected) {
   test_server server(true, client_certs::from_ca_b);  // client-a is from CA a
   auto transport = make_transport();
