@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +20,9 @@
 
 #include <simdjson.h>
 
+#include "io/curl_transport.hpp"
 #include "platform/csr.hpp"
+#include "platform/jwt.hpp"
 #include "platform/encoding.hpp"
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
@@ -469,6 +473,105 @@ BOOST_AUTO_TEST_CASE(csr_to_certificate_to_mtls_token_to_resource_over_real_tls)
   BOOST_TEST(f.sim().count("token", 200) == 1);
   BOOST_TEST(f.sim().count("resource", 200) == 1);
   BOOST_TEST(f.sim().count("resource", 401) == 1);
+}
+
+BOOST_AUTO_TEST_CASE(resumed_tls_sessions_present_the_certificate_their_tokens_are_bound_to) {
+  // Two identities, each with a burst of token calls through curl_transport: the first
+  // connection of each does a full handshake, the next ones resume its session from a ticket.
+  // Every token (resumed connection or not) is bound to its own identity's certificate, and
+  // the resource, which compares the token's cnf with the certificate of the connection,
+  // accepts each token on its own identity's connections and refuses it on the other's.
+  sim_fixture f;
+  std::vector<issued> certs;
+  certs.push_back(issue_certificate(f, "client_id=" + f.cfg().user_identities[0].client_id));
+  certs.push_back(issue_certificate(f, "client_id=" + f.cfg().user_identities[1].client_id));
+  std::vector<std::shared_ptr<const msiv2::io::client_identity>> ids;
+  for (const auto& c : certs) {
+    auto id = msiv2::io::client_identity::create({c.cert_der}, platform::share_key(c.key.get()));
+    BOOST_TEST_REQUIRE(id.ok(), (id.ok() ? "" : id.error()));
+    ids.push_back(*id);
+  }
+  msiv2::io::curl_transport_options options;
+  options.max_connections_per_identity = 3;
+  auto made = msiv2::io::curl_transport::create(options);
+  BOOST_TEST_REQUIRE(made.ok(), (made.ok() ? "" : made.error()));
+  auto& transport = **made;
+
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::pair<std::size_t, msiv2::io::http_response>> got;
+  auto send_all = [&](auto make, std::size_t per_identity) {
+    {
+      std::lock_guard<std::mutex> g{m};
+      got.clear();
+    }
+    for (std::size_t i = 0; i < per_identity * ids.size(); ++i) {
+      std::size_t who = i % ids.size();
+      transport.send(make(who, i), [&, who](msiv2::io::http_response r) {
+        std::lock_guard<std::mutex> g{m};
+        got.emplace_back(who, std::move(r));
+        cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> g{m};
+    BOOST_TEST_REQUIRE(cv.wait_for(g, std::chrono::seconds(30),
+                                   [&] { return got.size() == per_identity * ids.size(); }));
+    return got;
+  };
+
+  constexpr std::size_t burst = 8;
+  auto tokens = send_all(
+    [&](std::size_t who, std::size_t i) {
+      msiv2::io::http_request r;
+      r.method = "POST";
+      r.url = f.urls().token + "/" + f.cfg().tenant_id + "/oauth2/v2.0/token";
+      r.headers.add("Content-Type", "application/x-www-form-urlencoded");
+      r.body = "grant_type=client_credentials&client_id=" + certs[who].client_id + "&scope=" +
+               platform::url_encode("https://r" + std::to_string(i) + ".example.com/.default") +
+               "&token_type=mtls_pop";
+      r.ca_file = f.urls().ca_file;
+      r.identity = ids[who];
+      r.timeout = std::chrono::seconds(20);
+      return r;
+    },
+    burst);
+  std::vector<std::string> token_of(ids.size());
+  for (const auto& [who, r] : tokens) {
+    BOOST_TEST_REQUIRE(r.status == 200, r.error_message << " " << r.body);
+    auto access = json_string(r.body, "access_token").value_or("");
+    auto claims = platform::read_jwt_claims(access);
+    BOOST_TEST_REQUIRE(claims.ok());
+    BOOST_TEST(claims->cnf_x5t_s256 == platform::x5t_s256(certs[who].cert_der));
+    token_of[who] = access;
+  }
+  BOOST_TEST(f.sim().count("token", 200) == burst * ids.size());
+  BOOST_TEST(f.sim().tls_handshakes("token") <= 3 * ids.size());
+  BOOST_TEST(f.sim().tls_handshakes("token", true) >= ids.size());  // at least one each
+  BOOST_TEST(f.sim().tls_handshakes("token", true) ==
+             f.sim().tls_handshakes("token") - ids.size());  // all but each first one
+  BOOST_TEST(transport.counters().tls_sessions_resumed == f.sim().tls_handshakes("token", true));
+
+  // Own token on own connections: accepted; the other identity's token: refused (the
+  // resource saw this identity's certificate, resumed session or not).
+  auto resource = [&](bool own) {
+    return send_all(
+      [&, own](std::size_t who, std::size_t) {
+        msiv2::io::http_request r;
+        r.url = f.urls().resource + "/subscriptions";
+        r.headers.add("Authorization", "mtls_pop " + token_of[own ? who : 1 - who]);
+        r.ca_file = f.urls().ca_file;
+        r.identity = ids[who];
+        return r;
+      },
+      burst);
+  };
+  for (const auto& [who, r] : resource(true))
+    BOOST_TEST(r.status == 200, "identity " << who << ": " << r.error_message << " " << r.body);
+  for (const auto& [who, r] : resource(false))
+    BOOST_TEST(r.status == 401, "identity " << who << ": " << r.error_message << " " << r.body);
+  BOOST_TEST(f.sim().tls_handshakes("resource", true) >= ids.size());
+  BOOST_TEST(f.sim().tls_handshakes("attestation") == 0u);
+  BOOST_TEST(f.sim().tls_handshakes("imds") == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(token_listener_refuses_a_tls_client_without_certificate) {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -220,6 +221,12 @@ public:
   void stop() override;
   std::uint64_t count(std::string_view endpoint, int status) const override;
   std::string counters_json() const override;
+  std::uint64_t tls_handshakes(std::string_view listener, bool resumed_only) const override {
+    for (auto kind : {listener_kind::attestation, listener_kind::token, listener_kind::resource})
+      if (listener == listener_name(kind))
+        return (resumed_only ? resumed_ : handshakes_)[static_cast<std::size_t>(kind)].load();
+    return 0;
+  }
   result<void> set_fault(std::string_view endpoint, fault_spec spec) override {
     return faults_.set(endpoint, std::move(spec));
   }
@@ -231,6 +238,10 @@ public:
       std::lock_guard lock(counters_mutex_);
       counters_.clear();
     }
+    for (auto& n : handshakes_)
+      n = 0;
+    for (auto& n : resumed_)
+      n = 0;
     faults_.clear();
     clock_offset_ = 0;
     pki_->reset();
@@ -244,6 +255,11 @@ public:
   response answer(listener_kind kind, const std::string& endpoint, const request& req);
   fault_decision next_fault(const std::string& endpoint) { return faults_.next(endpoint); }
   void record(const std::string& endpoint, int status);
+  void note_handshake(listener_kind kind, bool resumed) {
+    ++handshakes_[static_cast<std::size_t>(kind)];
+    if (resumed)
+      ++resumed_[static_cast<std::size_t>(kind)];
+  }
   const std::string& server_header() const { return cfg_.imds_server_header; }
   /// Adds a live session; false when stopping (the caller closes it).
   bool add_session(const std::shared_ptr<session_base>& s);
@@ -284,6 +300,8 @@ private:
 
   mutable std::mutex counters_mutex_;
   std::map<std::string, std::map<int, std::uint64_t>, std::less<>> counters_;
+  std::array<std::atomic<std::uint64_t>, 5> handshakes_{};  // by listener_kind
+  std::array<std::atomic<std::uint64_t>, 5> resumed_{};
 
   std::mutex sessions_mutex_;
   std::unordered_map<session_base*, std::weak_ptr<session_base>> sessions_;
@@ -349,7 +367,9 @@ private:
     if (ec || closing_)
       return close_now();
     if constexpr (tls) {
-      // The authority judges the certificate; the TLS layer only hands it over.
+      sim_.note_handshake(kind_, SSL_session_reused(stream_.native_handle()) == 1);
+      // The authority judges the certificate; the TLS layer only hands it over. On a resumed
+      // session it is the certificate of the full handshake that made the session.
       if (X509* peer = SSL_get0_peer_certificate(stream_.native_handle())) {
         int len = i2d_X509(peer, nullptr);
         if (len > 0) {
@@ -668,11 +688,19 @@ result<ssl::context> simulator_impl::make_tls(listener_kind kind) {
     if (ec)
       return fail(what + ": client certificate settings: " + ec.message());
   }
-  // No resumption: a resumed session would carry the previous connection's client
-  // certificate, hiding a certificate change from the authority.
+  // Resumption from TLS 1.3 tickets (stateless: the ticket, sealed with this context's key,
+  // carries the session, including the client certificate of the full handshake that made
+  // it; no server-side cache). A resumed connection presents that certificate: the session
+  // handler reads it from the session and the authority judges it like any other, so a
+  // client that resumed a session of another certificate is seen using that certificate
+  // (clients must keep sessions per certificate, as msiv2's transport does). OpenSSL
+  // refuses to resume a session with a verified peer without a session id context.
+  const std::string sid_context = std::string("msiv2-sim-") + listener_name(kind);
+  if (SSL_CTX_set_session_id_context(ctx.native_handle(),
+                                     reinterpret_cast<const unsigned char*>(sid_context.data()),
+                                     static_cast<unsigned>(sid_context.size())) != 1)
+    return fail(what + ": cannot set the session id context");
   SSL_CTX_set_session_cache_mode(ctx.native_handle(), SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx.native_handle(), SSL_OP_NO_TICKET);
-  SSL_CTX_set_num_tickets(ctx.native_handle(), 0);
   return ctx;
 }
 

@@ -44,6 +44,9 @@ public:
   virtual std::uint64_t count(std::string_view endpoint, int status = 0) const = 0;
   /// Every counter as JSON {"imds_metadata":{"200":3,"400":1},...}.
   virtual std::string counters_json() const = 0;
+  /// TLS handshakes completed on an HTTPS listener ("attestation", "token", "resource"; 0 for
+  /// any other name); with `resumed_only`, those that resumed a session from a ticket.
+  virtual std::uint64_t tls_handshakes(std::string_view listener, bool resumed_only = false) const = 0;
   /// Sets or replaces the fault of one endpoint; an error for an unknown endpoint name.
   virtual result<void> set_fault(std::string_view endpoint, fault_spec spec) = 0;
   /// Clears every fault.
