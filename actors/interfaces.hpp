@@ -92,7 +92,7 @@ using token_exchanger = caf::typed_actor<
 using renewal_timer = caf::typed_actor<
   caf::reacts_to<schedule_atom, std::string, std::int64_t, caf::actor>, ///< id, at, owner
   caf::reacts_to<cancel_atom, std::string>,
-  caf::reacts_to<caf::tick_atom, std::string, std::uint64_t>, ///< id, generation (internal)
+  caf::reacts_to<caf::tick_atom, std::uint64_t>, ///< generation of the armed tick (internal)
   caf::reacts_to<wire_atom, wiring_ptr>>;
 
 /// The facade: validates, serves the access-token cache (single-flight per key), routes

@@ -17,14 +17,33 @@ using self_ptr = renewal_timer::stateful_pointer<renewal_timer_state>;
 /// within this time instead of when the actor clock reaches the target.
 constexpr std::int64_t max_wait_ms = 60'000;
 
-/// Arms the tick of `id` for its current generation; the delay comes from the wall clock.
-void arm(self_ptr self, const deps_ptr& deps, const std::string& id, const renewal_entry& e) {
-  auto delay = std::clamp<std::int64_t>(e.at_ms - deps->wall->now_ms(), 0, max_wait_ms);
+/// Arms one tick for the earliest renewal (none when nothing is scheduled), unless the tick
+/// already armed fires no later (`force`: the armed tick is being consumed, arm anew).
+void arm(self_ptr self, const deps_ptr& deps, bool force) {
+  auto& st = self->state;
+  if (st.due.empty()) {
+    st.armed = 0; // a tick still in the clock is stale now
+    return;
+  }
+  auto delay = std::clamp<std::int64_t>(st.due.begin()->first - deps->wall->now_ms(), 0,
+                                        max_wait_ms);
+  auto fire = self->clock().now() + std::chrono::milliseconds(delay);
+  if (!force && st.armed != 0 && st.armed_for <= fire)
+    return;
+  st.armed = ++st.generation;
+  st.armed_for = fire;
   if (delay == 0)
-    self->send(self, caf::tick_atom::value, id, e.generation);
+    self->send(self, caf::tick_atom::value, st.armed);
   else
-    self->delayed_send(self, std::chrono::milliseconds(delay), caf::tick_atom::value, id,
-                       e.generation);
+    self->delayed_send(self, std::chrono::milliseconds(delay), caf::tick_atom::value, st.armed);
+}
+
+/// Removes `i` from both indexes and its gauge.
+void drop(self_ptr self, const deps_ptr& deps,
+          std::map<std::string, renewal_entry>::iterator i) {
+  self->state.due.erase({i->second.at_ms, &i->first});
+  deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, i->first));
+  self->state.timers.erase(i);
 }
 
 } // namespace
@@ -50,39 +69,47 @@ renewal_timer::behavior_type
 renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, deps_ptr deps) {
   return {
     [=](schedule_atom, const std::string& id, std::int64_t at_ms, const caf::actor& owner) {
-      auto& e = self->state.timers[id];
-      e.generation = ++self->state.generation;
+      auto& st = self->state;
+      auto [i, created] = st.timers.try_emplace(id);
+      auto& e = i->second;
+      auto kind = renewal_kind(st.peers, owner);
+      if (!created) {
+        st.due.erase({e.at_ms, &i->first});
+        if (e.kind != kind)
+          deps->stats->erase_gauge(renewal_gauge_name(e.kind, id));
+      }
       e.at_ms = at_ms;
-      auto kind = renewal_kind(self->state.peers, owner);
-      if (!e.kind.empty() && e.kind != kind)
-        deps->stats->erase_gauge(renewal_gauge_name(e.kind, id));
       e.owner = owner;
       e.kind = std::move(kind);
+      st.due.emplace(at_ms, &i->first);
       deps->stats->set_gauge(renewal_gauge_name(e.kind, id), static_cast<double>(at_ms) / 1000.0);
-      arm(self, deps, id, e);
+      arm(self, deps, false);
     },
     [=](cancel_atom, const std::string& id) {
       auto i = self->state.timers.find(id);
       if (i == self->state.timers.end())
         return;
-      deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, id));
-      self->state.timers.erase(i);
+      drop(self, deps, i);
+      // The armed tick may now be early or needless; it finds that out when it fires.
     },
-    [=](caf::tick_atom, const std::string& id, std::uint64_t generation) {
-      auto i = self->state.timers.find(id);
-      if (i == self->state.timers.end() || i->second.generation != generation)
-        return; // cancelled or replaced
-      // Still early by the wall clock: a partial wait, or the wall clock was corrected
-      // backwards (renewing now would be early). Wait for the wall time.
-      if (deps->wall->now_ms() < i->second.at_ms) {
-        arm(self, deps, id, i->second);
-        return;
+    [=](caf::tick_atom, std::uint64_t generation) {
+      auto& st = self->state;
+      if (generation != st.armed)
+        return; // superseded by an earlier arming
+      st.armed = 0;
+      // Everything due by the wall clock renews now; a tick that came early by the wall
+      // clock (a partial wait, or the wall clock corrected backwards) renews nothing and
+      // re-arms for the wall time.
+      auto now = deps->wall->now_ms();
+      while (!st.due.empty() && st.due.begin()->first <= now) {
+        auto i = st.timers.find(*st.due.begin()->second);
+        auto owner = std::move(i->second.owner);
+        auto id = i->first;
+        drop(self, deps, i);
+        if (owner)
+          caf::anon_send(owner, renew_atom::value, id);
       }
-      auto owner = std::move(i->second.owner);
-      deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, id));
-      self->state.timers.erase(i);
-      if (owner)
-        caf::anon_send(owner, renew_atom::value, id);
+      arm(self, deps, true);
     },
     [=](wire_atom, wiring_ptr peers) { self->state.peers = std::move(peers); },
   };

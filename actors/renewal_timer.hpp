@@ -1,15 +1,19 @@
 #pragma once
 
-// renewal_timer: one timer per artifact id; at the artifact's renewal time (wall clock) it
-// sends (renew_atom, id) to the artifact's owner. Timers run on the actor clock (virtual under
-// the test scheduler) and every tick re-checks the wall clock, so a clock corrected backwards
-// re-arms instead of renewing early and a late tick (suspend, overload) renews at once.
+// renewal_timer: one renewal time per artifact id; at the artifact's renewal time (wall clock)
+// it sends (renew_atom, id) to the artifact's owner. The times are kept in order and only the
+// earliest one is armed on the actor clock (virtual under the test scheduler): one pending
+// message however many artifacts there are, so a cached token costs a map entry, not a timer
+// message. Every tick re-checks the wall clock, so a clock corrected backwards re-arms instead
+// of renewing early and a late tick (suspend, overload) renews at once.
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 
 #include <caf/actor.hpp>
+#include <caf/actor_clock.hpp>
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -18,19 +22,24 @@
 
 namespace msiv2 {
 
-/// One armed timer.
+/// One scheduled renewal.
 struct renewal_entry {
-  std::uint64_t generation = 0; ///< ticks of older generations are stale
-  std::int64_t at_ms = 0;       ///< wall time (Unix ms) to renew at
-  caf::actor owner;             ///< receives (renew_atom, id)
-  std::string kind;             ///< gauge label: what the owner renews (see renewal_kind())
+  std::int64_t at_ms = 0; ///< wall time (Unix ms) to renew at
+  caf::actor owner;       ///< receives (renew_atom, id)
+  std::string kind;       ///< gauge label: what the owner renews (see renewal_kind())
 };
 
 /// State of renewal_timer.
 struct renewal_timer_state {
   static inline const char* name = "msiv2.renewal_timer";
-  /// Armed timers by artifact id.
+  /// Scheduled renewals by artifact id.
   std::map<std::string, renewal_entry> timers;
+  /// The same renewals in time order: (at_ms, artifact id owned by `timers`).
+  std::set<std::pair<std::int64_t, const std::string*>> due;
+  /// Generation of the one armed tick (older ticks are stale); 0: none armed.
+  std::uint64_t armed = 0;
+  /// Actor-clock time the armed tick fires at.
+  caf::actor_clock::time_point armed_for;
   /// Last generation handed out.
   std::uint64_t generation = 0;
   /// Peers: owners come with each schedule; the wired ones name the artifact kind.

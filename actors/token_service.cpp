@@ -4,6 +4,7 @@
 #include <cctype>
 #include <chrono>
 #include <limits>
+#include <string_view>
 
 #include <caf/actor_cast.hpp>
 #include <caf/sec.hpp>
@@ -85,6 +86,39 @@ void make_flight_key(const token_request& req, std::string& out) {
 
 constexpr std::size_t identity_offset = 6;
 
+/// The parts of a cache key (flight key + '\n' + x5t#S256, see make_flight_key): views into it.
+/// Only keys of cacheable requests (no claims) are parsed; identities and resources hold no
+/// '\n' (normalize_token_request refuses control characters).
+struct cache_key_parts {
+  std::string_view flight_key;  ///< everything before the last '\n'
+  std::string_view identity;    ///< "<kind><id>", as identity_of() writes it
+  std::string_view resource;
+  token_type type = token_type::mtls_pop;
+  std::string_view x5t;         ///< empty for bearer
+
+  explicit cache_key_parts(std::string_view key) {
+    auto last = key.rfind('\n');
+    flight_key = key.substr(0, last);
+    x5t = key.substr(last + 1);
+    auto id_end = key.find('\n', identity_offset);
+    identity = key.substr(identity_offset, id_end - identity_offset);
+    auto res_end = key.find('\n', id_end + 1);
+    resource = key.substr(id_end + 1, res_end - id_end - 1);
+    type = static_cast<token_type>(key[res_end + 1] - '0');
+  }
+
+  /// The request that renews this entry.
+  token_request request(const std::vector<std::string>& client_capabilities) const {
+    token_request r;
+    r.identity.kind = static_cast<identity_kind>(identity.front() - '0');
+    r.identity.id.assign(identity.substr(1));
+    r.resource.assign(resource);
+    r.type = type;
+    r.client_capabilities = client_capabilities;
+    return r;
+  }
+};
+
 void identity_of(const token_request& req, std::string& out) {
   out.clear();
   out.push_back(static_cast<char>('0' + static_cast<int>(req.identity.kind)));
@@ -162,9 +196,11 @@ void note_x5t(self_ptr self, const std::string& identity_key, const std::string&
     return;
   known = x5t;
   std::vector<std::string> stale;
-  for (auto& [k, e] : st.cache)
-    if (e.identity_key == identity_key && e.request.type == token_type::mtls_pop && e.x5t != x5t)
+  for (auto& [k, e] : st.cache) {
+    cache_key_parts p(k);
+    if (p.identity == identity_key && p.type == token_type::mtls_pop && p.x5t != x5t)
       stale.push_back(k);
+  }
   for (auto& k : stale)
     erase_entry(self, k);
   if (!stale.empty())
@@ -383,10 +419,7 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     auto& e = st.cache[cache_key];
     e.result = res;
     e.life = life;
-    e.flight_key = key;
-    e.identity_key = fl.identity_key;
-    e.x5t = x5t;
-    e.request = fl.request;
+    e.client_capabilities = fl.request.client_capabilities;
     e.failed_renewals = 0;
     if (st.wires && st.wires->timer)
       self->send(st.wires->timer, schedule_atom::value, cache_key, life.renew_at_ms,
@@ -423,14 +456,16 @@ void renew(self_ptr self, const std::string& cache_key, bool front_end) {
   auto i = st.cache.find(cache_key);
   if (i == st.cache.end() || !st.wires || (front_end && i->second.failed_renewals > 0))
     return;
-  if (st.flights->count(i->second.flight_key) != 0) {
-    (*st.flights)[i->second.flight_key].renews = cache_key;
+  cache_key_parts parts(i->first);
+  std::string fkey(parts.flight_key);
+  if (auto f = st.flights->find(fkey); f != st.flights->end()) {
+    f->second.renews = cache_key;
     return;
   }
   st.deps->stats->add(renewals_key());
   auto due = deadline::at(self->clock().now() + st.deps->config.actor_request_timeout);
-  auto req = i->second.request;
-  auto fkey = i->second.flight_key;
+  auto req = parts.request(i->second.client_capabilities);
+  req.timeout = st.deps->config.actor_request_timeout;
   ensure_flight(self, fkey, req, due, cache_key);
   start_chain(self, fkey);
 }

@@ -57,14 +57,14 @@ struct token_service_state {
     caf::actor_addr waiting_on;
   };
 
-  /// A cached access token.
+  /// A cached access token. Its cache key spells out the rest (flight key: identity,
+  /// resource, type, no claims; then the x5t#S256), so the entry keeps no copies of them:
+  /// see cache_key_parts() in token_service.cpp.
   struct entry {
     token_result result;
     platform::lifecycle life;
-    std::string flight_key;
-    std::string identity_key;
-    std::string x5t;
-    token_request request;
+    /// Of the request that got the token (not part of the key); used again to renew it.
+    std::vector<std::string> client_capabilities;
     int failed_renewals = 0;
   };
 
