@@ -12,6 +12,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
 
+#include "actors/client_bridge.hpp"
 #include "actors/software_key_store.hpp"
 #include "actors/system.hpp"
 #include "io/curl_transport.hpp"
@@ -22,63 +23,9 @@ namespace msiv2 {
 
 namespace {
 
-/// token_service answers deadline_exceeded at the request's timeout; the CAF request gets a
-/// little longer so that answer, not CAF's request_timeout, is what the caller sees.
+/// token_service answers deadline_exceeded at the request's timeout; the blocking call and
+/// the bridge wait a little longer so that answer, not their own bound, is what callers see.
 constexpr std::chrono::milliseconds answer_margin{1000};
-
-/// A get_token callback travelling to the bridge (local only: never serialized).
-struct pending_callback {
-  std::function<void(token_outcome)> fn;
-};
-
-} // namespace
-} // namespace msiv2
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(msiv2::pending_callback)
-
-namespace msiv2 {
-namespace {
-
-using close_atom = caf::atom_constant<caf::atom("close")>;
-
-struct bridge_state {
-  static inline const char* name = "msiv2.client_bridge";
-  std::size_t outstanding = 0;
-  bool closing = false;
-};
-
-/// Forwards each (token_request, callback) to the module and runs the callback with the
-/// answer. On `close` it quits once every request it made has been answered (token_service
-/// answers each by its deadline, and CAF's request timeout bounds the rest), so no callback
-/// is ever dropped.
-caf::behavior bridge_impl(caf::stateful_actor<bridge_state>* self, token_service service) {
-  auto settle = [self] {
-    if (--self->state.outstanding == 0 && self->state.closing)
-      self->quit();
-  };
-  return {
-    [=](token_request& req, pending_callback& cb) {
-      auto timeout = req.timeout + answer_margin;
-      auto fn = std::make_shared<std::function<void(token_outcome)>>(std::move(cb.fn));
-      ++self->state.outstanding;
-      self->request(service, timeout, std::move(req))
-        .then(
-          [=](token_result& t) {
-            (*fn)(std::move(t));
-            settle();
-          },
-          [=](caf::error& e) {
-            (*fn)(std::move(e));
-            settle();
-          });
-    },
-    [=](close_atom) {
-      self->state.closing = true;
-      if (self->state.outstanding == 0)
-        self->quit();
-    },
-  };
-}
 
 } // namespace
 
@@ -137,7 +84,9 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   deps.stats = std::make_shared<stats_registry>();
   c->shutdown_timeout_ = options.shutdown_timeout;
   c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));
-  c->bridge_ = c->sys_->spawn(bridge_impl, c->module_.service());
+  client_bridge_options bo;
+  bo.answer_margin = answer_margin;
+  c->bridge_ = c->sys_->spawn(client_bridge_impl, c->module_.service(), bo);
   return c;
 }
 
@@ -152,8 +101,8 @@ client::~client() {
                   caf::after(shutdown_timeout_) >> [] {});
   }
   if (bridge_) {
-    // After the module: every request the bridge made has been answered (or will be by its
-    // timeout), so its callbacks all run before it quits.
+    // After the module: its answers are in the bridge's mailbox before `close`, which answers
+    // whatever is still outstanding with shutting_down, so every callback runs once.
     caf::scoped_actor self{*sys_};
     self->monitor(bridge_);
     caf::anon_send(bridge_, close_atom::value);

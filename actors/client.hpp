@@ -21,6 +21,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
 
+#include "actors/client_bridge.hpp" // token_outcome: a token, or the error that replaced it
 #include "actors/supervisor.hpp"
 #include "io/http.hpp"
 #include "messages/errors.hpp"
@@ -49,9 +50,6 @@ struct client_options {
   /// The module's actors (tests replace some with doubles).
   actor_factories factories = actor_factories::defaults();
 };
-
-/// A token, or the error (messages/errors.hpp) that replaced it.
-using token_outcome = caf::expected<token_result>;
 
 /// The module behind a plain C++ interface. Thread-safe; not copyable.
 class client {

@@ -1,0 +1,72 @@
+#pragma once
+
+// client_bridge: the one long-lived actor between msiv2::client::get_token (any thread) and
+// the module. It forwards each (token_request, callback) to the module and runs the callback
+// with the answer, exactly once.
+//
+// It arms no timer per call: token_service answers every request by the request's own
+// timeout, so the bridge asks with no CAF request timeout and keeps its calls in a table
+// with their deadlines; one sweep tick (every sweep_interval while calls are outstanding)
+// answers a call the module left unanswered past its timeout + margin with
+// deadline_exceeded, and a reply that comes after that is dropped. On `close` it answers what
+// is still outstanding with shutting_down and quits, so no callback is ever lost.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <unordered_map>
+
+#include <caf/actor_clock.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/interfaces.hpp"
+
+namespace msiv2 {
+
+/// What get_token's callback receives.
+using token_outcome = caf::expected<token_result>;
+
+/// A get_token callback travelling to the bridge (local only: never serialized).
+struct pending_callback {
+  std::function<void(token_outcome)> fn;
+};
+
+/// Tells the bridge to answer what is outstanding with shutting_down and quit.
+using close_atom = caf::atom_constant<caf::atom("close")>;
+/// The bridge's own sweep tick (internal).
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+
+/// Timing of a client_bridge.
+struct client_bridge_options {
+  /// How long past a request's timeout the bridge still waits for the module's answer (the
+  /// module answers deadline_exceeded at the timeout itself; this covers message latency).
+  std::chrono::milliseconds answer_margin{1000};
+  /// How often outstanding calls are checked against their deadlines.
+  std::chrono::milliseconds sweep_interval{1000};
+};
+
+/// State of the client_bridge actor.
+struct client_bridge_state {
+  static inline const char* name = "msiv2.client_bridge";
+
+  struct call {
+    std::function<void(token_outcome)> fn;
+    caf::actor_clock::time_point due;
+  };
+
+  /// Outstanding calls by the bridge's own id.
+  std::unordered_map<std::uint64_t, call> calls;
+  std::uint64_t next_id = 0;
+  bool sweeping = false;
+  bool closing = false;
+};
+
+/// The behavior of the client_bridge actor; `service` is the module's token_service handle.
+caf::behavior client_bridge_impl(caf::stateful_actor<client_bridge_state>* self,
+                                 token_service service, client_bridge_options options);
+
+} // namespace msiv2
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(msiv2::pending_callback)
