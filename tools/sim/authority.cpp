@@ -112,6 +112,17 @@ private:
   // Lookups for revoke() and the token endpoint; values index issued_.
   std::unordered_map<std::string, std::size_t> by_serial_;
   std::unordered_map<std::string, std::size_t> by_x5t_;
+
+  // Client certificates already parsed and found signed by our issuer key, by DER. The token
+  // endpoint sees the same few certificates on every request, and parsing one twice plus
+  // checking its signature cost more than the rest of a token answer (OpenSSL 3's public-key
+  // decoder). Both results depend on the DER alone; time, revocation and client_id are
+  // still checked on every request. Only our own certificates enter, so it stays small.
+  mutable std::mutex verified_mutex_;
+  mutable std::unordered_map<std::string, platform::cert_info> verified_;
+
+  /// The presented certificate's fields when it is ours; an error response when not.
+  result<platform::cert_info> verified_client_cert(const std::string& der) const;
 };
 
 // --- issuecredential (protocol.md §4, §6, §10) ---
@@ -392,14 +403,9 @@ response authority_impl::token_answer(const request& req, std::string_view corre
     return error(401, "invalid_client", aadsts_no_credential,
                  "No client certificate was presented over mTLS. The request must carry a "
                  "client credential.");
-  auto cert = platform::inspect_certificate(req.client_cert_der);
+  auto cert = verified_client_cert(req.client_cert_der);
   if (!cert)
-    return error(401, "invalid_client", aadsts_cert_issuer,
-                 "The client certificate could not be parsed.");
-  if (!platform::certificate_signed_by(cert->der, pki_.issuer_key.get()))
-    return error(401, "invalid_client", aadsts_cert_issuer,
-                 std::string("The client certificate was not issued by ") + detail::issuer_cn +
-                   ".");
+    return error(401, "invalid_client", aadsts_cert_issuer, cert.error());
   if (now < cert->not_before)
     return error(401, "invalid_client", aadsts_cert_time_range,
                  "The client certificate is not yet valid (notBefore is in the future).");
@@ -444,6 +450,22 @@ response authority_impl::token_answer(const request& req, std::string_view corre
     body += ",\"refresh_in\":" + std::to_string(cfg_.refresh_in->count());
   body += "}";
   return response::json(200, std::move(body));
+}
+
+result<platform::cert_info> authority_impl::verified_client_cert(const std::string& der) const {
+  {
+    std::lock_guard<std::mutex> lock(verified_mutex_);
+    if (auto it = verified_.find(der); it != verified_.end())
+      return it->second;
+  }
+  auto cert = platform::inspect_certificate(der);
+  if (!cert)
+    return fail("The client certificate could not be parsed.");
+  if (!platform::certificate_signed_by(cert->der, pki_.issuer_key.get()))
+    return fail(std::string("The client certificate was not issued by ") + detail::issuer_cn + ".");
+  std::lock_guard<std::mutex> lock(verified_mutex_);
+  verified_.emplace(der, *cert);
+  return *cert;
 }
 
 std::string authority_impl::object_id_of(std::string_view client_id) const {
