@@ -380,6 +380,13 @@ std::unique_ptr<io::curl_transport> make_transport(io::curl_transport_options op
   return std::move(*t);
 }
 
+/// A transport whose identity pools run at most `per_identity` transfers at once.
+std::unique_ptr<io::curl_transport> make_bounded_transport(std::size_t per_identity) {
+  io::curl_transport_options options;
+  options.max_connections_per_identity = per_identity;
+  return make_transport(options);
+}
+
 http_request get(std::string url) {
   http_request r;
   r.url = std::move(url);
@@ -857,9 +864,7 @@ BOOST_AUTO_TEST_CASE(resumed_tls_sessions_stay_with_their_identity) {
 
 BOOST_AUTO_TEST_CASE(a_burst_on_one_identity_opens_at_most_the_bound_of_connections_resuming_the_first_session) {
   test_server server(true, client_certs::any);
-  io::curl_transport_options options;
-  options.max_connections_per_identity = 3;
-  auto transport = make_transport(options);
+  auto transport = make_bounded_transport(3);
   auto a = pki().identity(pki().client_a);
   collector c;
   constexpr std::size_t n = 12;
@@ -893,9 +898,7 @@ BOOST_AUTO_TEST_CASE(a_burst_on_one_identity_opens_at_most_the_bound_of_connecti
 
 BOOST_AUTO_TEST_CASE(bursts_of_two_identities_never_share_a_connection_or_a_session) {
   test_server server(true, client_certs::any);
-  io::curl_transport_options options;
-  options.max_connections_per_identity = 2;
-  auto transport = make_transport(options);
+  auto transport = make_bounded_transport(2);
   auto a = pki().identity(pki().client_a);
   auto b = pki().identity(pki().client_b);
   collector c;
@@ -927,9 +930,7 @@ BOOST_AUTO_TEST_CASE(bursts_of_two_identities_never_share_a_connection_or_a_sess
 
 BOOST_AUTO_TEST_CASE(a_request_waiting_for_its_identity_fails_at_its_own_deadline) {
   test_server server(true, client_certs::any);
-  io::curl_transport_options options;
-  options.max_connections_per_identity = 1;
-  auto transport = make_transport(options);
+  auto transport = make_bounded_transport(1);
   auto a = pki().identity(pki().client_a);
   collector c;
   auto slow = tls_get(server, "/delay/1500", a);
@@ -956,9 +957,7 @@ BOOST_AUTO_TEST_CASE(a_request_waiting_for_its_identity_fails_at_its_own_deadlin
 
 BOOST_AUTO_TEST_CASE(shutdown_answers_requests_waiting_for_their_identity_with_cancelled) {
   test_server server(true, client_certs::any);
-  io::curl_transport_options options;
-  options.max_connections_per_identity = 1;
-  auto transport = make_transport(options);
+  auto transport = make_bounded_transport(1);
   auto a = pki().identity(pki().client_a);
   collector c;
   for (int i = 0; i < 4; ++i) {
