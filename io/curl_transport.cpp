@@ -472,7 +472,11 @@ struct curl_transport::impl {
     return it == p.origins.end() || it->second.warmed || it->second.running == 0;
   }
 
-  clock_type::time_point deadline(const transfer& t) const { return t.started + t.request.timeout; }
+  // Capped at a year so that a huge timeout cannot overflow the clock's nanoseconds.
+  clock_type::time_point deadline(const transfer& t) const {
+    constexpr std::chrono::milliseconds year = std::chrono::hours(24 * 365);
+    return t.started + std::min(t.request.timeout, year);
+  }
 
   // Attaches a configured transfer to the multi with what is left of its timeout (time spent
   // waiting for a slot of its pool counts).
@@ -503,12 +507,14 @@ struct curl_transport::impl {
     active.emplace(key, std::move(t));
   }
 
-  // A transfer whose deadline passed while it waited for a slot of its pool.
+  // A transfer whose deadline passed before it was attached (waiting for a slot of its pool).
   void expire(transfer& t) {
+    bool pooled = t.pool != nullptr;
     release_pool(t);
     fail(t, transport_error::timeout,
-         "no complete response within " + std::to_string(t.request.timeout.count())
-             + " ms: still waiting for a connection of its client identity");
+         "no complete response within " + std::to_string(t.request.timeout.count()) + " ms: "
+             + (pooled ? "still waiting for a connection of its client identity"
+                       : "it had not started yet"));
   }
 
   // Starts waiting transfers where their pool has room; fails those past their deadline.

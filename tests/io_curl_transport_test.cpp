@@ -975,6 +975,20 @@ BOOST_AUTO_TEST_CASE(shutdown_answers_requests_waiting_for_their_identity_with_c
   BOOST_TEST(transport->counters().queued_for_pool == 3u);
 }
 
+BOOST_AUTO_TEST_CASE(the_largest_timeout_is_no_immediate_timeout) {
+  // The transport computes each request's deadline; the largest duration must not overflow.
+  test_server server(true, client_certs::any);
+  auto transport = make_transport();
+  auto plain = tls_get(server, "/hello");
+  plain.timeout = std::chrono::milliseconds::max();
+  auto a = send_and_wait(*transport, plain);
+  BOOST_TEST(a.status == 200, describe(a));
+  auto with_identity = tls_get(server, "/hello", pki().identity(pki().client_a));
+  with_identity.timeout = std::chrono::milliseconds::max();
+  auto b = send_and_wait(*transport, with_identity);
+  BOOST_TEST(b.status == 200, describe(b));
+}
+
 BOOST_AUTO_TEST_CASE(a_bound_of_zero_connections_per_identity_is_refused) {
   io::curl_transport_options options;
   options.max_connections_per_identity = 0;
