@@ -86,7 +86,7 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));
   client_bridge_options bo;
   bo.answer_margin = answer_margin;
-  c->bridge_ = c->sys_->spawn(client_bridge_impl, c->module_.service(), bo);
+  c->bridge_ = c->sys_->spawn(client_bridge_impl, c->module_.handle(), bo);
   return c;
 }
 

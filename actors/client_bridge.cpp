@@ -3,6 +3,9 @@
 #include <utility>
 #include <vector>
 
+#include <caf/sec.hpp>
+#include <caf/system_messages.hpp>
+
 #include "messages/errors.hpp"
 
 namespace msiv2 {
@@ -24,10 +27,58 @@ void finish(self_ptr self, std::uint64_t id, token_outcome out) {
     self->quit();
 }
 
+/// Asks the supervisor which token_service is current (at most once per lookup_interval).
+void look_up(self_ptr self, const supervisor& module, const client_bridge_options& o) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  if (st.looking || now < st.next_lookup)
+    return;
+  st.looking = true;
+  st.next_lookup = now + o.lookup_interval;
+  self->request(module, o.lookup_interval * 10, caf::get_atom::value)
+    .then(
+      [=](wiring_ptr& w) {
+        self->state.looking = false;
+        if (!w || !w->service || w->service == self->state.direct)
+          return;
+        self->state.direct = w->service;
+        self->monitor(w->service); // a dead one is reported at once
+      },
+      [=](caf::error&) { self->state.looking = false; });
+}
+
+/// Sends call `id`'s request to `dest`; a bounce from a dead direct target goes again through
+/// the supervisor.
+void forward(self_ptr self, std::uint64_t id, token_request req, const token_service& dest,
+             bool via_direct, const supervisor& module) {
+  self->request(dest, caf::infinite, std::move(req))
+    .then([=](token_result& t) { finish(self, id, std::move(t)); },
+          [=](caf::error& e) {
+            if (via_direct && e == caf::sec::request_receiver_down) {
+              auto i = self->state.calls.find(id);
+              if (i != self->state.calls.end() && i->second.resend) {
+                auto again = std::move(*i->second.resend);
+                i->second.resend.reset();
+                forward(self, id, std::move(again), caf::actor_cast<token_service>(module),
+                        false, module);
+                return;
+              }
+            }
+            if (e == caf::sec::request_receiver_down) // the supervisor itself is gone
+              e = make_msiv2_error(error_code::shutting_down, "the module has stopped");
+            finish(self, id, std::move(e));
+          });
+}
+
 } // namespace
 
 caf::behavior client_bridge_impl(caf::stateful_actor<client_bridge_state>* self,
-                                 token_service service, client_bridge_options options) {
+                                 supervisor module, client_bridge_options options) {
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (self->state.direct && dm.source == self->state.direct.address())
+      self->state.direct = nullptr; // calls go through the supervisor until a new lookup
+  });
+  look_up(self, module, options);
   return {
     [=](token_request& req, pending_callback& cb) {
       auto& st = self->state;
@@ -36,12 +87,18 @@ caf::behavior client_bridge_impl(caf::stateful_actor<client_bridge_state>* self,
         return;
       }
       auto id = ++st.next_id;
-      st.calls.emplace(id, client_bridge_state::call{
-                             std::move(cb.fn),
-                             self->clock().now() + req.timeout + options.answer_margin});
-      self->request(service, caf::infinite, std::move(req))
-        .then([=](token_result& t) { finish(self, id, std::move(t)); },
-              [=](caf::error& e) { finish(self, id, std::move(e)); });
+      auto [i, added] = st.calls.emplace(
+        id, client_bridge_state::call{std::move(cb.fn),
+                                      self->clock().now() + req.timeout + options.answer_margin,
+                                      std::nullopt});
+      (void) added;
+      if (st.direct) {
+        i->second.resend = req;
+        forward(self, id, std::move(req), st.direct, true, module);
+      } else {
+        forward(self, id, std::move(req), caf::actor_cast<token_service>(module), false, module);
+        look_up(self, module, options);
+      }
       if (!st.sweeping) {
         st.sweeping = true;
         self->delayed_send(self, options.sweep_interval, sweep_atom::value);
