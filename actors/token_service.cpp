@@ -163,9 +163,17 @@ void cancel_timer(self_ptr self, const std::string& cache_key) {
     self->send(w->timer, cancel_atom::value, cache_key);
 }
 
-void update_gauges(self_ptr self) {
+/// The cache-size gauge: O(1), kept current on every change.
+void note_cache_size(self_ptr self) {
   auto& st = self->state;
   st.deps->stats->set_gauge("msiv2_cached_tokens", static_cast<double>(st.cache.size()));
+}
+
+/// Every gauge, the earliest expiry and renewal among them by a scan of the cache: only when
+/// someone asks for the stats, so that adding a token stays O(1) however many are cached.
+void update_gauges(self_ptr self) {
+  auto& st = self->state;
+  note_cache_size(self);
   std::int64_t expires = std::numeric_limits<std::int64_t>::max();
   std::int64_t renews = expires;
   for (auto& [k, e] : st.cache) {
@@ -204,7 +212,7 @@ void note_x5t(self_ptr self, const std::string& identity_key, const std::string&
   for (auto& k : stale)
     erase_entry(self, k);
   if (!stale.empty())
-    update_gauges(self);
+    note_cache_size(self);
 }
 
 void start_chain(self_ptr self, const std::string& key);
@@ -361,7 +369,7 @@ void retry_renewal(self_ptr self, const std::string& cache_key) {
   auto now = st.deps->wall->now_ms();
   if (now >= e.life.usable_until_ms) {
     erase_entry(self, cache_key);
-    update_gauges(self);
+    note_cache_size(self);
     return;
   }
   ++e.failed_renewals;
@@ -424,7 +432,7 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     if (st.wires && st.wires->timer)
       self->send(st.wires->timer, schedule_atom::value, cache_key, life.renew_at_ms,
                  caf::actor_cast<caf::actor>(self));
-    update_gauges(self);
+    note_cache_size(self);
   }
   for (auto& w : fl.waiters)
     w.promise.deliver(res);
@@ -625,7 +633,7 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
               case platform::freshness::expired:
                 // Unusable: callers wait for a new one below.
                 erase_entry(self, i->first);
-                update_gauges(self);
+                note_cache_size(self);
                 break;
             }
           }
