@@ -5,6 +5,12 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include <algorithm>
+#include <exception>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
 #include "platform/encoding.hpp"
 
 namespace msiv2::platform {
@@ -78,11 +84,103 @@ result<std::string> bn_param_base64url(EVP_PKEY* key, const char* name) {
   return base64url_encode(bytes);
 }
 
-} // namespace
+// OpenSSL's keygen progress callback: returning 0 aborts the generation.
+int keygen_progress(EVP_PKEY_CTX* ctx) {
+  const auto* cancel = static_cast<const std::atomic<bool>*>(EVP_PKEY_CTX_get_app_data(ctx));
+  return cancel != nullptr && cancel->load(std::memory_order_relaxed) ? 0 : 1;
+}
 
-result<pkey_ptr> generate_rsa_key(unsigned bits, OSSL_LIB_CTX* libctx) {
+result<void> check_rsa_bits(unsigned bits) {
   if (bits < 1024)
     return fail("RSA key size " + std::to_string(bits) + " is too small (at least 1024 bits)");
+  return ok();
+}
+
+} // namespace
+
+result<pkey_ptr> generate_rsa_key_cancellable(unsigned bits, const std::atomic<bool>& cancel,
+                                              OSSL_LIB_CTX* libctx) {
+  if (auto checked = check_rsa_bits(bits); !checked)
+    return checked.fail();
+  const auto what = "RSA-" + std::to_string(bits) + " key generation";
+  pkey_ctx_ptr ctx{EVP_PKEY_CTX_new_from_name(libctx, "RSA", nullptr)};
+  if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 ||
+      EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), static_cast<int>(bits)) != 1)
+    return fail(drain_openssl_errors(what + ": setting up the RSA context failed"));
+  EVP_PKEY_CTX_set_app_data(ctx.get(), const_cast<std::atomic<bool>*>(&cancel));
+  EVP_PKEY_CTX_set_cb(ctx.get(), keygen_progress);
+  EVP_PKEY* raw = nullptr;
+  if (EVP_PKEY_keygen(ctx.get(), &raw) != 1) {
+    if (cancel.load()) {
+      ERR_clear_error();
+      return fail(what + " cancelled");
+    }
+    return fail(drain_openssl_errors(what + " failed"));
+  }
+  return pkey_ptr{raw};
+}
+
+result<pkey_ptr> race_keygens(std::vector<keygen_racer> racers) {
+  if (racers.empty())
+    return fail("race_keygens: no racers");
+  std::mutex mtx;
+  std::atomic<bool> cancel{false};
+  pkey_ptr winner;
+  std::vector<std::string> errors;
+  auto run = [&](const keygen_racer& racer) {
+    result<pkey_ptr> k = fail("no key");
+    try {
+      k = racer(cancel);
+    } catch (const std::exception& e) {
+      k = fail(std::string("key generation threw: ") + e.what());
+    }
+    std::lock_guard<std::mutex> guard(mtx);
+    if (k) {
+      if (!winner) {
+        winner = std::move(*k);
+        cancel.store(true);
+      }
+    } else if (!winner) {
+      errors.push_back(k.error()); // a failure of its own, not the cancellation
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(racers.size() - 1);
+  for (std::size_t i = 1; i < racers.size(); ++i) {
+    try {
+      threads.emplace_back(run, std::cref(racers[i]));
+    } catch (const std::system_error&) {
+      break; // no thread to be had: fewer racers
+    }
+  }
+  run(racers[0]);
+  for (auto& t : threads)
+    t.join();
+  if (winner)
+    return winner;
+  std::string all;
+  for (const auto& e : errors)
+    all += (all.empty() ? "" : "; ") + e;
+  return fail(all);
+}
+
+unsigned default_keygen_racers() {
+  return std::thread::hardware_concurrency() >= 2 ? 2u : 1u;
+}
+
+result<pkey_ptr> generate_rsa_key_raced(unsigned bits, unsigned racers) {
+  if (auto checked = check_rsa_bits(bits); !checked)
+    return checked.fail();
+  auto n = std::min(racers == 0 ? default_keygen_racers() : racers, 3u);
+  std::vector<keygen_racer> all(n, [bits](const std::atomic<bool>& cancel) {
+    return generate_rsa_key_cancellable(bits, cancel);
+  });
+  return race_keygens(std::move(all));
+}
+
+result<pkey_ptr> generate_rsa_key(unsigned bits, OSSL_LIB_CTX* libctx) {
+  if (auto checked = check_rsa_bits(bits); !checked)
+    return checked.fail();
   pkey_ptr key{EVP_PKEY_Q_keygen(libctx, nullptr, "RSA", static_cast<std::size_t>(bits))};
   if (!key)
     return fail(drain_openssl_errors("RSA-" + std::to_string(bits) + " key generation failed"));

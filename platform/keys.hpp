@@ -4,8 +4,11 @@
 // for RS256 JWTs). Keys travel as EVP_PKEY handles; only public keys are ever exported,
 // except by the explicit PEM helpers that the simulator and the per-boot key file use.
 
+#include <atomic>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "platform/openssl.hpp"
 #include "platform/result.hpp"
@@ -14,6 +17,29 @@ namespace msiv2::platform {
 
 /// A new RSA key (public exponent 65537) from `libctx` (nullptr = default context).
 result<pkey_ptr> generate_rsa_key(unsigned bits = 2048, OSSL_LIB_CTX* libctx = nullptr);
+
+/// generate_rsa_key that gives up, failing with "cancelled", soon after `cancel` becomes true
+/// (OpenSSL's keygen callback checks it at every prime candidate).
+result<pkey_ptr> generate_rsa_key_cancellable(unsigned bits, const std::atomic<bool>& cancel,
+                                              OSSL_LIB_CTX* libctx = nullptr);
+
+/// One contestant of race_keygens: makes a key, or fails soon after `cancel` becomes true.
+using keygen_racer = std::function<result<pkey_ptr>(const std::atomic<bool>& cancel)>;
+
+/// Runs the racers at once (the first on the calling thread, each other one on a thread of its
+/// own), keeps the first key made and cancels the others. Returns only once every racer has
+/// ended (no thread outlives the call). A racer that fails does not stop the others; the race
+/// fails only when all of them did, with their errors.
+result<pkey_ptr> race_keygens(std::vector<keygen_racer> racers);
+
+/// How many generations generate_rsa_key_raced runs by default: 2 with 2 or more hardware
+/// threads, else 1.
+unsigned default_keygen_racers();
+
+/// A new RSA key (public exponent 65537) from `racers` independent generations raced
+/// (0: default_keygen_racers(), at most 3). RSA generation is a random prime search with a
+/// long tail, so the first of two finishes well before one alone, on average and in the tail.
+result<pkey_ptr> generate_rsa_key_raced(unsigned bits = 2048, unsigned racers = 0);
 
 /// DER SubjectPublicKeyInfo of the key's public half.
 result<std::string> public_key_der(EVP_PKEY* key);

@@ -1,5 +1,9 @@
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -71,6 +75,122 @@ BOOST_AUTO_TEST_CASE(refuses_tiny_key_sizes) {
   auto k = generate_rsa_key(512);
   BOOST_REQUIRE(!k.ok());
   BOOST_TEST(contains(k.error(), "too small"));
+}
+
+BOOST_AUTO_TEST_CASE(a_raced_key_is_rsa_2048_with_exponent_65537_and_signs) {
+  for (unsigned racers : {0u, 1u, 2u, 3u}) {
+    auto k = generate_rsa_key_raced(2048, racers);
+    BOOST_REQUIRE_MESSAGE(k.ok(), error_text(k));
+    BOOST_TEST(EVP_PKEY_is_a(k->get(), "RSA"));
+    BOOST_TEST(EVP_PKEY_get_bits(k->get()) == 2048);
+    auto jwk = rsa_jwk_components(k->get());
+    BOOST_REQUIRE(jwk.ok());
+    BOOST_TEST(jwk->second == "AQAB");
+    auto sig = sign_pss_sha256(k->get(), "raced");
+    BOOST_REQUIRE(sig.ok());
+    BOOST_TEST(verify_pss_sha256(k->get(), "raced", *sig));
+    BOOST_TEST(!verify_pss_sha256(k->get(), "other", *sig));
+  }
+  auto tiny = generate_rsa_key_raced(512);
+  BOOST_REQUIRE(!tiny.ok());
+  BOOST_TEST(contains(tiny.error(), "too small"));
+  BOOST_TEST(default_keygen_racers() >= 1u);
+  BOOST_TEST(default_keygen_racers() <= 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_generation_gives_up_cleanly) {
+  std::atomic<bool> cancel{true};
+  auto t0 = std::chrono::steady_clock::now();
+  auto k = generate_rsa_key_cancellable(4096, cancel);
+  BOOST_REQUIRE(!k.ok());
+  BOOST_TEST(contains(k.error(), "cancelled"));
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)));
+  BOOST_TEST(ERR_peek_error() == 0ul); // nothing left on the error queue
+  std::atomic<bool> go_on{false};
+  auto made = generate_rsa_key_cancellable(2048, go_on);
+  BOOST_REQUIRE_MESSAGE(made.ok(), error_text(made));
+  BOOST_TEST(prove_key_signs(made->get()).ok());
+}
+
+std::size_t threads_of_this_process() {
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+pkey_ptr copy_of(EVP_PKEY* key) {
+  EVP_PKEY_up_ref(key);
+  return pkey_ptr{key};
+}
+
+BOOST_AUTO_TEST_CASE(the_first_key_wins_and_the_losers_are_cancelled_and_joined) {
+  auto before = threads_of_this_process();
+  std::atomic<bool> loser_ended{false};
+  std::string loser_error;
+  std::vector<keygen_racer> racers;
+  racers.push_back([](const std::atomic<bool>&) -> msiv2::result<pkey_ptr> {
+    return copy_of(test_key());
+  });
+  for (int i = 0; i < 2; ++i)
+    racers.push_back([&, i](const std::atomic<bool>& cancel) {
+      auto k = generate_rsa_key_cancellable(4096, cancel);
+      if (i == 0)
+        loser_error = k.ok() ? "made a key" : k.error();
+      loser_ended = true;
+      return k;
+    });
+  auto t0 = std::chrono::steady_clock::now();
+  auto k = race_keygens(std::move(racers));
+  BOOST_REQUIRE_MESSAGE(k.ok(), error_text(k));
+  BOOST_TEST(same_public_key(k->get(), test_key()));
+  // Returned only after the losers ended; their generations were cut short.
+  BOOST_TEST(loser_ended.load());
+  BOOST_TEST(contains(loser_error, "cancelled"));
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)));
+  BOOST_TEST(threads_of_this_process() == before);
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_racer_does_not_lose_the_others_key) {
+  for (bool failing_first : {true, false}) {
+    std::vector<keygen_racer> racers;
+    keygen_racer broken = [](const std::atomic<bool>&) -> msiv2::result<pkey_ptr> {
+      return msiv2::fail("entropy source broken");
+    };
+    keygen_racer thrower = [](const std::atomic<bool>&) -> msiv2::result<pkey_ptr> {
+      throw std::runtime_error("out of memory");
+    };
+    keygen_racer real = [](const std::atomic<bool>& cancel) {
+      return generate_rsa_key_cancellable(2048, cancel);
+    };
+    if (failing_first)
+      racers = {broken, thrower, real};
+    else
+      racers = {real, broken, thrower};
+    auto k = race_keygens(std::move(racers));
+    BOOST_REQUIRE_MESSAGE(k.ok(), error_text(k));
+    BOOST_TEST(EVP_PKEY_get_bits(k->get()) == 2048);
+    BOOST_TEST(prove_key_signs(k->get()).ok());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_race_fails_only_when_every_racer_failed) {
+  std::vector<keygen_racer> racers;
+  racers.push_back([](const std::atomic<bool>&) -> msiv2::result<pkey_ptr> {
+    return msiv2::fail("first broken");
+  });
+  racers.push_back([](const std::atomic<bool>&) -> msiv2::result<pkey_ptr> {
+    return msiv2::fail("second broken");
+  });
+  auto k = race_keygens(std::move(racers));
+  BOOST_REQUIRE(!k.ok());
+  BOOST_TEST(contains(k.error(), "first broken"));
+  BOOST_TEST(contains(k.error(), "second broken"));
+  auto none = race_keygens({});
+  BOOST_REQUIRE(!none.ok());
+  BOOST_TEST(contains(none.error(), "no racers"));
 }
 
 BOOST_AUTO_TEST_CASE(key_id_is_lower_hex_sha256_of_spki_der) {
