@@ -1,5 +1,7 @@
 #include "platform/keys.hpp"
 
+#include <stdlib.h>
+
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -164,8 +166,17 @@ result<pkey_ptr> race_keygens(std::vector<keygen_racer> racers) {
   return fail(all);
 }
 
+unsigned keygen_racers_for(unsigned hardware_threads, double load) {
+  if (hardware_threads < 2 || load < 0)
+    return 1;
+  return load <= double(hardware_threads) - 1.0 ? 2u : 1u;
+}
+
 unsigned default_keygen_racers() {
-  return std::thread::hardware_concurrency() >= 2 ? 2u : 1u;
+  double load[1] = {-1.0};
+  if (::getloadavg(load, 1) != 1)
+    load[0] = -1.0;
+  return keygen_racers_for(std::thread::hardware_concurrency(), load[0]);
 }
 
 result<pkey_ptr> generate_rsa_key_raced(unsigned bits, unsigned racers) {

@@ -32,13 +32,20 @@ using keygen_racer = std::function<result<pkey_ptr>(const std::atomic<bool>& can
 /// fails only when all of them did, with their errors.
 result<pkey_ptr> race_keygens(std::vector<keygen_racer> racers);
 
-/// How many generations generate_rsa_key_raced runs by default: 2 with 2 or more hardware
-/// threads, else 1.
+/// How many generations to race on a machine with `hardware_threads` and a 1-minute load
+/// average of `load` (negative: unknown): 2 when there are 2+ hardware threads and the load
+/// leaves one idle, else 1. A second racer only helps when it gets a core of its own: on a busy
+/// machine the process's share of CPU is split between the racers and both finish later
+/// (measured: 280 ms median raced against 208 ms for one generation under a load of 6 on 2
+/// cores), while on idle cores the first of two takes about 0.6x the median of one.
+unsigned keygen_racers_for(unsigned hardware_threads, double load);
+/// keygen_racers_for(std::thread::hardware_concurrency(), getloadavg's 1-minute figure).
 unsigned default_keygen_racers();
 
 /// A new RSA key (public exponent 65537) from `racers` independent generations raced
-/// (0: default_keygen_racers(), at most 3). RSA generation is a random prime search with a
-/// long tail, so the first of two finishes well before one alone, on average and in the tail.
+/// (0: default_keygen_racers(); at most 3). RSA generation is a random prime search with a
+/// long tail, so on idle cores the first of two finishes well before one alone, on average and
+/// in the tail.
 result<pkey_ptr> generate_rsa_key_raced(unsigned bits = 2048, unsigned racers = 0);
 
 /// DER SubjectPublicKeyInfo of the key's public half.

@@ -98,6 +98,16 @@ BOOST_AUTO_TEST_CASE(a_raced_key_is_rsa_2048_with_exponent_65537_and_signs) {
   BOOST_TEST(default_keygen_racers() <= 2u);
 }
 
+BOOST_AUTO_TEST_CASE(keys_are_raced_only_with_a_core_to_spare) {
+  BOOST_TEST(keygen_racers_for(1, 0.0) == 1u);
+  BOOST_TEST(keygen_racers_for(2, 0.2) == 2u);
+  BOOST_TEST(keygen_racers_for(2, 1.0) == 2u);
+  BOOST_TEST(keygen_racers_for(2, 1.5) == 1u);
+  BOOST_TEST(keygen_racers_for(2, 6.0) == 1u);
+  BOOST_TEST(keygen_racers_for(8, 6.0) == 2u);
+  BOOST_TEST(keygen_racers_for(8, -1.0) == 1u); // load unknown: one generation
+}
+
 BOOST_AUTO_TEST_CASE(a_cancelled_generation_gives_up_cleanly) {
   std::atomic<bool> cancel{true};
   auto t0 = std::chrono::steady_clock::now();
