@@ -27,7 +27,7 @@ result<key_ref> software_key_ref(platform::pkey_ptr key) {
 }
 
 result<key_ref> make_software_key() {
-  auto key = platform::generate_rsa_key(2048);
+  auto key = platform::generate_rsa_key_raced(2048);
   if (!key)
     return fail("generating an RSA-2048 key: " + key.error());
   if (auto proven = platform::prove_key_signs(key->get()); !proven)

@@ -90,7 +90,8 @@ private:
   std::thread worker_;
 };
 
-/// Makes a new RSA-2048 binding key and proves it signs (platform::prove_key_signs).
+/// Makes a new RSA-2048 binding key (two generations raced on 2+ cores:
+/// platform::generate_rsa_key_raced) and proves it signs (platform::prove_key_signs).
 result<key_ref> make_software_key();
 /// A key_ref for an existing key (computes its SPKI and key id).
 result<key_ref> software_key_ref(platform::pkey_ptr key);
