@@ -57,6 +57,10 @@ key_manager::behavior_type key_manager_impl(key_manager::stateful_pointer<key_ma
     return st.waiters.back();
   };
 
+  // Eager: the first certificate flight finds the key made, or joins this call.
+  if (deps->config.eager_key && deps->config.v2_enabled)
+    start({});
+
   return {
     [=](caf::get_atom) -> caf::result<key_ref> {
       auto& st = self->state;
@@ -98,7 +102,12 @@ key_manager::behavior_type key_manager_impl(key_manager::stateful_pointer<key_ma
       if (op != st.in_flight)
         return;
       st.in_flight = 0;
-      st.deps->log->write(platform::log_level::error, "key_manager", render(err));
+      if (st.waiters.empty()) // the eager call at start: nobody waits, the next get retries
+        st.deps->log->write(platform::log_level::warning, "key_manager",
+                            "making the binding key at start failed (the first request tries "
+                            "again): " + render(err));
+      else
+        st.deps->log->write(platform::log_level::error, "key_manager", render(err));
       st.fail_all(err);
     },
     [=](wire_atom, wiring_ptr w) { self->state.peers = std::move(w); },

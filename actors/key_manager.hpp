@@ -2,7 +2,9 @@
 
 // The binding key owner: asks the key_store (off the actor threads) for the current key,
 // shares one creation between concurrent callers, and rotates a key only when the caller
-// names the key that is current (a late report about an old key changes nothing).
+// names the key that is current (a late report about an old key changes nothing). With
+// module_config::eager_key it asks for the key when it starts, so that the first caller finds
+// it ready or joins the call in flight.
 
 #include <cstdint>
 #include <optional>

@@ -16,6 +16,9 @@ module_config module_config::from_environment() {
   }
   if (const char* off = std::getenv("MSIV2_DISABLE_V2"); off != nullptr)
     cfg.v2_enabled = !(std::strcmp(off, "1") == 0 || std::strcmp(off, "true") == 0);
+  cfg.eager_key = true;
+  if (const char* eager = std::getenv("MSIV2_EAGER_KEY"); eager != nullptr)
+    cfg.eager_key = !(std::strcmp(eager, "0") == 0 || std::strcmp(eager, "false") == 0);
   if (auto dir = platform::cache_dir_from_environment(); !dir)
     cfg.cache_dir_error = dir.error();
   else if (dir->has_value())

@@ -60,11 +60,21 @@ struct module_config {
   std::chrono::milliseconds lock_wait{10000};
   /// Where the boot id is read (tests point it at a file of their own to simulate a reboot).
   std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
+  /// Ask the key store for the binding key as soon as the module starts (when v2 is enabled),
+  /// so that key generation (RSA-2048: a few hundred ms, randomized) runs while the first
+  /// request's probe and getplatformmetadata calls do, or before any request at all. Off: the
+  /// key is asked for when the first certificate flight needs it. False in a
+  /// default-constructed config (unit tests of the actors stay lazy and deterministic); true
+  /// from from_environment(), and so in msiv2::client's defaults, unless $MSIV2_EAGER_KEY is
+  /// 0 or false (a process that only ever asks for bearer tokens saves the key generation). A
+  /// failed eager creation is logged and not fatal: the first request tries again.
+  bool eager_key = false;
   /// Why from_environment() found no usable cache directory (empty when it did, or when
   /// MSIV2_CACHE_DIR=none asked for memory only).
   std::string cache_dir_error;
 
-  /// The defaults with $AZURE_POD_IDENTITY_AUTHORITY_HOST, $MSIV2_DISABLE_V2 (1/true) and the
+  /// The defaults with eager_key on, $AZURE_POD_IDENTITY_AUTHORITY_HOST, $MSIV2_DISABLE_V2
+  /// (1/true), $MSIV2_EAGER_KEY (0/false turns eager_key off) and the
   /// cache directory (platform::cache_dir_from_environment; an error there leaves cache_dir
   /// empty and is kept in cache_dir_error for the client to log) applied.
   static module_config from_environment();

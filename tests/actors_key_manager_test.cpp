@@ -160,6 +160,80 @@ BOOST_FIXTURE_TEST_CASE(waiters_are_answered_when_the_key_manager_stops, key_fix
   BOOST_CHECK(describe(got->error).code == error_code::shutting_down);
 }
 
+BOOST_FIXTURE_TEST_CASE(without_eager_key_nothing_is_asked_at_start, key_fixture) {
+  BOOST_REQUIRE(!module_config{}.eager_key); // the default-constructed config stays lazy
+  auto store = std::make_shared<deferred_key_store>();
+  spawn(store);
+  run();
+  advance(10s);
+  BOOST_CHECK(store->calls.empty());
+}
+
+BOOST_FIXTURE_TEST_CASE(eager_key_is_asked_for_once_at_start_and_the_first_get_joins_it,
+                        key_fixture) {
+  config.eager_key = true;
+  auto store = std::make_shared<deferred_key_store>();
+  auto km = spawn(store);
+  run();
+  BOOST_REQUIRE_EQUAL(store->calls.size(), 1u);
+  BOOST_CHECK_EQUAL(store->calls[0].what, "create");
+  // Gets while the eager call is in flight join it: still one creation.
+  auto a = request<key_ref>(km, caf::get_atom::value);
+  auto b = request<key_ref>(km, caf::get_atom::value);
+  run();
+  BOOST_CHECK_EQUAL(store->calls.size(), 1u);
+  BOOST_CHECK(!a->answered());
+  auto k = fresh_key();
+  store->calls[0].done(k);
+  run();
+  for (auto& g : {a, b}) {
+    BOOST_REQUIRE(g->value);
+    BOOST_CHECK_EQUAL(g->value->key_id, k.key_id);
+  }
+  BOOST_CHECK_EQUAL(store->calls.size(), 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(eager_key_is_ready_before_the_first_get, key_fixture) {
+  config.eager_key = true;
+  auto km = spawn();
+  run();
+  BOOST_CHECK_EQUAL(keys->creates, 1);
+  auto got = request<key_ref>(km, caf::get_atom::value);
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(keys->creates, 1);
+  BOOST_CHECK_EQUAL(stats->snapshot().counters["msiv2_cache_hits_total{artifact=\"binding_key\"}"],
+                    1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(eager_key_is_not_asked_for_with_v2_disabled, key_fixture) {
+  config.eager_key = true;
+  config.v2_enabled = false;
+  auto store = std::make_shared<deferred_key_store>();
+  spawn(store);
+  run();
+  BOOST_CHECK(store->calls.empty());
+}
+
+BOOST_FIXTURE_TEST_CASE(a_failed_eager_key_is_not_fatal_and_the_first_get_retries, key_fixture) {
+  config.eager_key = true;
+  auto store = std::make_shared<deferred_key_store>();
+  auto km = spawn(store);
+  run();
+  BOOST_REQUIRE_EQUAL(store->calls.size(), 1u);
+  store->calls[0].done(fail("no entropy yet"));
+  run();
+  auto got = request<key_ref>(km, caf::get_atom::value);
+  run();
+  BOOST_REQUIRE_EQUAL(store->calls.size(), 2u);
+  BOOST_CHECK_EQUAL(store->calls[1].what, "create");
+  auto k = fresh_key();
+  store->calls[1].done(k);
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_CHECK_EQUAL(got->value->key_id, k.key_id);
+}
+
 BOOST_AUTO_TEST_CASE(software_key_store_makes_a_proven_key_on_its_worker_thread) {
   software_key_store store;
   auto call = [&](auto start) {

@@ -31,6 +31,19 @@ BOOST_AUTO_TEST_CASE(environment_overrides_imds_host_and_kill_switch) {
   BOOST_CHECK(msiv2::module_config::from_environment().v2_enabled);
 }
 
+BOOST_AUTO_TEST_CASE(the_environment_config_makes_the_key_eagerly_unless_told_not_to) {
+  BOOST_CHECK(!msiv2::module_config{}.eager_key);
+  unsetenv("MSIV2_EAGER_KEY");
+  BOOST_CHECK(msiv2::module_config::from_environment().eager_key);
+  for (const char* off : {"0", "false"}) {
+    setenv("MSIV2_EAGER_KEY", off, 1);
+    BOOST_CHECK_MESSAGE(!msiv2::module_config::from_environment().eager_key, off);
+  }
+  setenv("MSIV2_EAGER_KEY", "1", 1);
+  BOOST_CHECK(msiv2::module_config::from_environment().eager_key);
+  unsetenv("MSIV2_EAGER_KEY");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #include <caf/typed_event_based_actor.hpp>
