@@ -80,11 +80,13 @@ struct client_handle {
   std::unique_ptr<msiv2::client> client;
   ~client_handle();
 };
-/// With `sys` set, the client lives in that actor system instead of its own.
+/// With `sys` set, the client lives in that actor system instead of its own. `eager_key` is
+/// module_config::eager_key (off here unless asked: the other scenarios measure after a first
+/// token anyway).
 std::unique_ptr<client_handle> make_client(const sim::endpoints& urls, bool attest,
                                            std::size_t threads = 2,
                                            caf::actor_system* sys = nullptr,
-                                           std::string cache_dir = {});
+                                           std::string cache_dir = {}, bool eager_key = false);
 
 /// An mtls_pop (or bearer) request for `resource` as `who`.
 token_request make_request(std::string resource, managed_identity who = managed_identity::system(),

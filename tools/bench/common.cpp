@@ -99,7 +99,7 @@ client_handle::~client_handle() {
 
 std::unique_ptr<client_handle> make_client(const sim::endpoints& urls, bool attest,
                                            std::size_t threads, caf::actor_system* sys,
-                                           std::string cache_dir) {
+                                           std::string cache_dir, bool eager_key) {
   auto h = std::make_unique<client_handle>();
   auto t = io::curl_transport::create();
   if (!t)
@@ -108,6 +108,7 @@ std::unique_ptr<client_handle> make_client(const sim::endpoints& urls, bool atte
   client_options o;
   o.config = module_config{}; // nothing from the environment; memory only unless cache_dir
   o.config.cache_dir = std::move(cache_dir);
+  o.config.eager_key = eager_key;
   o.config.imds_base_url = urls.imds;
   o.config.ca_file = urls.ca_file;
   o.transport = h->transport;
