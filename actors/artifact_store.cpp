@@ -43,6 +43,9 @@ struct file_artifact_store::impl {
   bool stopping = false;
   bool exiting = false; ///< the process is exiting: lock waits give up at once
   bool busy = false;    ///< the worker is running a job or polling waits
+  /// A wait was added since the last poll: it is tried at once, not at the next poll (an
+  /// uncontended lock is then had without sitting out the rest of another wait's interval).
+  bool new_wait = false;
   std::condition_variable idle_cv;
   std::thread worker;
 
@@ -130,6 +133,7 @@ struct file_artifact_store::impl {
     {
       std::lock_guard<std::mutex> guard(mtx);
       waits.push_back(std::move(w));
+      new_wait = true;
     }
     cv.notify_one();
   }
@@ -181,9 +185,11 @@ struct file_artifact_store::impl {
         self->busy = false;
         for (;;) {
           const bool giving_up = self->stopping || self->exiting;
-          if (!self->waits.empty() && (giving_up || clock::now() >= next_poll)) {
+          if (!self->waits.empty() &&
+              (giving_up || self->new_wait || clock::now() >= next_poll)) {
             poll = true;
             give_up = giving_up;
+            self->new_wait = false;
             break;
           }
           if (!self->jobs.empty()) {

@@ -68,8 +68,8 @@ public:
 };
 
 /// The cache-directory store: one worker thread runs reads, writes and removals in order;
-/// lock waits are polled (non-blocking flock every few milliseconds) so that one artifact's
-/// wait never holds up another's work. Thread-safe.
+/// lock waits are polled (a new wait at once, then a non-blocking flock every few milliseconds)
+/// so that one artifact's wait never holds up another's work. Thread-safe.
 class file_artifact_store final : public artifact_store,
                                   public std::enable_shared_from_this<file_artifact_store> {
 public:
