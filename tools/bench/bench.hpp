@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <openssl/types.h>
+
 #include "actors/client.hpp"
 #include "io/curl_transport.hpp"
 #include "tools/sim/server.hpp"
@@ -94,6 +96,11 @@ token_request make_request(std::string resource, managed_identity who = managed_
                            std::chrono::milliseconds timeout = std::chrono::seconds(60));
 /// "ok" or the rendered error.
 std::string why(const token_outcome& t);
+
+/// Makes `dir` a cache directory holding only this boot's binding-key file for `key`, as an
+/// earlier process of this boot leaves it (what every later process of the boot finds).
+/// Returns `dir`; throws with the reason when it cannot.
+std::string dir_with_key_file(const std::string& dir, EVP_PKEY* key);
 
 /// Runs `argv` (no shell), returns its stdout; throws when it cannot start or exits non-zero.
 std::string run_capture(const std::vector<std::string>& argv, const std::string& cwd = {});

@@ -44,25 +44,6 @@ double p90(std::vector<double> v) {
   return v[std::min(v.size() - 1, static_cast<std::size_t>(0.9 * double(v.size() - 1) + 0.5))];
 }
 
-/// A fresh cache directory holding only a per-boot key file, as an earlier process of this
-/// boot leaves it once its certificate and attestation files are set aside.
-std::string dir_with_key_file(const std::string& dir, EVP_PKEY* key) {
-  if (auto made = platform::prepare_private_dir(dir); !made)
-    throw std::runtime_error("cold start: " + made.error());
-  auto boot = platform::read_boot_id();
-  if (!boot)
-    throw std::runtime_error("cold start: " + boot.error());
-  auto id = platform::key_id(key);
-  if (!id)
-    throw std::runtime_error("cold start: " + id.error());
-  auto bytes = persisted::encode_key(key, *boot, *id);
-  if (!bytes)
-    throw std::runtime_error("cold start: " + bytes.error());
-  if (auto w = platform::write_file_atomically(dir, persisted::key_file_name, *bytes); !w)
-    throw std::runtime_error("cold start: " + w.error());
-  return dir;
-}
-
 std::string verdict(const options& o, double value, double floor) {
   return o.quick ? "info" : (value <= floor + 5 ? "PASS" : "MISS");
 }

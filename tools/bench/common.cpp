@@ -13,6 +13,9 @@
 #include <stdexcept>
 
 #include "actors/keyguard_attestation.hpp"
+#include "actors/persisted.hpp"
+#include "platform/files.hpp"
+#include "platform/keys.hpp"
 #include "messages/errors.hpp"
 
 namespace msiv2::bench {
@@ -185,5 +188,23 @@ long rss_kib() {
       return std::strtol(line.c_str() + 6, nullptr, 10);
   return -1;
 }
+
+std::string dir_with_key_file(const std::string& dir, EVP_PKEY* key) {
+  if (auto made = platform::prepare_private_dir(dir); !made)
+    throw std::runtime_error("per-boot key file: " + made.error());
+  auto boot = platform::read_boot_id();
+  if (!boot)
+    throw std::runtime_error("per-boot key file: " + boot.error());
+  auto id = platform::key_id(key);
+  if (!id)
+    throw std::runtime_error("per-boot key file: " + id.error());
+  auto bytes = persisted::encode_key(key, *boot, *id);
+  if (!bytes)
+    throw std::runtime_error("per-boot key file: " + bytes.error());
+  if (auto w = platform::write_file_atomically(dir, persisted::key_file_name, *bytes); !w)
+    throw std::runtime_error("per-boot key file: " + w.error());
+  return dir;
+}
+
 
 } // namespace msiv2::bench

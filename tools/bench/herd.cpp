@@ -8,13 +8,10 @@
 
 #include <condition_variable>
 #include <cstdio>
-#include <future>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 
-#include "actors/software_key_store.hpp"
-#include "platform/files.hpp"
 #include "platform/keys.hpp"
 #include "tools/bench/bench.hpp"
 #include "tools/bench/easy_client.hpp"
@@ -85,16 +82,10 @@ herd_run run_ours(int identities, int resources, int repeats, bool key_on_disk) 
   inject_latencies(host.sim(), 1, 30, 20);
   std::string cache_dir;
   if (key_on_disk) {
-    cache_dir = host.state_dir() + "/cache";
-    if (auto ok = platform::prepare_private_dir(cache_dir); !ok)
-      throw std::runtime_error("herd: cache dir: " + ok.error());
-    key_store_settings ks;
-    ks.cache_dir = cache_dir;
-    software_key_store keys(ks);
-    std::promise<result<key_ref>> made;
-    keys.load_or_create([&](result<key_ref> k) { made.set_value(std::move(k)); });
-    if (auto k = made.get_future().get(); !k)
-      throw std::runtime_error("herd: binding key: " + k.error());
+    auto key = platform::generate_rsa_key(2048);
+    if (!key)
+      throw std::runtime_error("herd: RSA key: " + key.error());
+    cache_dir = dir_with_key_file(host.state_dir() + "/cache", key->get());
   }
   auto ch = make_client(host.urls(), true, 2, nullptr, cache_dir);
   auto t0 = steady::now();
