@@ -1,7 +1,16 @@
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
+#include <future>
+
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scheduler/coordinator.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/system.hpp"
 
 #include "actors/interfaces.hpp"
 
@@ -44,6 +53,96 @@ BOOST_AUTO_TEST_CASE(the_environment_config_makes_the_key_eagerly_unless_told_no
   unsetenv("MSIV2_EAGER_KEY");
 }
 
+namespace {
+
+/// One scheduler thread; actor A starts a ping-pong of `rounds` messages with B and, just
+/// before, sends one message to C from the same worker. Returns the ping-pong round at which
+/// C first ran: the number of jobs that overtook C in the worker's queue.
+int round_when_bystander_ran(caf::actor_system_config& cfg, int rounds) {
+  cfg.set("logger.file-verbosity", caf::atom("quiet"));
+  cfg.set("logger.console-verbosity", caf::atom("quiet"));
+  caf::actor_system sys{cfg};
+  auto played = std::make_shared<std::atomic<int>>(0);
+  auto seen = std::make_shared<std::promise<int>>();
+  auto done = std::make_shared<std::promise<void>>();
+  auto bystander = sys.spawn(
+    [=](caf::event_based_actor*, int) -> caf::behavior {
+      return {
+        [=](caf::ok_atom) { seen->set_value(played->load()); },
+        [](caf::get_atom) { return caf::ok_atom::value; },
+      };
+    },
+    0);
+  auto player = [=](caf::event_based_actor* self, int) -> caf::behavior {
+    return {
+      [=](int n, caf::actor peer) {
+        if (n == 0)
+          self->send(bystander, caf::ok_atom::value);
+        if (n == rounds) {
+          done->set_value();
+          return;
+        }
+        played->store(n + 1);
+        self->send(peer, n + 1, caf::actor{self});
+      },
+      [](caf::get_atom) { return caf::ok_atom::value; },
+    };
+  };
+  auto a = sys.spawn(player, 0);
+  auto b = sys.spawn(player, 0);
+  { // All three initialised and waiting for messages: none is still queued from its spawn.
+    caf::scoped_actor self{sys};
+    for (auto& x : {bystander, a, b})
+      self->request(x, caf::infinite, caf::get_atom::value)
+        .receive([](caf::ok_atom) {},
+                 [](caf::error& e) { BOOST_FAIL("warm-up: " + caf::to_string(e)); });
+  }
+  caf::anon_send(a, 0, b);
+  auto f = done->get_future();
+  BOOST_REQUIRE(f.wait_for(std::chrono::minutes(1)) == std::future_status::ready);
+  auto s = seen->get_future();
+  BOOST_REQUIRE(s.wait_for(std::chrono::minutes(1)) == std::future_status::ready);
+  return s.get();
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_module_scheduler_runs_jobs_in_the_order_they_became_runnable) {
+  caf::actor_system_config cfg;
+  msiv2::apply_defaults(cfg, 1);
+  // C was made runnable before the ping-pong's first message, so it runs before it.
+  BOOST_CHECK_EQUAL(round_when_bystander_ran(cfg, 10000), 1);
+}
+
+BOOST_AUTO_TEST_CASE(caf_stock_stealing_lets_a_ping_pong_starve_a_queued_actor) {
+  // The behaviour apply_defaults replaces: stock CAF 0.17 puts each newly runnable job at the
+  // front of the worker's queue, so C waits for the whole ping-pong (with one worker nobody
+  // steals it; with two, the idle one steals only every 5th 50 us poll).
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", 1);
+  BOOST_CHECK_EQUAL(round_when_bystander_ran(cfg, 10000), 10000);
+}
+
+BOOST_AUTO_TEST_CASE(apply_defaults_loads_the_fair_scheduler_once_and_leaves_other_policies) {
+  using fair = caf::scheduler::coordinator<msiv2::fair_work_stealing>;
+  {
+    caf::actor_system_config cfg;
+    msiv2::apply_defaults(cfg, 2);
+    msiv2::apply_defaults(cfg, 2);
+    BOOST_CHECK_EQUAL(cfg.module_factories.size(), 1u);
+    cfg.set("logger.console-verbosity", caf::atom("quiet"));
+    caf::actor_system sys{cfg};
+    BOOST_CHECK(dynamic_cast<fair*>(&sys.scheduler()) != nullptr);
+    BOOST_CHECK_EQUAL(sys.scheduler().num_workers(), 2u);
+  }
+  for (auto policy : {caf::atom("sharing"), caf::atom("testing")}) {
+    caf::actor_system_config cfg;
+    cfg.set("scheduler.policy", policy);
+    msiv2::apply_defaults(cfg, 2);
+    BOOST_CHECK(cfg.module_factories.empty());
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #include <caf/typed_event_based_actor.hpp>
@@ -79,7 +178,7 @@ echo_after::behavior_type echo_after_impl(echo_after::stateful_pointer<echo_afte
 
 } // namespace
 
-BOOST_AUTO_TEST_SUITE(actors_fixture_test)
+BOOST_AUTO_TEST_SUITE(actors_runtime_test) // reopened: CTest runs one suite per file
 
 BOOST_AUTO_TEST_CASE(virtual_time_drives_delayed_answers_and_wall_time) {
   msiv2::test::actor_fixture f;

@@ -46,7 +46,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 #include "messages/protocol.hpp"
 
-BOOST_AUTO_TEST_SUITE(messages_protocol_test)
+BOOST_AUTO_TEST_SUITE(messages_errors_test) // reopened: CTest runs one suite per file
 
 BOOST_AUTO_TEST_CASE(prometheus_text_groups_each_family_under_one_type_line) {
   msiv2::stats_snapshot s;

@@ -250,38 +250,54 @@ void run_hot(const options& o, std::vector<row>& out) {
   if (!wires || !wires->service)
     throw std::runtime_error("hot path: the supervisor has no token_service");
 
-  const int requesters = 4, window = 4;
-  auto direct = via_actors(sys, wires->service, req, requesters, window, dur);
-  auto delegated = via_actors(sys, ch->client->service(), req, requesters, window, dur);
+  // Throughput is measured at saturation: 4 requesters with 4 requests in flight each keep
+  // both scheduler threads busy. Latency is measured with the same 4 requesters one request
+  // in flight each: at saturation every request also waits for the 15 queued before it (by
+  // Little's law the mean is in-flight / throughput, 16 / 1 M/s = 16 us, whatever the code
+  // does), so the saturated p99 measures the offered load. It is printed too, as info.
+  const int requesters = 4;
+  auto direct = via_actors(sys, wires->service, req, requesters, 4, dur);
+  auto direct_lat = via_actors(sys, wires->service, req, requesters, 1, dur);
+  auto delegated = via_actors(sys, ch->client->service(), req, requesters, 4, dur);
+  auto delegated_lat = via_actors(sys, ch->client->service(), req, requesters, 1, dur);
   auto cb = via_client(*ch->client, req, 8, dur);
+  auto cb_lat = via_client(*ch->client, req, 4, dur);
   auto floor = via_map(*first, "system-assigned|https://management.azure.com|mtls_pop", 2, dur);
 
   std::uint64_t net_tokens = host.sim().count("token", 200);
-  for (auto* m : {&direct, &delegated, &cb})
+  for (auto* m : {&direct, &direct_lat, &delegated, &delegated_lat, &cb, &cb_lat})
     if (m->errors > 0)
       throw std::runtime_error("hot path: " + std::to_string(m->errors) + " errors: " + m->error);
   if (net_tokens != 1)
     throw std::runtime_error("hot path: " + std::to_string(net_tokens) +
                              " token endpoint calls, expected 1 (the cache did not serve)");
 
-  std::string how = std::to_string(requesters) + " requester actors x " + std::to_string(window) +
-                    " outstanding, 2 scheduler threads";
+  const std::string sat = "4 requester actors x 4 in flight, 2 scheduler threads";
+  const std::string one = "4 requester actors x 1 in flight: ";
   auto judge = [&](bool ok) { return o.quick ? std::string("info") : ok ? "PASS" : "MISS"; };
-  out.push_back({scen, "replies/s via token_service", direct.per_second, "/s", floor.per_second,
-                 "mutex+unordered_map lookups/s (2 threads)", ">= 1000000",
-                 judge(direct.per_second >= 1e6), how});
-  out.push_back({scen, "p99 via token_service", direct.p99, "us", floor.p99,
-                 "p99 of one map lookup", "<= 20 us", judge(direct.p99 <= 20), detail(direct)});
-  out.push_back({scen, "replies/s via module handle (supervisor)", delegated.per_second, "/s",
-                 floor.per_second, "map lookups/s", "", "info", how});
-  out.push_back({scen, "p99 via module handle (supervisor)", delegated.p99, "us", floor.p99,
-                 "p99 of one map lookup", "<= 20 us", judge(delegated.p99 <= 20),
-                 detail(delegated)});
-  out.push_back({scen, "replies/s via client callback API", cb.per_second, "/s",
-                 floor.per_second, "map lookups/s", "", "info",
-                 "8 callback chains through the client's one bridge actor"});
-  out.push_back({scen, "p99 via client callback API", cb.p99, "us", floor.p99,
-                 "p99 of one map lookup", "<= 20 us", judge(cb.p99 <= 20), detail(cb)});
+  auto saturated = [](const measured& m, int in_flight) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%d in flight: Little's law mean %.1f us; ", in_flight,
+                  in_flight * 1e6 / std::max(m.per_second, 1.0));
+    return buf + detail(m);
+  };
+  auto add_path = [&](const std::string& via, const measured& tput, const measured& lat,
+                      int sat_in_flight, const std::string& tput_how,
+                      const std::string& lat_how, const std::string& tput_target) {
+    bool judged_tput = !tput_target.empty();
+    out.push_back({scen, "replies/s via " + via, tput.per_second, "/s", floor.per_second,
+                   "mutex+unordered_map lookups/s (2 threads)", tput_target,
+                   judged_tput ? judge(tput.per_second >= 1e6) : "info", tput_how});
+    out.push_back({scen, "p99 via " + via, lat.p99, "us", floor.p99, "p99 of one map lookup",
+                   "<= 20 us", judge(lat.p99 <= 20), lat_how + detail(lat)});
+    out.push_back({scen, "p99 via " + via + " at saturation", tput.p99, "us", floor.p99,
+                   "p99 of one map lookup", "", "info", saturated(tput, sat_in_flight)});
+  };
+  add_path("token_service", direct, direct_lat, 16, sat, one, ">= 1000000");
+  add_path("module handle (supervisor)", delegated, delegated_lat, 16, sat, one, "");
+  add_path("client callback API", cb, cb_lat, 8,
+           "8 callback chains through the client's one bridge actor",
+           "4 callback chains x 1 in flight: ", "");
 }
 
 } // namespace msiv2::bench
