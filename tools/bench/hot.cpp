@@ -17,6 +17,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 
 #include "actors/supervisor.hpp"
 #include "actors/system.hpp"
@@ -127,6 +128,20 @@ measured via_actors(caf::actor_system& sys, token_service svc, const token_reque
       0);
   out->wait();
   return summarize(*out, ms_since(t0) / 1000.0);
+}
+
+/// The framework's floor for the same exchange: an actor of token_service's interface that
+/// answers every request with a copy of one token_result and does nothing else (no request
+/// check, key, lookup or counter). token_service's rate against it is the share of CAF's own
+/// request/reply cost (mailboxes, scheduling, the response handler, the token copy).
+token_service::behavior_type echo_token_impl(token_service::pointer, token_result tok) {
+  return {
+    [tok](token_request&) -> token_result { return tok; },
+    [](stats_atom) -> stats_snapshot { return {}; },
+    [](renew_atom, std::string&) {},
+    [](wire_atom, wiring_ptr&) {},
+    [](caf::timeout_atom, std::string&, std::uint64_t) {},
+  };
 }
 
 /// `chains` callback chains through msiv2::client::get_token for `dur`.
@@ -258,6 +273,9 @@ void run_hot(const options& o, std::vector<row>& out) {
   const int requesters = 4;
   auto direct = via_actors(sys, wires->service, req, requesters, 4, dur);
   auto direct_lat = via_actors(sys, wires->service, req, requesters, 1, dur);
+  auto echo = sys.spawn(echo_token_impl, *first);
+  auto echoed = via_actors(sys, echo, req, requesters, 4, dur);
+  caf::anon_send_exit(echo, caf::exit_reason::user_shutdown);
   auto delegated = via_actors(sys, ch->client->service(), req, requesters, 4, dur);
   auto delegated_lat = via_actors(sys, ch->client->service(), req, requesters, 1, dur);
   auto cb = via_client(*ch->client, req, 8, dur);
@@ -265,7 +283,7 @@ void run_hot(const options& o, std::vector<row>& out) {
   auto floor = via_map(*first, "system-assigned|https://management.azure.com|mtls_pop", 2, dur);
 
   std::uint64_t net_tokens = host.sim().count("token", 200);
-  for (auto* m : {&direct, &direct_lat, &delegated, &delegated_lat, &cb, &cb_lat})
+  for (auto* m : {&direct, &direct_lat, &echoed, &delegated, &delegated_lat, &cb, &cb_lat})
     if (m->errors > 0)
       throw std::runtime_error("hot path: " + std::to_string(m->errors) + " errors: " + m->error);
   if (net_tokens != 1)
@@ -294,6 +312,10 @@ void run_hot(const options& o, std::vector<row>& out) {
                    "p99 of one map lookup", "", "info", saturated(tput, sat_in_flight)});
   };
   add_path("token_service", direct, direct_lat, 16, sat, one, ">= 1000000");
+  out.push_back({scen, "replies/s via an echo actor (CAF's floor)", echoed.per_second, "/s",
+                 direct.per_second, "replies/s via token_service", "", "info",
+                 sat + "; an actor of token_service's interface that only copies one "
+                       "token_result into each reply: CAF's request/reply cost alone"});
   add_path("module handle (supervisor)", delegated, delegated_lat, 16, sat, one, "");
   add_path("client callback API", cb, cb_lat, 8,
            "8 callback chains through the client's one bridge actor",
@@ -301,3 +323,4 @@ void run_hot(const options& o, std::vector<row>& out) {
 }
 
 } // namespace msiv2::bench
+
