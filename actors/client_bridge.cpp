@@ -87,11 +87,12 @@ caf::behavior client_bridge_impl(caf::stateful_actor<client_bridge_state>* self,
         return;
       }
       auto id = ++st.next_id;
-      auto [i, added] = st.calls.emplace(
-        id, client_bridge_state::call{std::move(cb.fn),
-                                      self->clock().now() + req.timeout + options.answer_margin,
-                                      std::nullopt});
-      (void) added;
+      auto i = st.calls
+                 .emplace(id, client_bridge_state::call{
+                                std::move(cb.fn),
+                                self->clock().now() + req.timeout + options.answer_margin,
+                                std::nullopt})
+                 .first;
       if (st.direct) {
         i->second.resend = req;
         forward(self, id, std::move(req), st.direct, true, module);

@@ -190,12 +190,8 @@ result<pkey_ptr> generate_rsa_key_raced(unsigned bits, unsigned racers) {
 }
 
 result<pkey_ptr> generate_rsa_key(unsigned bits, OSSL_LIB_CTX* libctx) {
-  if (auto checked = check_rsa_bits(bits); !checked)
-    return checked.fail();
-  pkey_ptr key{EVP_PKEY_Q_keygen(libctx, nullptr, "RSA", static_cast<std::size_t>(bits))};
-  if (!key)
-    return fail(drain_openssl_errors("RSA-" + std::to_string(bits) + " key generation failed"));
-  return key;
+  static const std::atomic<bool> never{false};
+  return generate_rsa_key_cancellable(bits, never, libctx);
 }
 
 result<std::string> public_key_der(EVP_PKEY* key) {

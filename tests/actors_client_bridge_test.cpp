@@ -116,6 +116,11 @@ struct bridge_fixture : msiv2::test::actor_fixture {
                      sink->push_back(std::move(o));
                    }});
   }
+  /// Calls "ok/0" .. "ok/<n-1>" (the fake token_service answers each with its own token).
+  void call_ok(int n) {
+    for (int i = 0; i < n; ++i)
+      call("ok/" + std::to_string(i));
+  }
 
   int service_calls(const caf::actor& a) {
     return dynamic_cast<caf::stateful_actor<fake_service_state>*>(
@@ -139,8 +144,7 @@ BOOST_AUTO_TEST_SUITE(actors_client_bridge_test)
 
 BOOST_AUTO_TEST_CASE(answers_each_call_once_and_arms_no_timer_per_call) {
   bridge_fixture f;
-  for (int i = 0; i < 200; ++i)
-    f.call("ok/" + std::to_string(i));
+  f.call_ok(200);
   f.run();
   BOOST_REQUIRE_EQUAL(f.got->size(), 200u);
   for (int i = 0; i < 200; ++i) {
@@ -219,8 +223,7 @@ BOOST_AUTO_TEST_CASE(close_answers_what_is_outstanding_with_shutting_down_and_qu
 
 BOOST_AUTO_TEST_CASE(calls_go_straight_to_token_service_not_through_the_supervisor) {
   bridge_fixture f;
-  for (int i = 0; i < 10; ++i)
-    f.call("ok/" + std::to_string(i));
+  f.call_ok(10);
   f.run();
   BOOST_REQUIRE_EQUAL(f.got->size(), 10u);
   BOOST_CHECK_EQUAL(f.service_calls(f.service), 10);
