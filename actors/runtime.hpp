@@ -91,6 +91,10 @@ public:
   virtual void load_or_create(std::function<void(result<key_ref>)> done) = 0;
   /// Drops `key_id` (it failed) and creates a new key.
   virtual void rotate(std::string key_id, std::function<void(result<key_ref>)> done) = 0;
+  /// How strongly keys from this store bind a token, known without creating a key (the
+  /// capability query asks it). A store whose keys live in process memory or a file is a
+  /// software_key store; a hardware store overrides this.
+  virtual binding_strength strength() const { return binding_strength::software_key; }
 };
 
 /// Attests a binding key (protocol.md §5). `done` is called exactly once, on any thread.

@@ -64,6 +64,9 @@ enum class error_code : std::uint8_t {
   internal_failure = 15,
   /// The module is shutting down.
   shutting_down = 16,
+  /// The request asked for a stronger binding (token_request::min_binding) than this host
+  /// can give; the description says what is missing. Never downgraded.
+  binding_too_weak = 17,
 };
 
 /// Human-readable name of a code ("v1_only_host").

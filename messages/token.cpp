@@ -6,6 +6,26 @@ const char* to_string(token_type t) noexcept {
   return t == token_type::mtls_pop ? "mtls_pop" : "bearer";
 }
 
+const char* to_string(binding_strength s) noexcept {
+  switch (s) {
+    case binding_strength::bearer: return "bearer";
+    case binding_strength::software_key: return "software_key";
+    case binding_strength::hardware_key: return "hardware_key";
+    case binding_strength::attested_hardware_key: return "attested_hardware_key";
+  }
+  return "unknown";
+}
+
+bool parse_binding_strength(const std::string& text, binding_strength& out) noexcept {
+  for (auto s : {binding_strength::bearer, binding_strength::software_key,
+                 binding_strength::hardware_key, binding_strength::attested_hardware_key})
+    if (text == to_string(s)) {
+      out = s;
+      return true;
+    }
+  return false;
+}
+
 std::string to_string(const managed_identity& id) {
   switch (id.kind) {
     case identity_kind::system_assigned: return "system-assigned";

@@ -51,6 +51,16 @@ enum class token_type : std::uint8_t {
   bearer = 1,   ///< a plain bearer token (IMDS v1, or v2 with token_type=bearer)
 };
 
+/// How strongly a token can be bound to this host, weakest first (the values are ordered:
+/// a stronger binding compares greater). The capability query reports the strongest one the
+/// host can give; token_request::min_binding asks for at least one.
+enum class binding_strength : std::uint8_t {
+  bearer = 0,                ///< no binding: bearer tokens only (no IMDS v2, or no key)
+  software_key = 1,          ///< mTLS PoP with a key held in process memory or a file
+  hardware_key = 2,          ///< mTLS PoP with a key that never leaves hardware (a TPM)
+  attested_hardware_key = 3, ///< as hardware_key, and the key is attested to the issuer
+};
+
 /// What a caller asks for.
 struct token_request {
   managed_identity identity;
@@ -99,6 +109,12 @@ struct token_result {
 
 /// Text form of a token type ("mtls_pop", "bearer").
 const char* to_string(token_type t) noexcept;
+/// Text form of a binding strength ("bearer", "software_key", "hardware_key",
+/// "attested_hardware_key").
+const char* to_string(binding_strength s) noexcept;
+/// Parses the text form of a binding strength; false (and `out` untouched) when `text` is
+/// none of them.
+bool parse_binding_strength(const std::string& text, binding_strength& out) noexcept;
 /// Text form of an identity ("system-assigned", "client_id=...").
 std::string to_string(const managed_identity& id);
 

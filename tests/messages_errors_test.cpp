@@ -42,6 +42,28 @@ BOOST_AUTO_TEST_CASE(identity_text_names_the_selector) {
   BOOST_CHECK(managed_identity::by_object_id("x") != managed_identity::by_client_id("x"));
 }
 
+BOOST_AUTO_TEST_CASE(binding_strengths_are_ordered_weakest_first_and_round_trip_as_text) {
+  BOOST_CHECK(binding_strength::bearer < binding_strength::software_key);
+  BOOST_CHECK(binding_strength::software_key < binding_strength::hardware_key);
+  BOOST_CHECK(binding_strength::hardware_key < binding_strength::attested_hardware_key);
+  for (auto s : {binding_strength::bearer, binding_strength::software_key,
+                 binding_strength::hardware_key, binding_strength::attested_hardware_key}) {
+    binding_strength back = binding_strength::bearer;
+    BOOST_CHECK(parse_binding_strength(to_string(s), back));
+    BOOST_CHECK(back == s);
+  }
+  BOOST_CHECK_EQUAL(to_string(binding_strength::attested_hardware_key), "attested_hardware_key");
+  binding_strength untouched = binding_strength::hardware_key;
+  BOOST_CHECK(!parse_binding_strength("tpm", untouched));
+  BOOST_CHECK(untouched == binding_strength::hardware_key);
+}
+
+BOOST_AUTO_TEST_CASE(binding_too_weak_has_its_own_name) {
+  BOOST_CHECK_EQUAL(to_string(error_code::binding_too_weak), "binding_too_weak");
+  BOOST_CHECK(describe(make_msiv2_error(error_code::binding_too_weak, "x")).code ==
+              error_code::binding_too_weak);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #include "messages/protocol.hpp"

@@ -79,7 +79,8 @@ const char* usage_text =
   "  0  ok (with --call: the resource answered 2xx)\n"
   "  2  usage error\n"
   "  3  invalid_request\n"
-  "  4  imds_unavailable, v1_only_host, v2_disabled (no IMDS v2 here)\n"
+  "  4  imds_unavailable, v1_only_host, v2_disabled, binding_too_weak (this host cannot give\n"
+  "     the token asked for)\n"
   "  5  metadata_failed, identity_not_found\n"
   "  6  key_failed, attestation_failed, issuance_refused\n"
   "  7  token_refused, throttled\n"
@@ -256,6 +257,7 @@ int exit_code_for(error_code code) {
     case error_code::imds_unavailable:
     case error_code::v1_only_host:
     case error_code::v2_disabled:
+    case error_code::binding_too_weak:
       return exit_no_v2;
     case error_code::metadata_failed:
     case error_code::identity_not_found:
