@@ -24,6 +24,8 @@ packages=(
   build-essential cmake ninja-build pkg-config ca-certificates curl
   libssl-dev libcurl4-openssl-dev libsimdjson-dev libcaf-dev
   libboost-dev libboost-test-dev libboost-system-dev
+  # The TPM key store (tss2 ESAPI) and its tests (a software TPM, tools/swtpm.sh).
+  libtss2-dev swtpm swtpm-tools tpm2-tools
 )
 
 missing=()
