@@ -20,9 +20,9 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
-#include "platform/files.hpp"
-#include "platform/log.hpp"
-#include "platform/result.hpp"
+#include "msiv2/platform/files.hpp"
+#include "msiv2/platform/log.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2 {
 

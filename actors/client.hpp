@@ -21,12 +21,12 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
 
-#include "actors/client_bridge.hpp" // token_outcome: a token, or the error that replaced it
-#include "actors/supervisor.hpp"
-#include "io/http.hpp"
-#include "messages/errors.hpp"
-#include "platform/log.hpp"
-#include "platform/result.hpp"
+#include "msiv2/actors/client_bridge.hpp" // token_outcome: a token, or the error that replaced it
+#include "msiv2/actors/supervisor.hpp"
+#include "msiv2/io/http.hpp"
+#include "msiv2/messages/errors.hpp"
+#include "msiv2/platform/log.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2 {
 

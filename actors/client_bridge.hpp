@@ -28,8 +28,8 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
-#include "actors/interfaces.hpp"
-#include "actors/supervisor.hpp"
+#include "msiv2/actors/interfaces.hpp"
+#include "msiv2/actors/supervisor.hpp"
 
 namespace msiv2 {
 

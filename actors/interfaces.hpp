@@ -20,9 +20,9 @@
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
-#include "actors/runtime.hpp"
-#include "messages/protocol.hpp"
-#include "messages/token.hpp"
+#include "msiv2/actors/runtime.hpp"
+#include "msiv2/messages/protocol.hpp"
+#include "msiv2/messages/token.hpp"
 
 namespace msiv2 {
 

@@ -16,13 +16,13 @@
 
 #include <caf/allowed_unsafe_message_type.hpp>
 
-#include "actors/artifact_store.hpp"
-#include "io/http.hpp"
-#include "messages/protocol.hpp"
-#include "platform/clock.hpp"
-#include "platform/lifecycle.hpp"
-#include "platform/log.hpp"
-#include "platform/result.hpp"
+#include "msiv2/actors/artifact_store.hpp"
+#include "msiv2/io/http.hpp"
+#include "msiv2/messages/protocol.hpp"
+#include "msiv2/platform/clock.hpp"
+#include "msiv2/platform/lifecycle.hpp"
+#include "msiv2/platform/log.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2 {
 

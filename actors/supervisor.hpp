@@ -22,7 +22,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/interfaces.hpp"
+#include "msiv2/actors/interfaces.hpp"
 
 namespace msiv2 {
 

@@ -15,8 +15,8 @@
 #include <utility>
 #include <vector>
 
-#include "platform/openssl.hpp"
-#include "platform/result.hpp"
+#include "msiv2/platform/openssl.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2::io {
 

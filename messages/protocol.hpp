@@ -19,7 +19,7 @@
 #include <caf/meta/type_name.hpp>
 #include <caf/timestamp.hpp>
 
-#include "messages/token.hpp"
+#include "msiv2/messages/token.hpp"
 
 namespace msiv2 {
 

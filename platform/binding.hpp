@@ -5,8 +5,8 @@
 
 #include <string>
 
-#include "platform/openssl.hpp"
-#include "platform/result.hpp"
+#include "msiv2/platform/openssl.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2 {
 

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <sys/types.h>
 
-#include "platform/result.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2::platform {
 
