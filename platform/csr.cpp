@@ -55,8 +55,10 @@ result<std::string> read_oid(der::reader& r, std::string_view what) {
   return dotted;
 }
 
-// `in` holds exactly one AlgorithmIdentifier that must be SHA-256 with absent parameters.
-result<void> check_sha256_identifier(std::string_view in, std::string_view what) {
+// `in` holds exactly one AlgorithmIdentifier that must be SHA-256 with absent parameters
+// (or NULL ones, when `null_allowed`).
+result<void> check_sha256_identifier(std::string_view in, std::string_view what,
+                                     bool null_allowed) {
   der::reader r(in);
   auto id = r.expect(der::sequence, what);
   if (!id)
@@ -72,6 +74,9 @@ result<void> check_sha256_identifier(std::string_view in, std::string_view what)
                 + *dotted);
   if (!body.done()) {
     auto params = body.next();
+    if (null_allowed && params.ok() && params->tag == der::null && params->content.empty() &&
+        body.done())
+      return ok();
     if (params.ok() && params->tag == der::null)
       return fail("CSR signature algorithm parameters must not contain NULL hash parameters");
     return fail(std::string(what) + " must have absent parameters");
@@ -79,7 +84,7 @@ result<void> check_sha256_identifier(std::string_view in, std::string_view what)
   return ok();
 }
 
-result<void> check_pss_parameters(std::string_view params_content) {
+result<void> check_pss_parameters(std::string_view params_content, bool null_allowed) {
   der::reader r(params_content);
   int last_tag = -1;
   bool saw_hash = false;
@@ -94,7 +99,7 @@ result<void> check_pss_parameters(std::string_view params_content) {
     last_tag = n->tag;
     switch (n->tag) {
     case der::context_0: {
-      auto hash = check_sha256_identifier(n->content, "CSR signature hash");
+      auto hash = check_sha256_identifier(n->content, "CSR signature hash", null_allowed);
       if (!hash)
         return hash;
       saw_hash = true;
@@ -121,7 +126,7 @@ result<void> check_pss_parameters(std::string_view params_content) {
         return fail("CSR signature MGF1 hash: " + hash_id.error());
       if (!body.done())
         return fail("CSR signature MGF1 has elements after its hash");
-      auto hash = check_sha256_identifier(hash_id->whole, "CSR signature MGF1 hash");
+      auto hash = check_sha256_identifier(hash_id->whole, "CSR signature MGF1 hash", null_allowed);
       if (!hash)
         return hash;
       saw_mgf = true;
@@ -232,7 +237,8 @@ result<std::string> build_csr(EVP_PKEY* key, std::string_view client_id,
   return csr;
 }
 
-result<parsed_csr> parse_csr(std::string_view in) {
+result<parsed_csr> parse_csr(std::string_view in, csr_profile profile) {
+  const bool lenient = profile == csr_profile::lenient;
   der::reader top(in);
   auto request = top.expect(der::sequence, "CSR");
   if (!request)
@@ -294,6 +300,8 @@ result<parsed_csr> parse_csr(std::string_view in) {
       return fail("CSR subject attribute has elements after its value");
     entries.push_back({std::move(*type), *value});
   }
+  if (lenient && entries.size() == 2 && entries[0].type == cn_oid && entries[1].type == dc_oid)
+    std::swap(entries[0], entries[1]); // CN first: MSAL Python and Go
   if (entries.size() != 2 || entries[0].type != dc_oid || entries[1].type != cn_oid) {
     std::string found;
     for (const auto& e : entries)
@@ -302,8 +310,15 @@ result<parsed_csr> parse_csr(std::string_view in) {
                 + ")");
   }
   const auto& dc = entries[0].value;
-  if (dc.tag != der::ia5_string || !is_ascii(dc.content))
-    return fail("CSR subject DC must be an IA5String");
+  if (lenient && dc.tag == der::printable_string) {
+    if (!is_printable(dc.content))
+      return fail("CSR subject DC is a PrintableString holding a character outside that set");
+  } else if (lenient && dc.tag == der::utf8_string) {
+    // MSAL Python's fallback; a tenant id is ASCII anyway.
+  } else if (dc.tag != der::ia5_string || !is_ascii(dc.content)) {
+    return fail(lenient ? "CSR subject DC must be an IA5String, PrintableString or UTF8String"
+                        : "CSR subject DC must be an IA5String");
+  }
   if (dc.content.empty())
     return fail("CSR subject DC (tenant id) is empty");
   const auto& cn = entries[1].value;
@@ -407,11 +422,12 @@ result<parsed_csr> parse_csr(std::string_view in) {
     return params.fail();
   if (!ralg.done())
     return fail("CSR signature algorithm has elements after the parameters");
-  auto checked = check_pss_parameters(params->content);
+  auto checked = check_pss_parameters(params->content, lenient);
   if (!checked)
     return checked.fail();
-  // Every rule above passed; anything still different is an encoding we do not expect.
-  if (algorithm->whole != pss_sha256_algorithm_der())
+  // Every rule above passed; anything still different is an encoding we do not expect (the
+  // lenient profile accepts the NULLs, which change the bytes).
+  if (!lenient && algorithm->whole != pss_sha256_algorithm_der())
     return fail("CSR signature algorithm is not the exact RSASSA-PSS SHA-256/MGF1-SHA-256/salt-32 "
                 "encoding");
 

@@ -65,11 +65,22 @@ struct parsed_csr {
   std::string signature;  ///< signature bytes
 };
 
+/// How strict parse_csr is about encodings that carry the same meaning.
+enum class csr_profile {
+  /// MSAL .NET's exact encoding (protocol.md §4): DC then CN, DC an IA5String, SHA-256
+  /// identifiers in the PSS parameters without parameters, the exact AlgorithmIdentifier.
+  strict,
+  /// Also what MSAL Python and the MSAL Go branch send: CN then DC, a DC that is a
+  /// PrintableString or UTF8String, SHA-256 identifiers with NULL parameters. trailerField
+  /// spelled out, another hash or salt, extensions or a bad signature are still refused.
+  lenient,
+};
+
 /// Parses DER and checks every rule of protocol.md §4 (version 0; subject DC first then CN,
 /// DC an IA5String; rsaEncryption key with NULL parameters; exactly one attribute, the cuId
-/// OID, one UTF8String value; no extensions; the exact PSS AlgorithmIdentifier). The error
-/// names the rule broken ("CSR subject DC must be an IA5String").
-result<parsed_csr> parse_csr(std::string_view der);
+/// OID, one UTF8String value; no extensions; the exact PSS AlgorithmIdentifier), relaxed as
+/// `profile` says. The error names the rule broken ("CSR subject DC must be an IA5String").
+result<parsed_csr> parse_csr(std::string_view der, csr_profile profile = csr_profile::strict);
 /// Verifies the PSS signature of a parsed CSR with its own public key.
 result<void> verify_csr_signature(const parsed_csr& csr);
 

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "platform/der.hpp"
 #include "platform/encoding.hpp"
 #include "platform/keys.hpp"
 
@@ -15,6 +16,7 @@ namespace {
 
 using asn1_string_ptr = std::unique_ptr<ASN1_STRING, ossl_deleter<ASN1_STRING, ASN1_STRING_free>>;
 using ext_ptr = std::unique_ptr<X509_EXTENSION, ossl_deleter<X509_EXTENSION, X509_EXTENSION_free>>;
+using obj_ptr = std::unique_ptr<ASN1_OBJECT, ossl_deleter<ASN1_OBJECT, ASN1_OBJECT_free>>;
 
 void free_general_names(GENERAL_NAMES* names) {
   GENERAL_NAMES_free(names);
@@ -158,6 +160,45 @@ result<std::string> certificate_der(X509* cert) {
   return der;
 }
 
+/// The token_not_after extension's time (Unix seconds), 0 when absent or not a time.
+std::int64_t read_token_not_after(X509* cert) {
+  obj_ptr oid{OBJ_txt2obj(std::string(token_not_after_oid).c_str(), 1)};
+  if (!oid)
+    return 0;
+  int at = X509_get_ext_by_OBJ(cert, oid.get(), -1);
+  if (at < 0)
+    return 0;
+  const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(X509_get_ext(cert, at));
+  if (value == nullptr)
+    return 0;
+  std::string_view raw(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+                       std::size_t(ASN1_STRING_length(value)));
+  der::reader outer(raw);
+  auto first = outer.next();
+  if (!first)
+    return 0;
+  der::node time = *first;
+  if (time.tag == der::sequence) {
+    der::reader inner(time.content);
+    auto t = inner.next();
+    if (!t)
+      return 0;
+    time = *t;
+  }
+  if (time.tag != der::utc_time && time.tag != der::generalized_time)
+    return 0;
+  asn1_string_ptr parsed{ASN1_TIME_new()};
+  std::string text(time.content);
+  if (!parsed || ASN1_TIME_set_string(parsed.get(), text.c_str()) != 1 ||
+      ASN1_STRING_type(parsed.get()) != (time.tag == der::utc_time ? V_ASN1_UTCTIME
+                                                                   : V_ASN1_GENERALIZEDTIME)) {
+    ERR_clear_error();
+    return 0;
+  }
+  auto secs = unix_time(parsed.get(), "token_not_after");
+  return secs ? *secs : 0;
+}
+
 result<cert_info> inspect_certificate(std::string_view der) {
   auto parsed = parse_certificate(der);
   if (!parsed)
@@ -208,6 +249,7 @@ result<cert_info> inspect_certificate(std::string_view der) {
   info.ku_digital_signature =
     info.has_key_usage && (X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE) != 0;
   info.x5t_s256 = x5t_s256(der);
+  info.token_not_after = read_token_not_after(cert);
   return info;
 }
 
@@ -318,6 +360,23 @@ result<std::string> issue_certificate(const issue_params& params, X509* issuer,
     auto san = add_subject_alt_names(cert.get(), params);
     if (!san)
       return san.fail();
+  }
+  if (params.token_not_after > 0) {
+    std::time_t t = std::time_t(params.token_not_after);
+    std::tm tm{};
+    char text[32];
+    if (gmtime_r(&t, &tm) == nullptr || std::strftime(text, sizeof text, "%Y%m%d%H%M%SZ", &tm) == 0)
+      return fail("issue_certificate: token_not_after is out of range");
+    auto value = der::tlv(der::generalized_time, text);
+    obj_ptr oid{OBJ_txt2obj(std::string(token_not_after_oid).c_str(), 1)};
+    asn1_string_ptr data{ASN1_OCTET_STRING_new()};
+    if (!oid || !data ||
+        ASN1_OCTET_STRING_set(data.get(), reinterpret_cast<const unsigned char*>(value.data()),
+                              int(value.size())) != 1)
+      return fail(drain_openssl_errors("issue_certificate: token_not_after extension"));
+    ext_ptr ext{X509_EXTENSION_create_by_OBJ(nullptr, oid.get(), 0, data.get())};
+    if (!ext || X509_add_ext(cert.get(), ext.get(), -1) != 1)
+      return fail(drain_openssl_errors("issue_certificate: adding token_not_after failed"));
   }
   auto ski = add_conf_extension(cert.get(), &ctx, NID_subject_key_identifier, "hash");
   if (!ski)

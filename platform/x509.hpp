@@ -13,6 +13,11 @@
 
 namespace msiv2::platform {
 
+/// OID of the token_not_after extension IMDS puts into binding certificates: a UTCTime or
+/// GeneralizedTime (possibly inside a SEQUENCE) after which the token endpoint refuses the
+/// certificate (AADSTS1000901) although notAfter is later.
+inline constexpr std::string_view token_not_after_oid = "1.3.6.1.4.1.311.90.2.1";
+
 /// What this project reads from a certificate. Times are Unix seconds.
 struct cert_info {
   std::string der;
@@ -27,6 +32,9 @@ struct cert_info {
   bool has_key_usage = false;
   bool ku_digital_signature = false;
   std::string x5t_s256;     ///< base64url SHA-256 of the DER
+  /// The token_not_after extension (Unix seconds); 0 when absent or unreadable (then notAfter
+  /// is the boundary, as MSAL .NET does).
+  std::int64_t token_not_after = 0;
 };
 
 /// Parses a DER certificate.
@@ -58,6 +66,8 @@ struct issue_params {
   bool server_auth = false;         ///< EKU serverAuth + KU digitalSignature, keyEncipherment
   std::vector<std::string> dns_names; ///< subjectAltName dNSName entries
   std::vector<std::string> ip_addresses; ///< subjectAltName iPAddress entries ("127.0.0.1")
+  /// A token_not_after extension (GeneralizedTime, Unix seconds); 0: none.
+  std::int64_t token_not_after = 0;
 };
 
 /// Issues a certificate signed with `issuer_key` (SHA-256 PKCS#1 v1.5). `issuer` = nullptr

@@ -483,4 +483,47 @@ BOOST_AUTO_TEST_CASE(rejects_the_csr_openssl_itself_writes_for_pss) {
              == "CSR signature algorithm parameters must not contain NULL hash parameters");
 }
 
+BOOST_AUTO_TEST_CASE(lenient_profile_accepts_what_msal_python_and_go_send_and_strict_refuses) {
+  const auto with_null = der::seq({der::oid(sha256_oid), der::null_value()});
+  // MSAL Python: CN first, DC an IA5String (UTF8String as its fallback), NULL hash parameters.
+  forge python;
+  python.subject = der::seq(
+    {rdn(cn_oid, der::utf8_string, client), rdn(dc_oid, der::utf8_string, tenant)});
+  python.algorithm = pss_algorithm(with_null, with_null);
+  // MSAL Go branch: CN first, DC a PrintableString, NULL hash parameters.
+  forge go;
+  go.subject = der::seq(
+    {rdn(cn_oid, der::printable_string, client), rdn(dc_oid, der::printable_string, tenant)});
+  go.algorithm = pss_algorithm(with_null, with_null);
+  for (const auto& csr : {python.encode(), go.encode()}) {
+    BOOST_TEST(!parse_csr(csr, csr_profile::strict).ok());
+    auto lenient = parse_csr(csr, csr_profile::lenient);
+    BOOST_REQUIRE_MESSAGE(lenient.ok(), why(lenient));
+    BOOST_TEST(lenient->client_id == client);
+    BOOST_TEST(lenient->tenant_id == tenant);
+    BOOST_TEST(verify_csr_signature(*lenient).ok());
+  }
+  // Our own CSR passes both.
+  BOOST_TEST(parse_csr(built_csr(), csr_profile::lenient).ok());
+}
+
+BOOST_AUTO_TEST_CASE(lenient_profile_still_refuses_trailer_field_other_hashes_and_bad_dc_types) {
+  forge trailer;
+  auto sha = der::seq({der::oid(sha256_oid)});
+  trailer.algorithm = pss_algorithm(sha, sha, der::tlv(der::context_3, der::small_integer(1)));
+  auto t = parse_csr(trailer.encode(), csr_profile::lenient);
+  BOOST_REQUIRE(!t.ok());
+  BOOST_TEST(t.error() == "CSR signature algorithm must not spell out trailerField");
+  forge bmp_dc;
+  bmp_dc.subject = der::seq({rdn(dc_oid, 0x1e /* BMPString */, tenant),
+                             rdn(cn_oid, der::printable_string, client)});
+  auto b = parse_csr(bmp_dc.encode(), csr_profile::lenient);
+  BOOST_REQUIRE(!b.ok());
+  BOOST_TEST(b.error() == "CSR subject DC must be an IA5String, PrintableString or UTF8String");
+  forge sha1_null;
+  auto sha1 = der::seq({der::oid("1.3.14.3.2.26"), der::null_value()});
+  sha1_null.algorithm = pss_algorithm(sha1, sha1);
+  BOOST_TEST(!parse_csr(sha1_null.encode(), csr_profile::lenient).ok());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

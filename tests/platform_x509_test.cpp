@@ -4,6 +4,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 
+#include "platform/der.hpp"
 #include "platform/encoding.hpp"
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
@@ -377,6 +378,33 @@ BOOST_AUTO_TEST_CASE(pem_certificates_rejects_empty_broken_and_unterminated_bloc
   BOOST_TEST(contains(pem_certificates(pem_encode("junk!", "CERTIFICATE")).error(),
                       "does not parse"));
   BOOST_TEST(ERR_peek_error() == 0ul);
+}
+
+BOOST_AUTO_TEST_CASE(token_not_after_extension_is_written_and_read_back_and_absent_is_zero) {
+  const auto& p = the_pki();
+  BOOST_TEST(good_binding_info().token_not_after == 0); // a certificate without it
+  issue_params leaf;
+  leaf.subject_key = p.leaf_key.get();
+  leaf.subject_cn = std::string(client);
+  leaf.not_before = t0;
+  leaf.not_after = t0 + week;
+  leaf.token_not_after = t0 + 3600;
+  leaf.client_auth = true;
+  auto der = issue_certificate(leaf, p.ca.get(), p.ca_key.get());
+  BOOST_REQUIRE_MESSAGE(der.ok(), why(der));
+  auto info = inspect_certificate(*der);
+  BOOST_REQUIRE_MESSAGE(info.ok(), why(info));
+  BOOST_TEST(info->token_not_after == t0 + 3600);
+  BOOST_TEST(info->not_after == t0 + week);
+  // OpenSSL sees the extension with our OID and a GeneralizedTime value.
+  auto cert = must_parse(*der);
+  auto oid = OBJ_txt2obj(std::string(token_not_after_oid).c_str(), 1);
+  int at = X509_get_ext_by_OBJ(cert.get(), oid, -1);
+  ASN1_OBJECT_free(oid);
+  BOOST_REQUIRE(at >= 0);
+  const ASN1_OCTET_STRING* v = X509_EXTENSION_get_data(X509_get_ext(cert.get(), at));
+  BOOST_REQUIRE(v != nullptr);
+  BOOST_TEST(ASN1_STRING_get0_data(v)[0] == der::generalized_time);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
