@@ -255,7 +255,8 @@ void attempt(self_ptr self, const deps_ptr& deps, const attestation_key& k) {
   self->state.attempts[id] = k;
   auto me = caf::actor_cast<attestation_cache>(self);
   deps->attestation->attest(
-    e.key, k.first, e.client_id, std::min(deps->config.upstream_timeout, remaining),
+    e.key, k.first, e.client_id, e.correlation_id,
+    std::min(deps->config.upstream_timeout, remaining),
     [me, id](result<attestation_token> r, int status) {
       if (r)
         caf::anon_send(me, caf::put_atom::value, id, std::move(*r));
@@ -318,6 +319,8 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
       }
       e.key = req.key;
       e.client_id = req.client_id;
+      if (!e.fetching)
+        e.correlation_id = req.correlation_id.empty() ? platform::uuid_v4() : req.correlation_id;
       if (req.refuse_cached && e.token) {
         e.refused.insert(digest(e.token->jwt));
         e.token.reset();
@@ -373,6 +376,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
                                 milliseconds(std::max<std::int64_t>(
                                   e.plan.usable_until_ms - now_ms,
                                   deps->config.upstream_timeout.count())));
+      e.correlation_id = platform::uuid_v4(); // a renewal is a request of its own
       start_fetch(self, deps, t->second, bound, true);
     },
     [=](caf::put_atom, std::uint64_t attempt_id, attestation_token& tok) {

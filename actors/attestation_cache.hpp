@@ -46,6 +46,9 @@ struct attestation_waiter {
 struct attestation_entry {
   key_ref key;           ///< the key to attest (latest request's handle)
   std::string client_id; ///< client id of the latest request (renewals use it)
+  /// x-ms-client-request-id of the fetch: the correlation id of the request that started it,
+  /// or a fresh one for a renewal.
+  std::string correlation_id;
   std::optional<attestation_token> token;
   platform::lifecycle plan;
   std::string timer_id; ///< renewal_timer artifact id

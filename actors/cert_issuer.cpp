@@ -161,6 +161,7 @@ result<credential> read_credential(const io::http_response& r, const flight& f,
   c.x5t_s256 = info->x5t_s256;
   c.not_before_ms = info->not_before * 1000;
   c.not_after_ms = info->not_after * 1000;
+  c.token_not_after_ms = info->token_not_after * 1000;
   c.attested = f.attestation.has_value();
   c.key = *f.key;
   return c;
@@ -424,12 +425,16 @@ void send_current(self_ptr self, const std::string& key) {
     req.url += "&bypass_cache=true";
   req.headers.set("Metadata", "true");
   req.headers.set("x-ms-client-request-id", f.request_id);
+  add_client_telemetry(req.headers);
   if (issuing) {
     req.headers.set("Content-Type", "application/json; charset=utf-8");
     req.body = f.issue_body;
   }
   req.timeout = std::max(milliseconds(1), std::min(cfg.imds_timeout, left_of(self, f.due)));
-  req.connect_timeout = std::min(req.connect_timeout, req.timeout);
+  // The mtls_pop path has no probe in front of it: until IMDS answered once, its short
+  // connect timeout applies here, so a host without IMDS learns it as fast as from the probe.
+  req.connect_timeout = std::min(st.imds_answered ? req.connect_timeout : cfg.probe_connect_timeout,
+                                 req.timeout);
   auto hdl = caf::actor_cast<cert_issuer>(self);
   auto id = f.attempt;
   st.deps->transport->send(std::move(req), [hdl, id](io::http_response r) {
@@ -442,6 +447,30 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
   auto& f = st.flights.at(key);
   count(self, "imds_metadata", r);
   auto corr = correlation_of(r, f.request_id);
+  if (r.ok())
+    st.imds_answered = true;
+  if (!r.ok() && !st.imds_answered) {
+    // Nothing ever answered here: retried as the probe is (a refused connection is final),
+    // then "no IMDS" rather than a metadata failure.
+    auto delay = io::next_retry_delay(io::retry_leg::imds_probe, f.retries, r, st.deps->draw,
+                                      st.deps->wall->now_s());
+    if (delay && self->clock().now() + *delay < time_of(f.due)) {
+      st.deps->stats->add("msiv2_retries_total{upstream=\"imds\"}");
+      f.attempt = ++st.next_id;
+      self->delayed_send(self, *delay, caf::tick_atom::value, f.attempt);
+      return;
+    }
+    fail_flight(self, key,
+                make_msiv2_error(timeout_or(self, f, r, error_code::imds_unavailable),
+                                 "getplatformmetadata at " + st.deps->config.imds_base_url +
+                                   " got " + upstream_says(r) + " after " +
+                                   std::to_string(f.retries.attempts) +
+                                   " attempt(s): no usable IMDS here (not an Azure VM, or IMDS "
+                                   "is down; AZURE_POD_IDENTITY_AUTHORITY_HOST selects another "
+                                   "one)",
+                                 0, corr));
+    return;
+  }
   if (r.ok() && r.status == 200) {
     auto meta = read_metadata(r);
     if (!meta) {
@@ -480,7 +509,9 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
 
 void store(self_ptr self, const std::string& key, credential_ptr cred) {
   auto& st = self->state;
-  auto plan = platform::plan_lifecycle(cred->not_before_ms, cred->not_after_ms, std::nullopt,
+  // Renewal follows token_not_after when the certificate has one (it is useless for tokens
+  // after it, though notAfter is later).
+  auto plan = platform::plan_lifecycle(cred->not_before_ms, cred->usable_until_ms(), std::nullopt,
                                        st.deps->draw);
   st.cache[key] = cert_issuer_state::entry{cred, plan, 0};
   st.deps->stats->set_gauge(gauge("expiry", key), static_cast<double>(plan.valid_until_ms) / 1000);
@@ -495,6 +526,8 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
   auto& f = st.flights.at(key);
   count(self, "imds_issue", r);
   auto corr = correlation_of(r, f.request_id);
+  if (r.ok())
+    st.imds_answered = true;
   if (r.ok() && r.status == 200) {
     bool key_mismatch = false;
     auto cred = read_credential(r, f, st.deps->wall->now_s(), key_mismatch);
@@ -579,6 +612,7 @@ void mint(self_ptr self, const std::string& key) {
   req.key = *f.key;
   req.due = f.due;
   req.refuse_cached = f.reattested;
+  req.correlation_id = f.request_id;
   auto fid = f.id;
   self->request(st.peers->attestation, peer_timeout(self, f.due), attest_atom::value, req)
     .then(
@@ -644,13 +678,14 @@ void continue_flight(self_ptr self, const std::string& key) {
 }
 
 void start_flight(self_ptr self, const std::string& key, managed_identity identity, deadline due,
-                  bool background) {
+                  bool background, const std::string& correlation_id) {
   auto& st = self->state;
   auto& f = st.flights[key];
   f.id = ++st.next_id;
   f.identity = std::move(identity);
   f.background = background;
-  f.request_id = platform::uuid_v4();
+  // The caller's correlation id (one per token request); a background renewal gets its own.
+  f.request_id = correlation_id.empty() ? platform::uuid_v4() : correlation_id;
   f.due = due;
   send_current(self, key);
   if (st.deps->files) {
@@ -776,7 +811,7 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
         f.bypass_cache = bypass;
         if (bypass)
           f.refused_x5t = req.refused_x5t;
-        start_flight(self, key, req.identity, req.due, false);
+        start_flight(self, key, req.identity, req.due, false, req.correlation_id);
       } else {
         auto& f = i->second;
         f.waiters.push_back(std::move(w));
@@ -797,7 +832,7 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
       if (i == st.cache.end() || st.flights.count(key) > 0 || !st.peers || !st.peers->keys)
         return;
       auto due = deadline::at(self->clock().now() + st.deps->config.actor_request_timeout);
-      start_flight(self, key, i->second.cred->identity, due, true);
+      start_flight(self, key, i->second.cred->identity, due, true, {});
     },
     [=](http_atom, std::uint64_t id, io::http_response& r) {
       for (auto& [key, f] : self->state.flights) {

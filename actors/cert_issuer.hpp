@@ -88,6 +88,10 @@ struct cert_issuer_state {
   std::set<std::string> refused;
   /// Certificate file name -> the last refusal logged for it (each refusal is logged once).
   std::map<std::string, std::string> refusals_logged;
+  /// IMDS answered an HTTP request of this actor once: from then on a connection failure is an
+  /// outage to retry, not "no IMDS here", and the normal connect timeout applies (until then
+  /// the probe's short one: the mtls_pop path has no probe in front of it).
+  bool imds_answered = false;
 
   /// Answers every waiter of every flight with `err`.
   void fail_all(const caf::error& err);

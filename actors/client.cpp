@@ -49,6 +49,7 @@ result<std::unique_ptr<client>> client::create(caf::actor_system& sys, client_op
 result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client_options options) {
   runtime_deps deps;
   deps.config = std::move(options.config);
+  c->imds_timeout_ = deps.config.imds_timeout;
   if (options.transport) {
     c->transport_ = std::move(options.transport);
   } else {
@@ -143,6 +144,19 @@ stats_snapshot client::stats() {
   caf::scoped_actor self{*sys_};
   self->request(service, std::chrono::seconds(1), stats_atom::value)
     .receive([&](stats_snapshot& s) { out = std::move(s); }, [](caf::error&) {});
+  return out;
+}
+
+caf::expected<host_capabilities> client::capabilities() {
+  auto service = module_.service();
+  if (!service)
+    return make_msiv2_error(error_code::shutting_down, "the client is shutting down");
+  caf::scoped_actor self{*sys_};
+  caf::expected<host_capabilities> out =
+    make_msiv2_error(error_code::internal_failure, "no answer to the capability query");
+  self->request(service, imds_timeout_ + answer_margin, capabilities_atom::value)
+    .receive([&](host_capabilities& c) { out = std::move(c); },
+             [&](caf::error& e) { out = std::move(e); });
   return out;
 }
 

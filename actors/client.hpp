@@ -72,6 +72,9 @@ public:
   token_outcome get_token_blocking(token_request request);
   /// The module's counters and gauges (blocking, bounded by one second).
   stats_snapshot stats();
+  /// What this host can give (IMDS source, strongest binding), from the header-less probe
+  /// and the key store, without minting anything. Blocking, bounded by the IMDS timeout.
+  caf::expected<host_capabilities> capabilities();
   /// The CAF handle of the module (for embedders that do use CAF somewhere).
   token_service service() const { return module_.service(); }
 
@@ -89,6 +92,8 @@ private:
   /// actor per call cost most of the callback API's throughput and tail latency).
   caf::actor bridge_;
   std::chrono::milliseconds shutdown_timeout_{5000};
+  /// Bounds the capability query (module_config::imds_timeout).
+  std::chrono::milliseconds imds_timeout_{10000};
 };
 
 } // namespace msiv2

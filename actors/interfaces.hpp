@@ -96,10 +96,13 @@ using renewal_timer = caf::typed_actor<
   caf::reacts_to<wire_atom, wiring_ptr>>;
 
 /// The facade: validates, serves the access-token cache (single-flight per key), routes
-/// bearer/mtls_pop, renews tokens ahead of time.
+/// bearer/mtls_pop, renews tokens ahead of time, answers the capability query, and drops
+/// the tokens bound to a certificate (x5t#S256) the token endpoint says they are not bound to.
 using token_service = caf::typed_actor<
   caf::replies_to<token_request>::with<token_result>,
   caf::replies_to<stats_atom>::with<stats_snapshot>,
+  caf::replies_to<capabilities_atom>::with<host_capabilities>,
+  caf::reacts_to<evict_atom, std::string>,
   caf::reacts_to<renew_atom, std::string>,
   caf::reacts_to<wire_atom, wiring_ptr>,
   caf::reacts_to<caf::timeout_atom, std::string, std::uint64_t>>; ///< flight key, waiter (internal)

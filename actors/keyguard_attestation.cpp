@@ -57,6 +57,14 @@ keyguard_attestation::keyguard_attestation(std::shared_ptr<io::transport> transp
 void keyguard_attestation::attest(const key_ref& key, const std::string& endpoint,
                                   const std::string& client_id, std::chrono::milliseconds timeout,
                                   std::function<void(result<attestation_token>, int)> done) {
+  attest(key, endpoint, client_id, std::string(), timeout, std::move(done));
+}
+
+void keyguard_attestation::attest(const key_ref& key, const std::string& endpoint,
+                                  const std::string& client_id,
+                                  const std::string& correlation_id,
+                                  std::chrono::milliseconds timeout,
+                                  std::function<void(result<attestation_token>, int)> done) {
   auto body = keyguard_request_body(key, client_id,
                                     platform::base64url_encode(platform::random_bytes(32)));
   if (!body) {
@@ -71,7 +79,8 @@ void keyguard_attestation::attest(const key_ref& key, const std::string& endpoin
   r.url = base + "/attest/keyguard";
   r.headers.add("Content-Type", "application/json; charset=utf-8");
   r.headers.add("Accept", "application/json");
-  r.headers.add("x-ms-client-request-id", platform::uuid_v4());
+  r.headers.add("x-ms-client-request-id",
+                correlation_id.empty() ? platform::uuid_v4() : correlation_id);
   r.body = std::move(*body);
   r.ca_file = ca_file_;
   r.timeout = timeout.count() > 0 ? timeout : std::chrono::milliseconds(1);

@@ -41,6 +41,10 @@ public:
   void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
               std::chrono::milliseconds timeout,
               std::function<void(result<attestation_token>, int http_status)> done) override;
+  /// Sends `correlation_id` as x-ms-client-request-id (a fresh UUID when empty).
+  void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
+              const std::string& correlation_id, std::chrono::milliseconds timeout,
+              std::function<void(result<attestation_token>, int http_status)> done) override;
 
 private:
   std::shared_ptr<io::transport> transport_;

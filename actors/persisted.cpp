@@ -183,6 +183,10 @@ decoded<credential> decode_certificate(std::string_view bytes, const std::string
   if (now_s >= info->not_after)
     return refuse<credential>(refusal::expired, "the certificate expired at " +
                                                   std::to_string(info->not_after) + " (Unix s)");
+  if (info->token_not_after > 0 && now_s >= info->token_not_after)
+    return refuse<credential>(refusal::expired,
+                              "the certificate is past its token_not_after " +
+                                std::to_string(info->token_not_after) + " (Unix s)");
   if (auto ok = platform::validate_binding_certificate(*info, current.spki_der, c.client_id, now_s);
       !ok)
     return refuse<credential>(refusal::invalid, "certificate: " + ok.error());
@@ -190,6 +194,7 @@ decoded<credential> decode_certificate(std::string_view bytes, const std::string
   c.x5t_s256 = info->x5t_s256;
   c.not_before_ms = info->not_before * 1000;
   c.not_after_ms = info->not_after * 1000;
+  c.token_not_after_ms = info->token_not_after * 1000;
   c.key = current;
   D out;
   out.value = std::move(c);

@@ -82,7 +82,7 @@ probe::behavior_type probe_impl(probe::stateful_pointer<probe_state> self, deps_
     req.url = cfg.imds_base_url + (st.current == probe_state::stage::v2 ? v2_path : v1_path);
     // No Metadata header on purpose: IMDS answers 400, which proves it is there without
     // spending a (throttled) successful call.
-    req.headers.set("x-ms-client-request-id", platform::uuid_v4());
+    req.headers.set("x-ms-client-request-id", st.request_id);
     req.timeout = std::max(milliseconds(1), std::min(cfg.imds_timeout, left));
     // Short connect timeout until something answered: a host without IMDS learns it fast.
     auto connect = st.answered ? cfg.imds_timeout : cfg.probe_connect_timeout;
@@ -118,6 +118,7 @@ probe::behavior_type probe_impl(probe::stateful_pointer<probe_state> self, deps_
         st.current = probe_state::stage::v2;
         st.retries = {};
         st.answered = false;
+        st.request_id = platform::uuid_v4(); // one id for every leg of this probe
         send_attempt();
       }
       return promise;

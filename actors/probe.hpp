@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <caf/actor_clock.hpp>
@@ -48,6 +49,8 @@ struct probe_state {
   std::uint64_t attempt = 0;
   /// True once any HTTP answer came back during this probe (normal connect timeout then).
   bool answered = false;
+  /// x-ms-client-request-id of every attempt of the current probe (v2, v1 and retries).
+  std::string request_id;
 
   std::vector<waiter> waiters;
   std::uint64_t next_waiter = 0;

@@ -3,9 +3,17 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "messages/version.hpp"
 #include "platform/files.hpp"
+#include "platform/host.hpp"
 
 namespace msiv2 {
+
+void add_client_telemetry(io::http_headers& headers) {
+  headers.set("x-client-SKU", client_sku);
+  headers.set("x-client-Ver", version());
+  headers.set("x-client-OS", platform::os_description());
+}
 
 module_config module_config::from_environment() {
   module_config cfg;

@@ -106,6 +106,15 @@ public:
   virtual void attest(const key_ref& key, const std::string& endpoint,
                       const std::string& client_id, std::chrono::milliseconds timeout,
                       std::function<void(result<attestation_token>, int http_status)> done) = 0;
+  /// As above, for the request whose correlation id is `correlation_id` (a provider that
+  /// speaks HTTP sends it as x-ms-client-request-id). The default ignores it.
+  virtual void attest(const key_ref& key, const std::string& endpoint,
+                      const std::string& client_id, const std::string& correlation_id,
+                      std::chrono::milliseconds timeout,
+                      std::function<void(result<attestation_token>, int http_status)> done) {
+    (void)correlation_id;
+    attest(key, endpoint, client_id, timeout, std::move(done));
+  }
 };
 
 /// Thread-safe counters and gauges shared by the actors (snapshot on `stats_atom`).
@@ -142,6 +151,13 @@ struct runtime_deps {
 };
 
 using deps_ptr = std::shared_ptr<const runtime_deps>;
+
+/// x-client-SKU of msiv2's requests.
+inline constexpr const char* client_sku = "msiv2.cpp";
+
+/// Adds the telemetry headers MSAL sends on IMDS and token endpoint calls: x-client-SKU
+/// (client_sku), x-client-Ver (msiv2::version()), x-client-OS (the kernel's name and release).
+void add_client_telemetry(io::http_headers& headers);
 
 } // namespace msiv2
 

@@ -192,6 +192,17 @@ supervisor::behavior_type supervisor_impl(supervisor::stateful_pointer<superviso
         return self->state.deps->stats->snapshot();
       return self->delegate(caf::actor_cast<token_service>(c.handle), stats_atom::value);
     },
+    [=](capabilities_atom) -> caf::result<host_capabilities> {
+      auto& c = self->state.children[idx(actor_role::service)];
+      if (!c.alive || self->state.stopping)
+        return unavailable(self);
+      return self->delegate(caf::actor_cast<token_service>(c.handle), capabilities_atom::value);
+    },
+    [=](evict_atom, std::string& x5t) {
+      auto& c = self->state.children[idx(actor_role::service)];
+      if (c.alive)
+        self->send(caf::actor_cast<token_service>(c.handle), evict_atom::value, std::move(x5t));
+    },
     [=](renew_atom, std::string& id) {
       auto& c = self->state.children[idx(actor_role::service)];
       if (c.alive)

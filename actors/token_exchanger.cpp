@@ -125,6 +125,7 @@ io::http_request mtls_request(const deps_ptr& deps, const exchange_job& job,
   r.headers.add("client-request-id", job.correlation_id);
   r.headers.add("return-client-request-id", "true");
   r.headers.add("x-ms-lib-capability", "retry-after, h429");
+  add_client_telemetry(r.headers);
   r.ca_file = deps->config.ca_file;
   return r;
 }
@@ -154,6 +155,7 @@ io::http_request v1_request(const deps_ptr& deps, const exchange_job& job) {
   }
   r.headers.add("Metadata", "true");
   r.headers.add("x-ms-client-request-id", job.correlation_id);
+  add_client_telemetry(r.headers);
   return r;
 }
 
@@ -252,12 +254,31 @@ oauth_error_body read_oauth_error(const io::http_response& r) {
   return out;
 }
 
-/// invalid_client, or an AADSTS code saying the client certificate is bad.
+bool has_code(const oauth_error_body& e, std::int64_t code) {
+  return std::find(e.codes.begin(), e.codes.end(), code) != e.codes.end();
+}
+
+/// AADSTS500181: the presented certificate is not the one the token is bound to.
+constexpr std::int64_t not_bound_code = 500181;
+/// AADSTS1000901: the certificate is past its token_not_after.
+constexpr std::int64_t token_not_after_code = 1000901;
+
+/// invalid_client, or an AADSTS code saying the client certificate is bad (1000610-1000614:
+/// time range, issuer, claim value, jku header, signature) or past its token_not_after
+/// (1000901): evict it and re-mint once.
 bool certificate_refused(const oauth_error_body& e) {
-  if (e.error == "invalid_client")
+  if (e.error == "invalid_client" || has_code(e, token_not_after_code))
     return true;
   return std::any_of(e.codes.begin(), e.codes.end(),
                      [](std::int64_t c) { return c >= 1000610 && c <= 1000614; });
+}
+
+/// The connection was reset while the TLS handshake that presented our certificate ran (as
+/// MSAL .NET, a reason to re-mint): curl reports it as a TLS failure naming the reset.
+bool handshake_reset(const io::http_response& r) {
+  return r.error == io::transport_error::tls_failed &&
+         (r.error_message.find("reset by peer") != std::string::npos ||
+          r.error_message.find("Connection reset") != std::string::npos);
 }
 
 std::string with_upstream(const std::string& what, const oauth_error_body& e) {
@@ -348,6 +369,7 @@ caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job
   out.expires_on = expires_at_ms / 1000;
   out.refresh_on = plan.renew_at_ms / 1000;
   out.source = token_source::network;
+  out.correlation_id = job.correlation_id;
   return out;
 }
 
@@ -402,6 +424,7 @@ void remediate(self_ptr self, const deps_ptr& deps, std::uint64_t job_id, int st
   cr.identity = identity;
   cr.due = job.req.due;
   cr.refused_x5t = job.cred->x5t_s256;
+  cr.correlation_id = job.correlation_id;
   auto timeout = std::min<nanoseconds>(left(self, job), deps->config.actor_request_timeout);
   if (timeout.count() <= 0) {
     fail_job(self, job_id,
@@ -428,6 +451,35 @@ void remediate(self_ptr self, const deps_ptr& deps, std::uint64_t job_id, int st
         send_attempt(self, deps, job_id);
       },
       [=](caf::error& err) { fail_job(self, job_id, std::move(err)); });
+}
+
+/// AADSTS500181 (the presented certificate is not the one the token is bound to): the tokens
+/// cached for this certificate are suspect. token_service drops them; the request is asked
+/// once more with the same certificate.
+void on_not_bound(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
+                  const io::http_response& r, const oauth_error_body& upstream_error,
+                  const std::string& correlation) {
+  auto& job = self->state.jobs.at(job_id);
+  const auto why = with_upstream("HTTP " + std::to_string(r.status), upstream_error);
+  if (job.rebound) {
+    fail_job(self, job_id,
+             make_msiv2_error(error_code::token_refused,
+                              "the token endpoint said twice that the certificate is not the one "
+                              "the token is bound to (" + why + ")",
+                              r.status, correlation));
+    return;
+  }
+  job.rebound = true;
+  count(deps, "msiv2_rebinds_total");
+  deps->log->write(platform::log_level::warning, component,
+                   "token endpoint said the certificate " + job.cred->x5t_s256 + " of " +
+                     to_string(job.req.request.identity) +
+                     " is not the one the token is bound to (" + why + "), correlation id " +
+                     correlation + ": dropping the tokens bound to it and asking once more");
+  if (self->state.peers && self->state.peers->service)
+    self->send(self->state.peers->service, evict_atom::value, job.cred->x5t_s256);
+  job.retry = io::retry_state{};
+  send_attempt(self, deps, job_id);
 }
 
 /// The token endpoint asked to back off (429 or Retry-After): identical requests wait or fail
@@ -486,6 +538,17 @@ void on_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
   if (mtls && !r.ok() && r.error == io::transport_error::tls_client_cert_rejected) {
     remediate(self, deps, job_id, 0, "TLS handshake refused the client certificate",
               correlation);
+    return;
+  }
+  if (mtls && !r.ok() && handshake_reset(r)) {
+    remediate(self, deps, job_id, 0,
+              "the connection was reset during the TLS handshake that presented the client "
+              "certificate",
+              correlation);
+    return;
+  }
+  if (mtls && r.ok() && has_code(upstream_error, not_bound_code)) {
+    on_not_bound(self, deps, job_id, r, upstream_error, correlation);
     return;
   }
   if (mtls && r.ok() && certificate_refused(upstream_error)) {
@@ -620,7 +683,9 @@ token_exchanger_impl(token_exchanger::stateful_pointer<token_exchanger_state> se
       exchange_job job;
       job.rp = self->make_response_promise<token_result>();
       job.cred = req.cred;
-      job.correlation_id = platform::uuid_v4();
+      // The request's correlation id (token_service gives every flight one).
+      job.correlation_id =
+        tr.correlation_id.empty() ? platform::uuid_v4() : tr.correlation_id;
       if (job.cred) {
         job.scope = token_scope(tr.resource);
         job.throttle_key = job.cred->client_id + '\n' + job.scope + '\n' + to_string(tr.type);

@@ -37,6 +37,7 @@ struct exchange_job {
   std::string throttle_key;   ///< (client_id, scope, token type) (mTLS path)
   io::retry_state retry;
   bool remediated = false; ///< a re-mint was already tried
+  bool rebound = false;    ///< AADSTS500181: the tokens of the certificate were dropped once
 };
 
 /// A TLS client identity built from one binding credential, kept so that connections are

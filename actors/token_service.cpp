@@ -11,6 +11,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "messages/errors.hpp"
+#include "platform/encoding.hpp"
 
 namespace msiv2 {
 
@@ -240,6 +241,11 @@ std::pair<state::flight*, bool> ensure_flight(self_ptr self, const std::string& 
   fl.id = self->state.next_id++;
   fl.request = req;
   fl.request.force_refresh = false;
+  // One correlation id for every leg of this flight: the caller's, or a new one (a background
+  // renewal always gets its own).
+  if (fl.request.correlation_id.empty())
+    fl.request.correlation_id = platform::uuid_v4();
+  fl.correlation_id = fl.request.correlation_id;
   identity_of(req, fl.identity_key);
   fl.due = due;
   fl.renews = renews;
@@ -299,7 +305,7 @@ void get_credential(self_ptr self, const std::string& key, std::uint64_t id) {
   fl->waiting_on = caf::actor_cast<caf::actor_addr>(w->certs);
   self
     ->request(w->certs, request_timeout(self, fl->due), caf::get_atom::value,
-              credential_request{fl->request.identity, fl->due, {}})
+              credential_request{fl->request.identity, fl->due, {}, fl->correlation_id})
     .then(
       [=](credential_ptr& cred) {
         auto* f = live_flight(self, key, id);
@@ -311,23 +317,26 @@ void get_credential(self_ptr self, const std::string& key, std::uint64_t id) {
                                        "cert_issuer answered without a credential; retry"));
           return;
         }
+        // getplatformmetadata answered 200: this is an IMDS v2 host.
+        self->state.source = imds_source::v2;
+        self->state.unavailable = caf::error{};
         note_x5t(self, f->identity_key, cred->x5t_s256);
         exchange(self, key, id, std::move(cred));
       },
       [=](caf::error& err) {
-        if (retry_step(self, key, id, err))
+        if (retry_step(self, key, id, err)) {
           get_credential(self, key, id);
-        else
-          fail_flight(self, key, id, translate(err, state::stage::certs));
+          return;
+        }
+        auto& st = self->state;
+        if (err == error_code::v1_only_host) {
+          st.source = imds_source::v1_only; // later mtls_pop requests fail at once
+        } else if (err == error_code::imds_unavailable) {
+          st.unavailable = err;
+          st.unavailable_until = self->clock().now() + st.deps->config.transient_probe_ttl;
+        }
+        fail_flight(self, key, id, translate(err, state::stage::certs));
       });
-}
-
-void on_source(self_ptr self, const std::string& key, std::uint64_t id, imds_source src) {
-  if (src == imds_source::v1_only) {
-    fail_flight(self, key, id, v1_only_error());
-    return;
-  }
-  get_credential(self, key, id);
 }
 
 void start_chain(self_ptr self, const std::string& key) {
@@ -338,25 +347,14 @@ void start_chain(self_ptr self, const std::string& key) {
     exchange(self, key, id, nullptr);
     return;
   }
-  if (self->state.source) {
-    on_source(self, key, id, *self->state.source);
+  if (self->state.source == imds_source::v1_only) {
+    fail_flight(self, key, id, v1_only_error());
     return;
   }
-  auto& w = self->state.wires;
-  fl.at = state::stage::probe;
-  fl.waiting_on = caf::actor_cast<caf::actor_addr>(w->probe_actor);
-  self->request(w->probe_actor, request_timeout(self, fl.due), probe_atom::value, fl.due)
-    .then(
-      [=](imds_source src) {
-        self->state.source = src;
-        on_source(self, key, id, src);
-      },
-      [=](caf::error& err) {
-        if (retry_step(self, key, id, err))
-          start_chain(self, key);
-        else
-          fail_flight(self, key, id, translate(err, state::stage::probe));
-      });
+  // No probe in front of an mtls_pop request (as MSAL .NET): cert_issuer's getplatformmetadata
+  // call tells v2 (200) from v1-only (404) and no IMDS at all (connection refused or no answer
+  // within the probe's short connect timeout).
+  get_credential(self, key, id);
 }
 
 /// Schedules the next attempt of a failed renewal while the old token is still usable.
@@ -390,13 +388,19 @@ void fail_flight(self_ptr self, const std::string& key, std::uint64_t id, const 
   auto info = describe(err);
   self->state.deps->stats->add(std::string("msiv2_token_errors_total{code=\"")
                                + to_string(info.code) + "\"}");
+  // Every error about a request names its correlation id (the upstream's own when it sent
+  // one, else ours).
+  caf::error out = info.correlation_id.empty()
+                     ? make_msiv2_error(info.code, info.description, info.http_status,
+                                        fl.correlation_id)
+                     : err;
   for (auto& w : fl.waiters)
-    w.promise.deliver(err);
+    w.promise.deliver(out);
   if (!fl.renews.empty()) {
     // A failed renewal never replaces a usable token.
     self->state.deps->log->write(platform::log_level::warning, "token_service",
                                  "access token renewal failed, keeping the current token: "
-                                   + render(err));
+                                   + render(out));
     retry_renewal(self, fl.renews);
   }
 }
@@ -505,6 +509,78 @@ void rewire(self_ptr self, wiring_ptr w) {
   }
 }
 
+/// What a store's keys lack for `want`, for people.
+std::string missing_for(binding_strength want, binding_strength have) {
+  if (have < binding_strength::hardware_key)
+    return want == binding_strength::attested_hardware_key
+             ? "a hardware key store (TPM) with an attestation provider"
+             : "a hardware key store (TPM)";
+  return "an attestation provider for the hardware key";
+}
+
+/// binding_too_weak when this host cannot give the binding the request asks for at least
+/// (checked before anything is minted or sent: never a silent downgrade), else none.
+caf::error check_binding(self_ptr self, const token_request& req) {
+  if (req.min_binding == binding_strength::bearer)
+    return {};
+  if (req.type == token_type::bearer)
+    return make_msiv2_error(error_code::binding_too_weak,
+                            std::string("a bearer token is bound to nothing, but the request "
+                                        "asks for at least ") +
+                              to_string(req.min_binding) +
+                              "; ask for an mtls_pop token instead");
+  const auto& keys = self->state.deps->keys;
+  auto have = keys ? keys->strength() : binding_strength::bearer;
+  if (have >= req.min_binding)
+    return {};
+  return make_msiv2_error(error_code::binding_too_weak,
+                          std::string("the request asks for at least ") +
+                            to_string(req.min_binding) + " but this host's key store gives " +
+                            to_string(have) + "; missing: " +
+                            missing_for(req.min_binding, have));
+}
+
+/// The capability answer for a probe outcome.
+host_capabilities capabilities_for(self_ptr self, std::optional<imds_source> src,
+                                   const caf::error& err) {
+  auto& st = self->state;
+  host_capabilities caps;
+  if (!src) {
+    caps.imds = imds_availability::none;
+    caps.detail = "no IMDS: " + render(err);
+    return caps;
+  }
+  if (*src == imds_source::v1_only) {
+    caps.imds = imds_availability::v1_only;
+    caps.detail = "IMDS v1 only (getplatformmetadata answered 404): bearer tokens only, no "
+                  "binding certificates";
+    return caps;
+  }
+  caps.imds = imds_availability::v2;
+  if (!st.deps->config.v2_enabled) {
+    caps.detail = "IMDS v2 is turned off here (MSIV2_DISABLE_V2): bearer tokens only";
+    return caps;
+  }
+  caps.strongest = st.deps->keys ? st.deps->keys->strength() : binding_strength::bearer;
+  switch (caps.strongest) {
+    case binding_strength::bearer:
+      caps.detail = "no key store is configured: bearer tokens only";
+      break;
+    case binding_strength::software_key:
+      caps.detail = "IMDS v2 with a software key (held in memory or a file); missing for "
+                    "hardware_key: a hardware key store (TPM)";
+      break;
+    case binding_strength::hardware_key:
+      caps.detail = "IMDS v2 with a hardware key; missing for attested_hardware_key: an "
+                    "attestation provider for it";
+      break;
+    case binding_strength::attested_hardware_key:
+      caps.detail = "IMDS v2 with an attested hardware key";
+      break;
+  }
+  return caps;
+}
+
 } // namespace
 
 bool is_guid(const std::string& s) noexcept {
@@ -561,6 +637,11 @@ caf::error normalize_token_request(token_request& req) {
     return invalid("unknown token type");
   if (req.timeout.count() <= 0)
     return invalid("the timeout must be positive");
+  if (req.correlation_id.size() > 128 || has_bad_char(req.correlation_id))
+    return invalid("the correlation id must be at most 128 characters without whitespace or "
+                   "control characters (it goes into HTTP headers)");
+  if (req.min_binding > binding_strength::attested_hardware_key)
+    return invalid("unknown binding strength in min_binding");
   return {};
 }
 
@@ -597,8 +678,13 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
       if (!st.wires)
         return make_msiv2_error(error_code::internal_failure,
                                 "token_service is not wired to its peers yet; retry");
+      if (auto err = check_binding(self, req))
+        return err;
       if (req.type == token_type::mtls_pop && st.source == imds_source::v1_only)
         return v1_only_error();
+      if (req.type == token_type::mtls_pop && st.unavailable &&
+          self->clock().now() < st.unavailable_until)
+        return st.unavailable;
       make_flight_key(req, st.key_buf);
       if (req.claims.empty() && !req.force_refresh) {
         auto flight_len = st.key_buf.size();
@@ -653,6 +739,43 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
       snap.gauges["msiv2_token_flights"] = static_cast<double>(self->state.flights->size());
       return snap;
     },
+    [=](capabilities_atom) -> caf::result<host_capabilities> {
+      auto& st = self->state;
+      if (!st.wires || !st.wires->probe_actor)
+        return make_msiv2_error(error_code::internal_failure,
+                                "token_service is not wired to its peers yet; retry");
+      auto rp = self->make_response_promise<host_capabilities>();
+      auto due = deadline::at(self->clock().now() + st.deps->config.imds_timeout);
+      self->request(st.wires->probe_actor, request_timeout(self, due), probe_atom::value, due)
+        .then(
+          [=](imds_source src) mutable {
+            if (src == imds_source::v1_only || !self->state.source)
+              self->state.source = src;
+            rp.deliver(capabilities_for(self, src, {}));
+          },
+          [=](caf::error& err) mutable {
+            rp.deliver(capabilities_for(self, std::nullopt, translate(err, state::stage::probe)));
+          });
+      return rp;
+    },
+    [=](evict_atom, const std::string& x5t) {
+      // The token endpoint said a token is not bound to this certificate (AADSTS500181):
+      // drop every cached token bound to it.
+      auto& st = self->state;
+      std::vector<std::string> bound;
+      for (auto& [k, e] : st.cache)
+        if (!x5t.empty() && cache_key_parts(k).x5t == x5t)
+          bound.push_back(k);
+      for (auto& k : bound)
+        erase_entry(self, k);
+      if (!bound.empty()) {
+        note_cache_size(self);
+        st.deps->log->write(platform::log_level::warning, "token_service",
+                            "dropped " + std::to_string(bound.size()) +
+                              " cached token(s) bound to certificate " + x5t +
+                              ": the token endpoint said they are not bound to it");
+      }
+    },
     [=](renew_atom, const std::string& cache_key) { renew(self, cache_key, false); },
     [=](wire_atom, wiring_ptr w) { rewire(self, std::move(w)); },
     [=](caf::timeout_atom, const std::string& key, std::uint64_t wid) {
@@ -667,7 +790,8 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
       w->promise.deliver(make_msiv2_error(
         error_code::deadline_exceeded,
         "no token within the request's timeout (the upstream chain is still running; a retry "
-        "may be served from it)"));
+        "may be served from it)",
+        0, i->second.correlation_id));
       ws.erase(w);
     },
   };

@@ -3,8 +3,9 @@
 // token_service: the facade of the module (architecture.md "Actors", "Public interface").
 // Validates a token_request, serves the access-token cache (the hot path: no message to any
 // other actor for a fresh token), and otherwise runs one upstream chain per cache key
-// (single-flight): probe -> cert_issuer -> token_exchanger for mtls_pop, token_exchanger over
-// IMDS v1 for bearer. Tokens are renewed by the lifecycle rule, in the background, when a
+// (single-flight): cert_issuer -> token_exchanger for mtls_pop (no probe: getplatformmetadata
+// itself tells v2 from v1-only and no IMDS, as MSAL .NET does), token_exchanger over IMDS v1
+// for bearer. The header-less probe answers the capability query only. Tokens are renewed by the lifecycle rule, in the background, when a
 // request finds them due or when renewal_timer says so.
 
 #include <cstdint>
@@ -55,6 +56,9 @@ struct token_service_state {
     std::string renews;
     stage at = stage::probe;
     caf::actor_addr waiting_on;
+    /// The correlation id of every upstream call of this flight (the first caller's, or a
+    /// fresh one for a background renewal).
+    std::string correlation_id;
   };
 
   /// A cached access token. Its cache key spells out the rest (flight key: identity,
@@ -72,8 +76,13 @@ struct token_service_state {
 
   deps_ptr deps;
   wiring_ptr wires;
-  /// The probe's answer once known (definite answers last the process lifetime).
+  /// What this host's IMDS is, once known: v1_only when getplatformmetadata answered 404
+  /// (mtls_pop requests then fail at once), or the capability probe's answer.
   std::optional<imds_source> source;
+  /// An mtls_pop chain found no IMDS at all (imds_unavailable): that error, answered at once
+  /// to mtls_pop requests until `unavailable_until` (module_config::transient_probe_ttl).
+  caf::error unavailable;
+  caf::actor_clock::time_point unavailable_until;
   /// Cache key -> token (key = flight key + '\n' + x5t#S256, empty x5t for bearer).
   std::unordered_map<std::string, entry> cache;
   /// Shared with the exit hook, which answers every waiter when the actor stops.

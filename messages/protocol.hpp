@@ -40,6 +40,8 @@ using http_atom = caf::atom_constant<caf::atom("http")>;
 using disk_atom = caf::atom_constant<caf::atom("disk")>;
 /// A writer lock and the re-read came back (artifact_store::lock_and_read).
 using lock_atom = caf::atom_constant<caf::atom("lock")>;
+/// The capability query (host_capabilities).
+using capabilities_atom = caf::atom_constant<caf::atom("caps")>;
 
 // -- time --------------------------------------------------------------------------------------
 
@@ -113,6 +115,8 @@ struct attestation_request {
   deadline due;
   /// Refuse a cached JWT with this value (the issuer rejected it): fetch a new one.
   bool refuse_cached = false;
+  /// The correlation id of the request this attestation serves (empty: make one).
+  std::string correlation_id;
 };
 
 /// An attestation JWT and the times read from it (Unix milliseconds).
@@ -136,8 +140,17 @@ struct credential {
   std::string x5t_s256;
   std::int64_t not_before_ms = 0; ///< Unix milliseconds
   std::int64_t not_after_ms = 0;
+  /// The certificate's token_not_after extension (Unix ms): the last moment the token
+  /// endpoint accepts it, earlier than notAfter. 0: the certificate has none.
+  std::int64_t token_not_after_ms = 0;
   bool attested = false;
   key_ref key;
+
+  /// Until when the certificate can get tokens: the earlier of notAfter and token_not_after.
+  std::int64_t usable_until_ms() const {
+    return token_not_after_ms > 0 && token_not_after_ms < not_after_ms ? token_not_after_ms
+                                                                       : not_after_ms;
+  }
 };
 
 /// Shared, immutable: a credential is replaced, never changed.
@@ -152,6 +165,8 @@ struct credential_request {
   /// The token endpoint refused this certificate (x5t#S256): evict it and mint a new one with
   /// bypass_cache=true.
   std::string refused_x5t;
+  /// x-ms-client-request-id of the metadata and issuecredential calls (empty: make one).
+  std::string correlation_id;
 };
 
 // -- token exchange ----------------------------------------------------------------------------

@@ -16,6 +16,15 @@ const char* to_string(binding_strength s) noexcept {
   return "unknown";
 }
 
+const char* to_string(imds_availability a) noexcept {
+  switch (a) {
+    case imds_availability::none: return "none";
+    case imds_availability::v1_only: return "v1_only";
+    case imds_availability::v2: return "v2";
+  }
+  return "unknown";
+}
+
 bool parse_binding_strength(const std::string& text, binding_strength& out) noexcept {
   for (auto s : {binding_strength::bearer, binding_strength::software_key,
                  binding_strength::hardware_key, binding_strength::attested_hardware_key})

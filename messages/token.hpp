@@ -77,6 +77,14 @@ struct token_request {
   /// How long the caller is prepared to wait, counted from when the module receives the
   /// request. Every retry and wait inside is bounded by it.
   std::chrono::milliseconds timeout{30000};
+  /// The correlation id of this request: sent as x-ms-client-request-id to IMDS and as
+  /// client-request-id to the token endpoint on every leg of it, and carried by every error
+  /// and log line about it. Empty: the module makes one (a UUID). A request that joins a
+  /// flight already under way for the same token shares that flight's id.
+  std::string correlation_id;
+  /// The weakest binding the caller accepts (binding_strength): a request this host cannot
+  /// meet fails with binding_too_weak before anything is minted. bearer: no requirement.
+  binding_strength min_binding = binding_strength::bearer;
 };
 
 /// Where a token came from.
@@ -105,6 +113,28 @@ struct token_result {
   token_source source = token_source::network;
   /// Set for mtls_pop tokens.
   std::shared_ptr<const token_binding> binding;
+  /// The correlation id of the upstream calls that got this token (for a cached token: of
+  /// the calls that got it then).
+  std::string correlation_id;
+};
+
+/// Which IMDS this host has, as the capability query found it.
+enum class imds_availability : std::uint8_t {
+  none = 0,    ///< no IMDS answered (not an Azure VM, or IMDS is down)
+  v1_only = 1, ///< IMDS v1 only: bearer tokens, no binding certificates
+  v2 = 2,      ///< IMDS v2: binding certificates and mTLS PoP tokens
+};
+
+/// What this host can give, answered by the capability query (capabilities_atom,
+/// msiv2::client::capabilities()) from the header-less IMDS probe and the configured key
+/// store, without minting anything.
+struct host_capabilities {
+  imds_availability imds = imds_availability::none;
+  /// The strongest binding a token can have here (bearer when there is no IMDS v2).
+  binding_strength strongest = binding_strength::bearer;
+  /// For people: what limits the binding ("IMDS v1 only", "the key store holds software
+  /// keys", or what the probe found wrong).
+  std::string detail;
 };
 
 /// Text form of a token type ("mtls_pop", "bearer").
@@ -112,6 +142,8 @@ const char* to_string(token_type t) noexcept;
 /// Text form of a binding strength ("bearer", "software_key", "hardware_key",
 /// "attested_hardware_key").
 const char* to_string(binding_strength s) noexcept;
+/// Text form of an IMDS availability ("none", "v1_only", "v2").
+const char* to_string(imds_availability a) noexcept;
 /// Parses the text form of a binding strength; false (and `out` untouched) when `text` is
 /// none of them.
 bool parse_binding_strength(const std::string& text, binding_strength& out) noexcept;
@@ -126,7 +158,12 @@ typename Inspector::result_type inspect(Inspector& f, managed_identity& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_request& x) {
   return f(caf::meta::type_name("token_request"), x.identity, x.resource, x.type, x.claims,
-           x.client_capabilities, x.force_refresh, x.timeout);
+           x.client_capabilities, x.force_refresh, x.timeout, x.correlation_id, x.min_binding);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, host_capabilities& x) {
+  return f(caf::meta::type_name("host_capabilities"), x.imds, x.strongest, x.detail);
 }
 
 } // namespace msiv2

@@ -117,6 +117,8 @@ public:
   }
 
   std::string client_id = client_a;
+  /// When positive, certificates carry token_not_after = issue time + this.
+  std::int64_t token_not_after_s = 0;
   bool require_attestation = false;
   bool manual = false;
   /// Certifies a key other than the CSR's (a broken issuer).
@@ -181,6 +183,8 @@ private:
       p.subject_dc = csr->tenant_id;
       p.not_before = now_s_();
       p.not_after = now_s_() + cert_lifetime_s;
+      if (token_not_after_s > 0)
+        p.token_not_after = now_s_() + token_not_after_s;
       p.client_auth = true;
       auto cert = platform::issue_certificate(p, ca_cert_.get(), ca_key_.get());
       std::string body = "{\"client_id\":" + platform::json_quote(client_id) +
@@ -477,6 +481,59 @@ BOOST_FIXTURE_TEST_CASE(metadata_404_after_retries_is_v1_only_host, cert_fixture
   BOOST_CHECK_EQUAL(describe(got->error).http_status, 404);
   BOOST_CHECK_EQUAL(imds->count(metadata_path), 4u);
   BOOST_CHECK_EQUAL(imds->count(issue_path), 0u);
+}
+
+BOOST_FIXTURE_TEST_CASE(connection_refused_before_imds_ever_answered_is_imds_unavailable_at_once,
+                        cert_fixture) {
+  // No probe in front of the mtls_pop path: getplatformmetadata is the first contact.
+  imds->metadata_script.push_back(
+    io::http_response::failure(io::transport_error::connect_failed, "could not connect"));
+  auto ci = spawn();
+  auto got = get(ci);
+  run();
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::imds_unavailable);
+  BOOST_CHECK_NE(describe(got->error).description.find("no usable IMDS"), std::string::npos);
+  BOOST_CHECK_EQUAL(imds->count(metadata_path), 1u); // a refused connection is final
+}
+
+BOOST_FIXTURE_TEST_CASE(short_connect_timeout_applies_until_imds_answered_once, cert_fixture) {
+  auto ci = spawn();
+  get_ok(ci);
+  advance(1s);
+  get_ok(ci);
+  auto calls = imds->of(metadata_path);
+  BOOST_REQUIRE_EQUAL(calls.size(), 2u);
+  BOOST_CHECK(calls[0].request.connect_timeout == config.probe_connect_timeout);
+  BOOST_CHECK(calls[1].request.connect_timeout > config.probe_connect_timeout);
+}
+
+BOOST_FIXTURE_TEST_CASE(imds_calls_carry_the_request_correlation_id_and_telemetry, cert_fixture) {
+  auto ci = spawn();
+  credential_request req;
+  req.identity = managed_identity::system();
+  req.due = due_in(60s);
+  req.correlation_id = "request-7";
+  auto got = request<credential_ptr>(ci, caf::get_atom::value, req);
+  run();
+  BOOST_REQUIRE(got->value);
+  BOOST_REQUIRE_EQUAL(imds->requests.size(), 2u);
+  for (auto& s : imds->requests) {
+    BOOST_CHECK(s.request.headers.get("x-ms-client-request-id") == std::string_view("request-7"));
+    BOOST_CHECK(s.request.headers.get("x-client-SKU") == std::string_view(client_sku));
+    BOOST_CHECK(s.request.headers.get("x-client-OS").has_value());
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(token_not_after_bounds_the_certificate_and_its_renewal, cert_fixture) {
+  imds->token_not_after_s = 3600; // the token window closes long before notAfter
+  auto ci = spawn();
+  auto cred = get_ok(ci);
+  BOOST_CHECK_EQUAL(cred->token_not_after_ms, cred->not_before_ms + 3600 * 1000);
+  BOOST_CHECK_EQUAL(cred->usable_until_ms(), cred->token_not_after_ms);
+  // Renewal at half of the token window, not of the certificate's lifetime.
+  BOOST_REQUIRE_EQUAL(log->schedules.size(), 1u);
+  BOOST_CHECK_EQUAL(log->schedules[0].second, cred->not_before_ms + 1800 * 1000);
 }
 
 BOOST_FIXTURE_TEST_CASE(metadata_timed_out_at_the_deadline_is_deadline_exceeded, cert_fixture) {

@@ -206,6 +206,9 @@ BOOST_FIXTURE_TEST_CASE(sends_a_request_id_and_never_the_metadata_header, probe_
     BOOST_CHECK(!r.request.use_proxy);
     BOOST_CHECK_EQUAL(r.request.url.rfind("http://imds.test/metadata/identity/", 0), 0u);
   }
+  // One correlation id for both legs of the probe (v2 then v1).
+  BOOST_CHECK(reqs[0].request.headers.get("x-ms-client-request-id") ==
+              reqs[1].request.headers.get("x-ms-client-request-id"));
   // Nothing answered before the first probe: short connect timeout.
   BOOST_CHECK_EQUAL(reqs[0].request.connect_timeout.count(), 1000);
   // IMDS answered the v2 probe: the v1 probe uses the normal timeouts.

@@ -38,6 +38,18 @@ struct issuer_script {
   std::vector<msiv2::credential_ptr> answers; ///< used in order; none left: issuance_refused
 };
 
+/// What a token_service double was told (evict by thumbprint).
+struct service_script {
+  std::vector<std::string> evicted;
+};
+
+/// A token_service double that only records (evict_atom, x5t).
+caf::behavior fake_service(caf::event_based_actor*, std::shared_ptr<service_script> script) {
+  return {
+    [=](msiv2::evict_atom, std::string& x5t) { script->evicted.push_back(x5t); },
+  };
+}
+
 /// A cert_issuer double that answers from a script (the real one is another engineer's). It
 /// is dynamically typed and cast to cert_issuer: the exchanger only ever asks it for a
 /// credential, and the double need not follow cert_issuer's internal handlers.
@@ -76,6 +88,7 @@ std::map<std::string, std::string> form_fields(const std::string& body) {
 struct exchanger_fixture : msiv2::test::actor_fixture {
   msiv2::key_ref key;
   std::shared_ptr<issuer_script> issuer = std::make_shared<issuer_script>();
+  std::shared_ptr<service_script> service = std::make_shared<service_script>();
   msiv2::token_exchanger exchanger;
   int serial = 0;
 
@@ -89,8 +102,10 @@ struct exchanger_fixture : msiv2::test::actor_fixture {
   void start() {
     exchanger = keep(sys.spawn(msiv2::token_exchanger_impl, deps()));
     auto certs = keep(sys.spawn(fake_cert_issuer, issuer));
+    auto svc = keep(sys.spawn(fake_service, service));
     auto w = std::make_shared<msiv2::wiring>();
     w->certs = caf::actor_cast<msiv2::cert_issuer>(certs);
+    w->service = caf::actor_cast<msiv2::token_service>(svc);
     w->exchanger = exchanger;
     caf::anon_send(exchanger, msiv2::wire_atom::value, msiv2::wiring_ptr(w));
     run();
@@ -422,6 +437,85 @@ BOOST_AUTO_TEST_CASE(tls_client_cert_rejected_remints_and_retries) {
   BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
   BOOST_REQUIRE_EQUAL(f.issuer->asked.size(), 1u);
   BOOST_CHECK_EQUAL(f.issuer->asked[0].refused_x5t, old_cred->x5t_s256);
+}
+
+BOOST_AUTO_TEST_CASE(telemetry_headers_and_the_request_correlation_id_go_to_the_token_endpoint) {
+  exchanger_fixture f;
+  f.start();
+  auto cred = f.make_cred();
+  f.transport->on("POST", token_path).respond(200, f.token_body(cred->x5t_s256));
+  auto req = f.make_req(cred);
+  req.request.correlation_id = "corr-of-the-request";
+  auto got = f.ask(req);
+  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
+  const auto& r = f.transport->requests().at(0).request;
+  BOOST_CHECK(r.headers.get("client-request-id") == std::string_view("corr-of-the-request"));
+  BOOST_CHECK(r.headers.get("x-client-SKU") == std::string_view(msiv2::client_sku));
+  BOOST_CHECK(r.headers.get("x-client-Ver").has_value());
+  BOOST_CHECK(r.headers.get("x-client-OS").has_value());
+  BOOST_CHECK_EQUAL(got->value->correlation_id, "corr-of-the-request");
+}
+
+BOOST_AUTO_TEST_CASE(aadsts_1000901_token_not_after_remints_once_with_the_same_correlation_id) {
+  exchanger_fixture f;
+  f.start();
+  auto old_cred = f.make_cred();
+  auto new_cred = f.make_cred();
+  f.issuer->answers.push_back(new_cred);
+  f.transport->on("POST", token_path)
+    .respond(401, exchanger_fixture::aad_error("invalid_client", 1000901, "past token_not_after"))
+    .respond(200, f.token_body(new_cred->x5t_s256));
+  auto req = f.make_req(old_cred);
+  req.request.correlation_id = "one-id";
+  auto got = f.ask(req);
+  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
+  BOOST_REQUIRE_EQUAL(f.issuer->asked.size(), 1u);
+  BOOST_CHECK_EQUAL(f.issuer->asked[0].refused_x5t, old_cred->x5t_s256);
+  BOOST_CHECK_EQUAL(f.issuer->asked[0].correlation_id, "one-id");
+  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(connection_reset_during_the_handshake_remints_once) {
+  exchanger_fixture f;
+  f.start();
+  auto old_cred = f.make_cred();
+  auto new_cred = f.make_cred();
+  f.issuer->answers.push_back(new_cred);
+  f.transport->on("POST", token_path)
+    .fail(msiv2::io::transport_error::tls_failed,
+          "TLS failed (OpenSSL SSL_connect: Connection reset by peer)")
+    .respond(200, f.token_body(new_cred->x5t_s256));
+  auto got = f.ask(f.make_req(old_cred));
+  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
+  BOOST_CHECK_EQUAL(f.issuer->asked.size(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(aadsts_500181_drops_the_bound_tokens_and_retries_once_with_the_same_cert) {
+  exchanger_fixture f;
+  f.start();
+  auto cred = f.make_cred();
+  f.transport->on("POST", token_path)
+    .respond(400, exchanger_fixture::aad_error("invalid_request", 500181, "not bound"))
+    .respond(200, f.token_body(cred->x5t_s256));
+  auto got = f.ask(f.make_req(cred));
+  BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
+  BOOST_CHECK_EQUAL(f.issuer->asked.size(), 0u); // no re-mint
+  BOOST_REQUIRE_EQUAL(f.service->evicted.size(), 1u);
+  BOOST_CHECK_EQUAL(f.service->evicted[0], cred->x5t_s256);
+  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(aadsts_500181_twice_fails_after_one_retry) {
+  exchanger_fixture f;
+  f.start();
+  auto cred = f.make_cred();
+  f.transport->on("POST", token_path)
+    .respond(400, exchanger_fixture::aad_error("invalid_request", 500181, "not bound"))
+    .respond(400, exchanger_fixture::aad_error("invalid_request", 500181, "not bound"));
+  auto got = f.ask(f.make_req(cred));
+  BOOST_REQUIRE(got->error);
+  BOOST_CHECK(code_of(got->error) == error_code::token_refused);
+  BOOST_CHECK_EQUAL(f.token_calls(), 2u);
 }
 
 BOOST_AUTO_TEST_CASE(repeated_invalid_client_is_bounded) {

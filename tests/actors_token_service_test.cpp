@@ -26,6 +26,7 @@ struct script {
   caf::error probe_error;
 
   int credentials = 0;
+  std::vector<credential_request> credential_requests;
   std::string x5t = "x5t-A";
   caf::error credential_error;
 
@@ -72,6 +73,7 @@ caf::behavior cert_double(caf::event_based_actor*, script_ptr s) {
   return {
     [=](caf::get_atom, credential_request& r) -> caf::result<credential_ptr> {
       ++s->credentials;
+      s->credential_requests.push_back(r);
       if (s->credential_error)
         return s->credential_error;
       auto c = std::make_shared<credential>();
@@ -198,7 +200,8 @@ BOOST_AUTO_TEST_CASE(first_request_runs_the_mtls_chain_and_answers_from_the_netw
   BOOST_CHECK(got.value->source == token_source::network);
   BOOST_REQUIRE(got.value->binding);
   BOOST_CHECK_EQUAL(got.value->binding->x5t_s256, "x5t-A");
-  BOOST_CHECK_EQUAL(s->probes, 1);
+  // No probe on the mtls_pop path (as MSAL .NET): getplatformmetadata itself tells.
+  BOOST_CHECK_EQUAL(s->probes, 0);
   BOOST_CHECK_EQUAL(s->credentials, 1);
   BOOST_CHECK_EQUAL(s->exchanges, 1);
   BOOST_REQUIRE(s->exchange_requests.at(0).cred);
@@ -217,7 +220,7 @@ BOOST_AUTO_TEST_CASE(cache_hit_makes_no_peer_call) {
   BOOST_REQUIRE(second.value);
   BOOST_CHECK(second.value->source == token_source::cache);
   BOOST_CHECK_EQUAL(second.value->access_token, first.value->access_token);
-  BOOST_CHECK_EQUAL(s->probes, 1);
+  BOOST_CHECK_EQUAL(s->probes, 0);
   BOOST_CHECK_EQUAL(s->credentials, 1);
   BOOST_CHECK_EQUAL(s->exchanges, 1);
   BOOST_CHECK_EQUAL(counter("msiv2_cache_hits_total{artifact=\"access_token\"}"), 1u);
@@ -462,17 +465,19 @@ BOOST_AUTO_TEST_CASE(mtls_pop_with_v2_disabled_fails_closed_at_once) {
   BOOST_CHECK(get(r).value);
 }
 
-BOOST_AUTO_TEST_CASE(v1_only_host_refuses_mtls_pop_with_v1_only_host) {
+BOOST_AUTO_TEST_CASE(v1_only_answer_of_getplatformmetadata_is_remembered_and_refuses_mtls_pop) {
   start();
-  s->source = imds_source::v1_only;
+  s->credential_error = make_msiv2_error(error_code::v1_only_host, "getplatformmetadata: 404", 404);
   auto got = get(pop());
   BOOST_REQUIRE(got.error);
   BOOST_CHECK(code_of(got.error) == error_code::v1_only_host);
-  BOOST_CHECK_EQUAL(s->credentials + s->exchanges, 0);
-  // The answer is remembered: no second probe.
-  got = get(pop());
+  BOOST_CHECK_EQUAL(s->credentials, 1);
+  BOOST_CHECK_EQUAL(s->exchanges, 0);
+  // Remembered for the process: the next mtls_pop request fails without an upstream call.
+  got = get(pop("https://storage.azure.com"));
   BOOST_CHECK(code_of(got.error) == error_code::v1_only_host);
-  BOOST_CHECK_EQUAL(s->probes, 1);
+  BOOST_CHECK_EQUAL(s->credentials, 1);
+  BOOST_CHECK_EQUAL(s->probes, 0);
 }
 
 BOOST_AUTO_TEST_CASE(bearer_request_goes_to_the_exchanger_without_a_credential) {
@@ -500,16 +505,168 @@ BOOST_AUTO_TEST_CASE(upstream_errors_propagate_with_code_description_status_and_
   BOOST_CHECK_EQUAL(info.http_status, 400);
   BOOST_CHECK_EQUAL(info.correlation_id, "corr-1");
   BOOST_CHECK_EQUAL(s->exchanges, 0);
-  s->probe_error = make_msiv2_error(error_code::imds_unavailable, "no IMDS");
-  // The probe answered before: its answer is remembered, the next failure is cert_issuer's.
-  BOOST_CHECK(code_of(get(pop()).error) == error_code::issuance_refused);
 }
 
-BOOST_AUTO_TEST_CASE(probe_failure_reaches_the_caller) {
+BOOST_AUTO_TEST_CASE(no_imds_from_getplatformmetadata_is_answered_at_once_for_the_transient_ttl) {
   start();
-  s->probe_error = make_msiv2_error(error_code::imds_unavailable, "no IMDS answered the probe");
+  s->credential_error = make_msiv2_error(error_code::imds_unavailable, "nothing answered");
   auto got = get(pop());
   BOOST_CHECK(code_of(got.error) == error_code::imds_unavailable);
+  BOOST_CHECK_EQUAL(s->credentials, 1);
+  got = get(pop());
+  BOOST_CHECK(code_of(got.error) == error_code::imds_unavailable);
+  BOOST_CHECK_EQUAL(s->credentials, 1); // remembered, not asked again
+  advance(config.transient_probe_ttl + 1s);
+  s->credential_error = caf::error{};
+  BOOST_CHECK(get(pop()).value);
+  BOOST_CHECK_EQUAL(s->credentials, 2);
+  BOOST_CHECK_EQUAL(s->probes, 0);
+}
+
+BOOST_AUTO_TEST_CASE(every_leg_of_a_request_carries_one_correlation_id) {
+  start();
+  auto got = get(pop());
+  BOOST_REQUIRE(got.value);
+  BOOST_REQUIRE_EQUAL(s->credential_requests.size(), 1u);
+  const auto id = s->credential_requests[0].correlation_id;
+  BOOST_CHECK_EQUAL(id.size(), 36u); // a UUID made for the request
+  BOOST_CHECK_EQUAL(s->exchange_requests.at(0).request.correlation_id, id);
+  BOOST_CHECK_EQUAL(got.value->correlation_id.empty(), true); // the double sets none
+  // The embedder's own id is used as given.
+  auto r = pop("https://storage.azure.com");
+  r.correlation_id = "embedder-id-42";
+  BOOST_REQUIRE(get(r).value);
+  BOOST_CHECK_EQUAL(s->credential_requests.at(1).correlation_id, "embedder-id-42");
+  BOOST_CHECK_EQUAL(s->exchange_requests.at(1).request.correlation_id, "embedder-id-42");
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_the_request_correlation_id_when_the_upstream_gave_none) {
+  start();
+  s->exchange_error = make_msiv2_error(error_code::token_refused, "refused", 400);
+  auto r = pop();
+  r.correlation_id = "mine-1";
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK_EQUAL(describe(got.error).correlation_id, "mine-1");
+}
+
+BOOST_AUTO_TEST_CASE(background_renewal_gets_a_correlation_id_of_its_own) {
+  start();
+  auto r = pop();
+  r.correlation_id = "first-call";
+  BOOST_REQUIRE(get(r).value);
+  BOOST_REQUIRE_EQUAL(s->schedules.size(), 1u);
+  caf::anon_send(service, renew_atom::value, s->schedules[0].first);
+  run();
+  BOOST_REQUIRE_EQUAL(s->exchange_requests.size(), 2u);
+  const auto renewal_id = s->exchange_requests[1].request.correlation_id;
+  BOOST_CHECK(!renewal_id.empty());
+  BOOST_CHECK_NE(renewal_id, "first-call");
+}
+
+BOOST_AUTO_TEST_CASE(correlation_id_with_control_characters_is_refused) {
+  start();
+  auto r = pop();
+  r.correlation_id = "bad\r\nid";
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::invalid_request);
+  BOOST_CHECK_NE(describe(got.error).description.find("correlation id"), std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(software_key_host_fails_closed_when_hardware_binding_is_required) {
+  start();
+  auto r = pop();
+  r.min_binding = binding_strength::hardware_key;
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  auto info = describe(got.error);
+  BOOST_CHECK(info.code == error_code::binding_too_weak);
+  BOOST_CHECK_NE(info.description.find("software_key"), std::string::npos);
+  BOOST_CHECK_NE(info.description.find("hardware key store"), std::string::npos);
+  BOOST_CHECK_EQUAL(s->probes + s->credentials + s->exchanges, 0); // nothing minted or sent
+  // What the key store gives is accepted.
+  r.min_binding = binding_strength::software_key;
+  BOOST_CHECK(get(r).value);
+}
+
+BOOST_AUTO_TEST_CASE(bearer_request_with_a_binding_minimum_fails_closed) {
+  start();
+  auto r = pop();
+  r.type = token_type::bearer;
+  r.min_binding = binding_strength::software_key;
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::binding_too_weak);
+  BOOST_CHECK_EQUAL(s->exchanges, 0);
+}
+
+namespace {
+class hardware_store : public test::inline_key_store {
+public:
+  binding_strength strength() const override { return binding_strength::hardware_key; }
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(hardware_key_store_meets_hardware_but_not_attested_hardware) {
+  keys = std::make_shared<hardware_store>();
+  start();
+  auto r = pop();
+  r.min_binding = binding_strength::hardware_key;
+  BOOST_CHECK(get(r).value);
+  r.min_binding = binding_strength::attested_hardware_key;
+  r.resource = "https://storage.azure.com";
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::binding_too_weak);
+  BOOST_CHECK_NE(describe(got.error).description.find("attestation provider"), std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(capability_query_reports_v2_and_the_key_store_strength_from_the_probe) {
+  start();
+  auto caps = request<host_capabilities>(service, capabilities_atom::value);
+  run();
+  BOOST_REQUIRE(caps->value);
+  BOOST_CHECK(caps->value->imds == imds_availability::v2);
+  BOOST_CHECK(caps->value->strongest == binding_strength::software_key);
+  BOOST_CHECK_EQUAL(s->probes, 1);
+  BOOST_CHECK_EQUAL(s->credentials + s->exchanges, 0); // nothing minted
+}
+
+BOOST_AUTO_TEST_CASE(capability_query_on_a_v1_only_host_reports_bearer_only) {
+  start();
+  s->source = imds_source::v1_only;
+  auto caps = request<host_capabilities>(service, capabilities_atom::value);
+  run();
+  BOOST_REQUIRE(caps->value);
+  BOOST_CHECK(caps->value->imds == imds_availability::v1_only);
+  BOOST_CHECK(caps->value->strongest == binding_strength::bearer);
+  // And an mtls_pop request now fails at once.
+  BOOST_CHECK(code_of(get(pop()).error) == error_code::v1_only_host);
+  BOOST_CHECK_EQUAL(s->credentials, 0);
+}
+
+BOOST_AUTO_TEST_CASE(capability_query_without_imds_reports_none_and_why) {
+  start();
+  s->probe_error = make_msiv2_error(error_code::imds_unavailable, "no IMDS answered the probe");
+  auto caps = request<host_capabilities>(service, capabilities_atom::value);
+  run();
+  BOOST_REQUIRE(caps->value);
+  BOOST_CHECK(caps->value->imds == imds_availability::none);
+  BOOST_CHECK(caps->value->strongest == binding_strength::bearer);
+  BOOST_CHECK_NE(caps->value->detail.find("no IMDS answered the probe"), std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(tokens_bound_to_a_certificate_are_dropped_on_evict_by_thumbprint) {
+  start();
+  BOOST_REQUIRE(get(pop()).value);
+  BOOST_CHECK(get(pop()).value->source == token_source::cache);
+  caf::anon_send(service, evict_atom::value, std::string("x5t-A"));
+  run();
+  auto again = get(pop());
+  BOOST_REQUIRE(again.value);
+  BOOST_CHECK(again.value->source == token_source::network);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
 }
 
 BOOST_AUTO_TEST_CASE(stats_report_counters_and_cache_gauges) {
