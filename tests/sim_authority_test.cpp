@@ -1075,7 +1075,7 @@ BOOST_AUTO_TEST_CASE(resource_accepts_a_bound_token_only_with_its_certificate) {
   const response ok = w.auth->resource(resource_request("mtls_pop " + token, cert));
   BOOST_REQUIRE_MESSAGE(ok.status == 200, ok.body);
   BOOST_TEST(ok.body == "{\"ok\":true,\"appid\":\"" + w.cfg.system_identity.client_id +
-                          "\",\"token_type\":\"mtls_pop\"}");
+                          "\",\"token_type\":\"mtls_pop\",\"token_bound_auth\":false}");
 
   const response wrong = w.auth->resource(resource_request("mtls_pop " + token, other));
   BOOST_TEST(wrong.status == 401);

@@ -116,6 +116,34 @@ BOOST_AUTO_TEST_CASE(errors_name_the_member_and_the_rule) {
   BOOST_TEST(config_error(R"({"faults": {"metadata": {}}})").find("faults.metadata: unknown endpoint") == 0);
 }
 
+BOOST_AUTO_TEST_CASE(parity_members_parse_and_bad_values_name_the_member) {
+  auto c = msiv2::sim::parse_config(
+    R"({"token_not_after": 60, "csr_profile": "lenient", "request_log_size": 10,
+        "faults": {"token": {"aadsts": 1000901, "count": 1},
+                   "token_tls": {"reject_client_cert": true, "count": 2}}})");
+  BOOST_REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error()));
+  BOOST_TEST(c->token_not_after->count() == 60);
+  BOOST_TEST((c->csr_profile == msiv2::platform::csr_profile::lenient));
+  BOOST_TEST(c->request_log_size == 10u);
+  BOOST_TEST(c->faults.at("token").aadsts == 1000901);
+  BOOST_TEST(c->faults.at("token_tls").reject_client_cert);
+  BOOST_TEST(config_error(R"({"csr_profile": "loose"})") ==
+             "csr_profile: must be \"strict\" or \"lenient\"");
+  auto invalid = [](const std::string& json) {
+    auto parsed = msiv2::sim::parse_config(json);
+    BOOST_REQUIRE_MESSAGE(parsed.ok(), json);
+    return validate_error(*parsed);
+  };
+  BOOST_TEST(invalid(R"({"cert_lifetime": 60, "token_not_after": 60})").find(
+               "token_not_after: must be null or an integer from 1 to less than cert_lifetime") == 0);
+  BOOST_TEST(invalid(R"({"faults": {"token": {"aadsts": 12345}}})") ==
+             "faults.token.aadsts: must be 0, 500181, 1000901 or 1000610 to 1000614");
+  BOOST_TEST(invalid(R"({"faults": {"imds_issue": {"aadsts": 1000901}}})") ==
+             "faults.imds_issue.aadsts: is a fault of the token endpoint only (faults.token)");
+  BOOST_TEST(invalid(R"({"faults": {"token": {"reject_client_cert": true}}})").find(
+               "faults.token.reject_client_cert: is a fault of the token listener") == 0);
+}
+
 BOOST_AUTO_TEST_CASE(unknown_members_are_errors_naming_them) {
   BOOST_TEST(config_error(R"({"thread": 4})") == "thread: unknown member");
   BOOST_TEST(config_error(R"({"faults": {"token": {"latency": 4}}})") ==

@@ -43,7 +43,13 @@ const char* usage_text =
   "  --v1-only                  a host without IMDS v2 (404 on the v2 paths)\n"
   "  --attestation MODE         off | optional | required\n"
   "  --cert-lifetime S  --token-lifetime S  --attestation-lifetime S  --refresh-in S\n"
-  "                             lifetimes in seconds\n";
+  "                             lifetimes in seconds\n"
+  "  --token-not-after S        binding certificates carry token_not_after = issue time + S\n"
+  "                             (less than --cert-lifetime); past it the token endpoint\n"
+  "                             answers AADSTS1000901\n"
+  "  --csr-profile P            strict (MSAL .NET's exact CSR encoding, the default) or\n"
+  "                             lenient (also CN first, NULL PSS hash parameters, a\n"
+  "                             PrintableString or UTF8String DC: MSAL Python and Go)\n";
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "msiv2-sim: %s (try msiv2-sim --help)\n", message.c_str());
@@ -89,7 +95,7 @@ result<config> parse_serve_args(int argc, char** argv) {
     "--config",        "--ready-file",       "--state-dir",     "--imds-port",
     "--attestation-port", "--token-port",    "--resource-port", "--admin-port",
     "--threads",       "--attestation",      "--cert-lifetime", "--token-lifetime",
-    "--attestation-lifetime", "--refresh-in"};
+    "--attestation-lifetime", "--refresh-in", "--token-not-after", "--csr-profile"};
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -189,6 +195,17 @@ result<config> parse_serve_args(int argc, char** argv) {
       std::chrono::seconds s{0};
       r = seconds(s);
       cfg.refresh_in = s;
+    } else if (flag == "--token-not-after") {
+      std::chrono::seconds s{0};
+      r = seconds(s);
+      cfg.token_not_after = s;
+    } else if (flag == "--csr-profile") {
+      if (value == "strict")
+        cfg.csr_profile = msiv2::platform::csr_profile::strict;
+      else if (value == "lenient")
+        cfg.csr_profile = msiv2::platform::csr_profile::lenient;
+      else
+        return msiv2::fail("--csr-profile: must be strict or lenient, got '" + value + "'");
     }
     if (!r)
       return r.fail();

@@ -76,6 +76,18 @@ std::string issued_json(const std::vector<issued_cert>& certs) {
   return out + "]";
 }
 
+std::string requests_json(const std::vector<logged_request>& log) {
+  std::string out = "[";
+  for (const auto& r : log) {
+    if (out.size() > 1)
+      out += ',';
+    out += "{\"endpoint\":" + json_quote(r.endpoint) + ",\"method\":" + json_quote(r.method) +
+           ",\"path\":" + json_quote(r.path) + ",\"status\":" + std::to_string(r.status) +
+           ",\"request_id\":" + json_quote(r.request_id) + ",\"sku\":" + json_quote(r.sku) + "}";
+  }
+  return out + "]";
+}
+
 std::string faults_json(const std::map<std::string, fault_spec>& faults) {
   std::string out = "{";
   for (const auto& [name, spec] : faults) {
@@ -157,7 +169,9 @@ std::string fault_spec_json(const fault_spec& f) {
          ",\"reset\":" + (f.reset ? "true" : "false") + ",\"body\":\"" + body +
          "\",\"drop_server_header\":" + (f.drop_server_header ? "true" : "false") +
          ",\"retry_after\":" + (f.retry_after ? std::to_string(*f.retry_after) : "null") +
-         ",\"count\":" + std::to_string(f.count) + "}";
+         ",\"count\":" + std::to_string(f.count) +
+         (f.aadsts != 0 ? ",\"aadsts\":" + std::to_string(f.aadsts) : std::string()) +
+         (f.reject_client_cert ? ",\"reject_client_cert\":true" : "") + "}";
 }
 
 std::string config_json(const config& c) {
@@ -192,7 +206,11 @@ std::string config_json(const config& c) {
          ",\"token_lifetime\":" + secs(c.token_lifetime) +
          ",\"refresh_in\":" + (c.refresh_in ? secs(*c.refresh_in) : "null") +
          ",\"v1_token_lifetime\":" + secs(c.v1_token_lifetime) + ",\"attestation\":\"" +
-         attestation + "\",\"faults\":" + faults_json(c.faults) + "}";
+         attestation + "\",\"token_not_after\":" +
+         (c.token_not_after ? secs(*c.token_not_after) : "null") + ",\"csr_profile\":\"" +
+         (c.csr_profile == platform::csr_profile::lenient ? "lenient" : "strict") +
+         "\",\"request_log_size\":" + std::to_string(c.request_log_size) +
+         ",\"faults\":" + faults_json(c.faults) + "}";
 }
 
 response handle_admin(const request& req, simulator& sim) {
@@ -244,14 +262,19 @@ response handle_admin(const request& req, simulator& sim) {
       return method_not_allowed("GET");
     return response::json(200, issued_json(sim.pki().issued()));
   }
+  if (path == "/requests") {
+    if (req.method != "GET")
+      return method_not_allowed("GET");
+    return response::json(200, requests_json(sim.recent_requests()));
+  }
   if (path == "/config") {
     if (req.method != "GET")
       return method_not_allowed("GET");
     return response::json(200, config_json(sim.current_config()));
   }
   return admin_error(404, "no admin endpoint " + path +
-                            " (try /counters, /faults, /revoke, /clock/advance, /reset, /issued, "
-                            "/config)");
+                            " (try /counters, /requests, /faults, /revoke, /clock/advance, /reset, "
+                            "/issued, /config)");
 }
 
 } // namespace msiv2::sim

@@ -27,6 +27,7 @@ constexpr int aadsts_cert_issuer = 1000611;      // not issued (signed) by the s
 constexpr int aadsts_cert_claim_value = 1000612; // client_id differs from the certificate CN
 // 1000613 (jku header) has no counterpart here.
 constexpr int aadsts_cert_revoked = 1000614;     // revoked through the admin API
+constexpr int aadsts_token_not_after = 1000901;  // past the certificate's token_not_after
 // Other request errors, with the codes Entra ID uses for the same mistake.
 constexpr int aadsts_tenant_not_found = 90002;
 constexpr int aadsts_post_only = 900561;
@@ -147,7 +148,7 @@ response authority_impl::issue_credential(const request& req, const identity& wh
   if (!der)
     return bad_request("csr is not valid base64: " + der.error());
 
-  auto csr = platform::parse_csr(*der);
+  auto csr = platform::parse_csr(*der, cfg_.csr_profile);
   if (!csr)
     return bad_request(csr.error());
   if (auto sig = platform::verify_csr_signature(*csr); !sig)
@@ -187,6 +188,8 @@ response authority_impl::issue_credential(const request& req, const identity& wh
   params.subject_dc = cfg_.tenant_id;
   params.not_before = now;
   params.not_after = now + cfg_.cert_lifetime.count();
+  if (cfg_.token_not_after)
+    params.token_not_after = now + cfg_.token_not_after->count();
   params.client_auth = true;
   auto cert_der =
     platform::issue_certificate(params, pki_.issuer_cert.get(), pki_.issuer_key.get());
@@ -412,6 +415,10 @@ response authority_impl::token_answer(const request& req, std::string_view corre
   if (now > cert->not_after)
     return error(401, "invalid_client", aadsts_cert_time_range,
                  "The client certificate has expired (notAfter is in the past).");
+  if (cert->token_not_after > 0 && now >= cert->token_not_after)
+    return error(401, "invalid_client", aadsts_token_not_after,
+                 "The client certificate is past its token_not_after: it can no longer get "
+                 "tokens (mint a new one).");
   if (is_revoked(cert->serial_hex))
     return error(401, "invalid_client", aadsts_cert_revoked,
                  "The client certificate has been revoked.");
@@ -533,6 +540,10 @@ response authority_impl::resource(const request& req) {
   std::string body = "{\"ok\":true,\"appid\":" + quote(claims->appid);
   body += ",\"token_type\":";
   body += pop ? "\"mtls_pop\"" : "\"Bearer\"";
+  // Whether the caller said the token is bound (x-ms-tokenboundauth: true, as MSAL's calls
+  // with a bound token do): reported, not required.
+  body += ",\"token_bound_auth\":";
+  body += iequals(req.header("x-ms-tokenboundauth").value_or(""), "true") ? "true" : "false";
   body += "}";
   return response::json(200, std::move(body));
 }

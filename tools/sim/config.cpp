@@ -193,6 +193,16 @@ result<fault_spec> read_fault(od::object& obj, const std::string& prefix) {
       if (!n)
         return n.fail();
       spec.count = static_cast<int>(*n);
+    } else if (key == "aadsts") {
+      auto n = read_int(v, path, 0, 99999999);
+      if (!n)
+        return n.fail();
+      spec.aadsts = static_cast<int>(*n);
+    } else if (key == "reject_client_cert") {
+      auto b = read_bool(v, path);
+      if (!b)
+        return b.fail();
+      spec.reject_client_cert = *b;
     } else {
       return unknown_member(path);
     }
@@ -286,6 +296,16 @@ result<void> check_fault(const std::string& path, const fault_spec& f) {
     return bad(path + ".retry_after", "must be null or an integer from 0 to 86400");
   if (f.count < -1)
     return bad(path + ".count", "must be -1 (unbounded) or a non-negative integer");
+  if (f.aadsts != 0) {
+    if (path != "faults.token")
+      return bad(path + ".aadsts", "is a fault of the token endpoint only (faults.token)");
+    if (!(f.aadsts == 500181 || f.aadsts == 1000901 ||
+          (f.aadsts >= 1000610 && f.aadsts <= 1000614)))
+      return bad(path + ".aadsts", "must be 0, 500181, 1000901 or 1000610 to 1000614");
+  }
+  if (f.reject_client_cert && path != "faults.token_tls")
+    return bad(path + ".reject_client_cert",
+               "is a fault of the token listener's TLS handshake only (faults.token_tls)");
   return ok();
 }
 
@@ -430,6 +450,27 @@ result<config> parse_config(std::string_view json, config base) {
         return str(c.region);
       if (key == "cert_lifetime")
         return seconds(c.cert_lifetime);
+      if (key == "token_not_after") {
+        auto null = is_null(v);
+        if (!null)
+          return bad(path, "not valid JSON");
+        if (*null) {
+          c.token_not_after.reset();
+          return ok();
+        }
+        auto s = read_seconds(v, path);
+        if (!s)
+          return bad(path, "must be null or an integer from 1 to " + std::to_string(max_lifetime));
+        c.token_not_after = *s;
+        return ok();
+      }
+      if (key == "csr_profile") {
+        std::string_view s;
+        if (v.get_string().get(s) != simdjson::SUCCESS || (s != "strict" && s != "lenient"))
+          return bad(path, "must be \"strict\" or \"lenient\"");
+        c.csr_profile = s == "strict" ? platform::csr_profile::strict : platform::csr_profile::lenient;
+        return ok();
+      }
       if (key == "attestation_lifetime")
         return seconds(c.attestation_lifetime);
       if (key == "token_lifetime")
@@ -473,7 +514,7 @@ result<config> parse_config(std::string_view json, config base) {
           const auto& names = endpoint_names();
           if (std::find(names.begin(), names.end(), name) == names.end())
             return bad(fpath, "unknown endpoint (known: imds_metadata, imds_issue, imds_token, "
-                              "imds_compute, attestation, token, jwks, resource)");
+                              "imds_compute, attestation, token, jwks, resource, token_tls)");
           auto fo = read_object(fv, fpath);
           if (!fo)
             return fo.fail();
@@ -567,6 +608,12 @@ result<void> validate_config(const config& c) {
       return bad(name, "must be an integer from 1 to " + std::to_string(max_lifetime));
   if (c.refresh_in && (c.refresh_in->count() < 1 || c.refresh_in->count() > max_lifetime))
     return bad("refresh_in", "must be null or an integer from 1 to " + std::to_string(max_lifetime));
+  if (c.token_not_after &&
+      (c.token_not_after->count() < 1 || *c.token_not_after >= c.cert_lifetime))
+    return bad("token_not_after", "must be null or an integer from 1 to less than cert_lifetime "
+                                  "(the token window ends before the certificate does)");
+  if (c.request_log_size < 1 || c.request_log_size > 100000)
+    return bad("request_log_size", "must be an integer from 1 to 100000");
 
   const auto& names = endpoint_names();
   for (const auto& [name, spec] : c.faults) {

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "platform/csr.hpp"
 #include "platform/result.hpp"
 
 namespace msiv2::sim {
@@ -42,6 +43,13 @@ struct fault_spec {
   body_fault body = body_fault::none;
   bool drop_server_header = false;   ///< leave out `Server: IMDS/...`
   std::optional<int> retry_after;    ///< seconds, added to every faulted answer
+  /// Token endpoint only: answer with this AADSTS code instead of a token (1000610-1000614
+  /// and 1000901: 401 invalid_client, "re-mint"; 500181: 400 invalid_request, "the
+  /// certificate is not the one the token is bound to"); 0 = none. Bounded by `count`.
+  int aadsts = 0;
+  /// "token_tls" only: refuse the client certificate in the TLS handshake (an alert) on the
+  /// next `count` new connections.
+  bool reject_client_cert = false;
   /// How many requests this fault applies to (-1 = until cleared). Status sequences count
   /// themselves; this bounds latency / reset / body / header faults.
   int count = -1;
@@ -50,12 +58,15 @@ struct fault_spec {
 /// Endpoint names used for faults and counters.
 /// imds_metadata, imds_issue, imds_token (v1), imds_compute, attestation, token, jwks,
 /// resource, admin.
+/// "token_tls" is the token listener's TLS handshake (reset, latency, reject_client_cert on
+/// new connections).
 inline const std::vector<std::string>& endpoint_names() {
   static const std::vector<std::string> names{
     "imds_metadata", "imds_issue", "imds_token", "imds_compute",
-    "attestation",   "token",      "jwks",       "resource"};
+    "attestation",   "token",      "jwks",       "resource", "token_tls"};
   return names;
 }
+
 
 /// The whole simulator configuration.
 struct config {
@@ -94,11 +105,20 @@ struct config {
 
   // --- lifetimes (seconds to days) ---
   std::chrono::seconds cert_lifetime{7 * 24 * 3600};
+  /// When set, binding certificates carry token_not_after = issue time + this (shorter than
+  /// cert_lifetime: the split lifetime), and the token endpoint answers AADSTS1000901 to a
+  /// certificate past it.
+  std::optional<std::chrono::seconds> token_not_after;
   std::chrono::seconds attestation_lifetime{8 * 3600};
   std::chrono::seconds token_lifetime{24 * 3600};     ///< expires_in of mTLS tokens
   std::optional<std::chrono::seconds> refresh_in;     ///< sent when set
   std::chrono::seconds v1_token_lifetime{24 * 3600};
   attestation_policy attestation = attestation_policy::optional;
+  /// strict: MSAL .NET's exact CSR encoding (protocol.md §4); lenient: also MSAL Python's
+  /// and Go's (CN first, NULL hash parameters, PrintableString or UTF8String DC).
+  platform::csr_profile csr_profile = platform::csr_profile::strict;
+  /// How many recent requests GET /requests keeps (bounded ring).
+  std::size_t request_log_size = 256;
 
   // --- faults per endpoint name ---
   std::map<std::string, fault_spec> faults;

@@ -14,7 +14,8 @@ namespace {
 // retry_after that belonged to them must not start decorating normal answers.
 bool has_side_faults(const fault_spec& s, bool injects_status) {
   return s.probability > 0.0 || s.latency.count() > 0 || s.reset || s.body != body_fault::none ||
-         s.drop_server_header || (s.retry_after && !injects_status);
+         s.drop_server_header || (s.retry_after && !injects_status) || s.aadsts != 0 ||
+         s.reject_client_cert;
 }
 
 const char* reason_code(int status) {
@@ -43,7 +44,7 @@ result<void> fault_table::set(std::string_view endpoint, fault_spec spec) {
   if (std::find(names.begin(), names.end(), endpoint) == names.end())
     return fail("unknown endpoint '" + std::string(endpoint) +
                 "' (known: imds_metadata, imds_issue, imds_token, imds_compute, attestation, "
-                "token, jwks, resource)");
+                "token, jwks, resource, token_tls)");
   config probe;
   probe.faults.emplace(std::string(endpoint), spec);
   // validate_config names the member; reuse it so the admin API and the config file agree.
@@ -87,6 +88,8 @@ fault_decision fault_table::next(std::string_view endpoint) {
     d.reset = s.reset;
     d.body = s.body;
     d.drop_server_header = s.drop_server_header;
+    d.aadsts = s.aadsts;
+    d.reject_client_cert = s.reject_client_cert;
     if (!injects_status)
       d.retry_after = s.retry_after;
   }
@@ -131,6 +134,30 @@ response fault_response(std::string_view endpoint, int status) {
                       : status >= 500 ? "internal_error"
                                       : "bad_request";
   return response::oauth_error(status, error, description);
+}
+
+response aadsts_response(int code, std::string_view request_id) {
+  std::string what;
+  switch (code) {
+  case 1000610: what = "The client certificate's validity time range is not acceptable."; break;
+  case 1000611: what = "The client certificate's issuer is not trusted."; break;
+  case 1000612: what = "A claim value of the client certificate is not valid."; break;
+  case 1000613: what = "The client assertion's jku header is not valid."; break;
+  case 1000614: what = "The client certificate's signature is not valid."; break;
+  case 1000901: what = "The client certificate is past its token_not_after."; break;
+  case 500181:
+    what = "The presented certificate is not the one the token is bound to.";
+    break;
+  default: what = "Simulated error."; break;
+  }
+  const bool not_bound = code == 500181;
+  const std::string id = request_id.empty() ? platform::uuid_v4() : std::string(request_id);
+  return response::oauth_error(not_bound ? 400 : 401,
+                               not_bound ? "invalid_request" : "invalid_client",
+                               "AADSTS" + std::to_string(code) + ": " + what,
+                               "\"error_codes\":[" + std::to_string(code) +
+                                 "],\"trace_id\":\"" + platform::uuid_v4() +
+                                 "\",\"correlation_id\":" + platform::json_quote(id));
 }
 
 void apply_fault(const fault_decision& d, response& res) {

@@ -33,11 +33,13 @@ struct fault_decision {
   body_fault body = body_fault::none;   ///< spoil the answer's body
   bool drop_server_header = false;      ///< leave out the Server header
   std::optional<int> retry_after;       ///< seconds, as a Retry-After header
+  int aadsts = 0;                       ///< token endpoint: answer this AADSTS error
+  bool reject_client_cert = false;      ///< token_tls: refuse the client certificate
 
   /// True when the request is affected at all.
   bool any() const {
     return status != 0 || latency.count() > 0 || reset || body != body_fault::none ||
-           drop_server_header || retry_after.has_value();
+           drop_server_header || retry_after.has_value() || aadsts != 0 || reject_client_cert;
   }
 };
 
@@ -70,6 +72,11 @@ private:
 /// The answer for an injected `status` on `endpoint`, in that service's own error shape
 /// (IMDS and token endpoint: OAuth JSON; attestation and resource: {"error":{"code","message"}}).
 response fault_response(std::string_view endpoint, int status);
+
+/// The token endpoint's answer carrying AADSTS `code` (1000610-1000614 and 1000901: 401
+/// invalid_client; 500181: 400 invalid_request), with `request_id` (the client-request-id, as
+/// Entra echoes it) as correlation_id.
+response aadsts_response(int code, std::string_view request_id);
 
 /// Applies the body, Server-header and Retry-After parts of `d` to an answer about to be
 /// sent. A truncated body is left whole: the transport sends half of it and closes.

@@ -81,8 +81,10 @@ imds_service::imds_service(config cfg, authority& pki, std::string attestation_u
     : cfg_(std::move(cfg)), pki_(pki), attestation_url_(std::move(attestation_url)) {}
 
 std::string_view imds_service::route(std::string_view path) {
-  // IMDS matches paths case-insensitively (MSAL.NET asks for getPlatformMetadata) and
-  // tolerates one trailing slash (msal-node sends /metadata/identity/oauth2/token/).
+  // Paths are matched case-insensitively (MSAL .NET sends the lower-case
+  // /metadata/identity/getplatformmetadata; only its stale design doc and a demo page spell
+  // getPlatformMetadata) and one trailing slash is tolerated (msal-node sends
+  // /metadata/identity/oauth2/token/).
   if (path.size() > 1 && path.back() == '/')
     path.remove_suffix(1);
   if (iequals(path, "/metadata/identity/getplatformmetadata"))

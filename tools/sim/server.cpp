@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -63,6 +64,8 @@ constexpr auto shutdown_timeout = std::chrono::seconds(2);
 constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
 /// Counter key for requests answered by closing the connection (the reset fault).
 constexpr int reset_key = -1;
+/// Counter key for TLS handshakes that refused the client certificate (token_tls fault).
+constexpr int rejected_key = -2;
 
 enum class listener_kind { imds, attestation, token, resource, admin };
 
@@ -222,6 +225,15 @@ public:
   void stop() override;
   std::uint64_t count(std::string_view endpoint, int status) const override;
   std::string counters_json() const override;
+  std::uint64_t count_sku(std::string_view sku) const override {
+    std::lock_guard lock(counters_mutex_);
+    auto it = by_sku_.find(sku);
+    return it == by_sku_.end() ? 0 : it->second;
+  }
+  std::vector<logged_request> recent_requests() const override {
+    std::lock_guard lock(counters_mutex_);
+    return {log_.begin(), log_.end()};
+  }
   std::uint64_t tls_handshakes(std::string_view listener, bool resumed_only) const override {
     for (auto kind : {listener_kind::attestation, listener_kind::token, listener_kind::resource})
       if (listener == listener_name(kind))
@@ -238,6 +250,8 @@ public:
     {
       std::lock_guard lock(counters_mutex_);
       counters_.clear();
+      log_.clear();
+      by_sku_.clear();
     }
     for (auto& n : handshakes_)
       n = 0;
@@ -256,6 +270,9 @@ public:
   response answer(listener_kind kind, const std::string& endpoint, const request& req);
   fault_decision next_fault(const std::string& endpoint) { return faults_.next(endpoint); }
   void record(const std::string& endpoint, int status);
+  /// Adds a request to the bounded log of GET /requests and counts its x-client-SKU.
+  void log_request(listener_kind kind, const std::string& endpoint, const request& req,
+                   int status);
   void note_handshake(listener_kind kind, bool resumed) {
     ++handshakes_[static_cast<std::size_t>(kind)];
     if (resumed)
@@ -301,6 +318,8 @@ private:
 
   mutable std::mutex counters_mutex_;
   std::map<std::string, std::map<int, std::uint64_t>, std::less<>> counters_;
+  std::deque<logged_request> log_;                               // newest last, bounded
+  std::map<std::string, std::uint64_t, std::less<>> by_sku_;     // x-client-SKU -> requests
   std::array<std::atomic<std::uint64_t>, 5> handshakes_{};  // by listener_kind
   std::array<std::atomic<std::uint64_t>, 5> resumed_{};
 
@@ -356,11 +375,46 @@ private:
 
   void on_start() {
     if constexpr (tls) {
+      if (kind_ == listener_kind::token) {
+        // Faults of the token listener's handshake (new connections only).
+        auto d = sim_.next_fault("token_tls");
+        if (d.reset) {
+          sim_.record("token_tls", reset_key);
+          error_code ignored;
+          lowest().socket().set_option(net::socket_base::linger(true, 0), ignored);
+          return close_now();
+        }
+        if (d.reject_client_cert) {
+          sim_.record("token_tls", rejected_key);
+          // The handshake fails with an alert about the client certificate.
+          SSL_set_verify(stream_.native_handle(),
+                         SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                         [](int, X509_STORE_CTX* ctx) {
+                           X509_STORE_CTX_set_error(ctx, X509_V_ERR_CERT_REJECTED);
+                           return 0; // alert "bad certificate"
+                         });
+        }
+        if (d.latency.count() > 0) {
+          timer_.expires_after(d.latency);
+          timer_.async_wait([self = shared()](error_code tec) {
+            if (tec || self->closing_)
+              return;
+            self->start_handshake();
+          });
+          return;
+        }
+      }
+      start_handshake();
+    } else {
+      do_read();
+    }
+  }
+
+  void start_handshake() {
+    if constexpr (tls) {
       lowest().expires_after(handshake_timeout);
       stream_.async_handshake(ssl::stream_base::server,
                               [self = shared()](error_code ec) { self->on_handshake(ec); });
-    } else {
-      do_read();
     }
   }
 
@@ -466,17 +520,22 @@ private:
   void respond() {
     if (decision_.reset) {
       sim_.record(endpoint_, reset_key);
+      sim_.log_request(kind_, endpoint_, req_, reset_key);
       error_code ignored;
       lowest().socket().set_option(net::socket_base::linger(true, 0), ignored);
       return close_now();
     }
-    response res = decision_.status != 0 ? fault_response(endpoint_, decision_.status)
-                                         : sim_.answer(kind_, endpoint_, req_);
+    response res =
+      decision_.status != 0 ? fault_response(endpoint_, decision_.status)
+      : decision_.aadsts != 0
+        ? aadsts_response(decision_.aadsts, req_.header("client-request-id").value_or(""))
+        : sim_.answer(kind_, endpoint_, req_);
     if (kind_ == listener_kind::imds)
       res.set("Server", sim_.server_header());
     apply_fault(decision_, res);
     if (!endpoint_.empty())
       sim_.record(endpoint_, res.status);
+    sim_.log_request(kind_, endpoint_, req_, res.status);
     if (decision_.body == body_fault::truncated)
       return write_truncated(res);
     write(std::move(res), keep_alive_ && !sim_.stopping());
@@ -906,6 +965,28 @@ response simulator_impl::answer(listener_kind kind, const std::string& endpoint,
   return response::oauth_error(404, "not_found", "No such path: " + req.path);
 }
 
+void simulator_impl::log_request(listener_kind kind, const std::string& endpoint,
+                                 const request& req, int status) {
+  if (kind == listener_kind::admin)
+    return;
+  logged_request r;
+  r.endpoint = endpoint;
+  r.method = req.method;
+  r.path = req.path;
+  r.status = status;
+  auto id = req.header("x-ms-client-request-id");
+  if (!id)
+    id = req.header("client-request-id");
+  r.request_id = std::string(id.value_or(""));
+  r.sku = std::string(req.header("x-client-SKU").value_or(""));
+  std::lock_guard lock(counters_mutex_);
+  if (!r.sku.empty() && (kind == listener_kind::imds || kind == listener_kind::token))
+    ++by_sku_[r.sku];
+  log_.push_back(std::move(r));
+  while (log_.size() > cfg_.request_log_size)
+    log_.pop_front();
+}
+
 void simulator_impl::record(const std::string& endpoint, int status) {
   std::lock_guard lock(counters_mutex_);
   auto it = counters_.find(endpoint);
@@ -943,13 +1024,21 @@ std::string simulator_impl::counters_json() const {
         if (!first)
           out += ',';
         first = false;
-        out += "\"" + (code == reset_key ? std::string("reset") : std::to_string(code)) +
+        out += "\"" + (code == reset_key      ? std::string("reset")
+                       : code == rejected_key ? std::string("rejected")
+                                              : std::to_string(code)) +
                "\":" + std::to_string(n);
       }
     }
     out += '}';
   }
-  return out + "}";
+  out += ",\"by_sku\":{";
+  bool first = true;
+  for (const auto& [sku, n] : by_sku_) {
+    out += (first ? "" : ",") + platform::json_quote(sku) + ":" + std::to_string(n);
+    first = false;
+  }
+  return out + "}}";
 }
 
 std::string simulator_impl::ready_json() const {

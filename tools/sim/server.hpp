@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "platform/result.hpp"
 #include "tools/sim/authority.hpp"
@@ -23,6 +24,16 @@ struct endpoints {
   std::string resource;    ///< https://127.0.0.1:P
   std::string admin;       ///< http://127.0.0.1:P
   std::string ca_file;     ///< PEM bundle to trust for the HTTPS listeners
+};
+
+/// One request as GET /requests shows it (the most recent config::request_log_size).
+struct logged_request {
+  std::string endpoint;   ///< endpoint name ("imds_metadata"), or "" when none matched
+  std::string method;
+  std::string path;       ///< without the query
+  int status = 0;         ///< answered status; -1: the connection was reset instead
+  std::string request_id; ///< x-ms-client-request-id, else client-request-id ("" when none)
+  std::string sku;        ///< x-client-SKU ("" when none)
 };
 
 class simulator {
@@ -42,8 +53,12 @@ public:
 
   /// Requests answered on `endpoint` with `status` so far (0 for "any status").
   virtual std::uint64_t count(std::string_view endpoint, int status = 0) const = 0;
-  /// Every counter as JSON {"imds_metadata":{"200":3,"400":1},...}.
+  /// Every counter as JSON {"imds_metadata":{"200":3,"400":1},...,"by_sku":{"msiv2.cpp":5}}.
   virtual std::string counters_json() const = 0;
+  /// Requests on IMDS and the token endpoint that carried x-client-SKU `sku`.
+  virtual std::uint64_t count_sku(std::string_view sku) const = 0;
+  /// The most recent requests, oldest first (at most config::request_log_size).
+  virtual std::vector<logged_request> recent_requests() const = 0;
   /// TLS handshakes completed on an HTTPS listener ("attestation", "token", "resource"; 0 for
   /// any other name); with `resumed_only`, those that resumed a session from a ticket.
   virtual std::uint64_t tls_handshakes(std::string_view listener, bool resumed_only = false) const = 0;
