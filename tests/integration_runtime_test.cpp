@@ -45,9 +45,9 @@ BOOST_AUTO_TEST_CASE(cold_start_mtls_pop_returns_a_bound_token_with_one_call_per
   auto t = r.get(pop_request(arm));
   BOOST_REQUIRE_MESSAGE(t, why(t));
   BOOST_TEST((t->source == token_source::network));
-  BOOST_TEST(r.sim().count("imds_metadata", 400) == 1); // the header-less v2 probe
+  BOOST_TEST(r.sim().count("imds_metadata", 400) == 0); // no probe on the mtls_pop path
   BOOST_TEST(r.sim().count("imds_metadata", 200) == 1);
-  BOOST_TEST(r.sim().count("imds_metadata") == 2);
+  BOOST_TEST(r.sim().count("imds_metadata") == 1);
   BOOST_TEST(r.sim().count("imds_issue", 200) == 1);
   BOOST_TEST(r.sim().count("imds_issue") == 1);
   BOOST_TEST(r.sim().count("token", 200) == 1);
@@ -78,7 +78,7 @@ BOOST_AUTO_TEST_CASE(second_resource_reuses_the_certificate_one_metadata_one_tok
   BOOST_REQUIRE_MESSAGE(second, why(second));
   BOOST_TEST((second->source == token_source::network));
   BOOST_TEST(second->binding->x5t_s256 == first->binding->x5t_s256);
-  BOOST_TEST(r.sim().count("imds_metadata", 400) == 1);
+  BOOST_TEST(r.sim().count("imds_metadata", 400) == 0);
   BOOST_TEST(r.sim().count("imds_metadata", 200) == 2);
   BOOST_TEST(r.sim().count("imds_issue") == 1);
   BOOST_TEST(r.sim().count("token", 200) == 2);
@@ -130,7 +130,7 @@ BOOST_AUTO_TEST_CASE(user_assigned_selectors_get_tokens_for_those_identities) {
   BOOST_TEST(appid(*by_res) == one.client_id);
   BOOST_TEST(r.sim().count("imds_issue", 200) == 3);
   BOOST_TEST(r.sim().count("token", 200) == 3);
-  BOOST_TEST(r.sim().count("imds_metadata", 400) >= 1);
+  BOOST_TEST(r.sim().count("imds_metadata", 400) == 0);
   check_bound_and_usable(r, *by_client);
   check_bound_and_usable(r, *by_object);
   check_bound_and_usable(r, *by_res);
@@ -157,6 +157,7 @@ BOOST_AUTO_TEST_CASE(mtls_pop_on_a_v1_only_host_fails_with_v1_only_host) {
   BOOST_TEST(r.sim().count("imds_issue") == 0);
   BOOST_TEST(r.sim().count("token") == 0);
   BOOST_TEST(r.sim().count("imds_metadata", 200) == 0);
+  BOOST_TEST(r.sim().count("imds_metadata", 404) >= 1); // getplatformmetadata itself told
 }
 
 BOOST_AUTO_TEST_CASE(kill_switch_fails_mtls_pop_with_v2_disabled_without_calls) {

@@ -92,7 +92,30 @@ BOOST_AUTO_TEST_CASE(calls_the_resource_over_mtls_with_the_bound_token) {
   BOOST_TEST_REQUIRE(r.code == 0, "exit " << r.code << ", out: " << r.out << ", err: " << r.err);
   BOOST_TEST(r.out.find("call:        HTTP 200") != std::string::npos, r.out);
   BOOST_TEST(r.out.find("\"token_type\":\"mtls_pop\"") != std::string::npos, r.out);
+  // The call says the token is bound, as MSAL's calls with a bound token do.
+  BOOST_TEST(r.out.find("\"token_bound_auth\":true") != std::string::npos, r.out);
   BOOST_TEST(f.sim().count("resource", 200) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(capabilities_print_json_from_the_probe_without_minting) {
+  sim_fixture f;
+  auto r = token_cli(f, {"--capabilities"});
+  BOOST_TEST_REQUIRE(r.code == 0, "exit " << r.code << ", err: " << r.err);
+  BOOST_TEST(r.out.find("{\"imds\":\"v2\",\"strongest_binding\":\"software_key\",\"detail\":") ==
+               0u, r.out);
+  BOOST_TEST(f.sim().count("imds_issue") == 0u);
+  BOOST_TEST(f.sim().count("token") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(hardware_binding_required_on_a_software_key_host_exits_4) {
+  sim_fixture f;
+  auto r = token_cli(f, {"--resource", "https://management.azure.com", "--min-binding",
+                         "hardware_key", "--json"});
+  BOOST_TEST(r.code == 4, "exit " << r.code << ", stderr: " << r.err);
+  BOOST_TEST(r.out.find("\"error\":\"binding_too_weak\"") != std::string::npos, r.out);
+  BOOST_TEST(f.sim().count("imds_metadata") == 0u);
+  auto bad = token_cli(f, {"--resource", "https://management.azure.com", "--min-binding", "tpm"});
+  BOOST_TEST(bad.code == 2, "exit " << bad.code);
 }
 
 BOOST_AUTO_TEST_CASE(attested_key_with_attestation_required) {

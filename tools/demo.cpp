@@ -391,6 +391,8 @@ public:
     req.headers.set("Authorization", std::string(tok.type == token_type::mtls_pop ? "mtls_pop "
                                                                                    : "Bearer ")
                                        + tok.access_token);
+    if (tok.binding)
+      req.headers.set("x-ms-tokenboundauth", "true");
     if (tok.binding && tok.binding->key) {
       if (!f.tls || f.last_x5t != tok.binding->x5t_s256) {
         auto made = io::client_identity::create(tok.binding->certificate_chain,

@@ -42,6 +42,7 @@ constexpr int exit_other = 9;
 
 const char* usage_text =
   "usage: msiv2-token --resource R [options]\n"
+  "       msiv2-token --capabilities [--imds URL] [--timeout SECONDS]\n"
   "  Gets an access token from Azure Managed Identity (IMDS v2 mTLS PoP, or bearer) through\n"
   "  the msiv2 runtime and prints it redacted, or calls a resource with it.\n"
   "\n"
@@ -55,13 +56,22 @@ const char* usage_text =
   "  --ca-file PEM            CA bundle trusted for the HTTPS upstreams and --call\n"
   "                           (default: the system store)\n"
   "  --attest                 attest the binding key (simulated keyguard protocol)\n"
+  "  --min-binding S          fail with binding_too_weak unless this host can bind the token\n"
+  "                           at least this strongly: bearer, software_key, hardware_key or\n"
+  "                           attested_hardware_key (default bearer: no requirement)\n"
+  "  --correlation-id ID      the request's correlation id on every upstream call (default:\n"
+  "                           a fresh UUID)\n"
+  "  --capabilities           print what this host can give, as JSON (imds: none, v1_only or\n"
+  "                           v2; strongest_binding; detail), from the IMDS probe and the key\n"
+  "                           store, without minting anything\n"
   "  --claims JSON            claims challenge from a resource (bypasses the token cache)\n"
   "  --timeout SECONDS        how long to wait for the token (1-3600, default 30)\n"
   "  --json                   one JSON object on stdout: token_type, expires_on, refresh_on,\n"
-  "                           source, x5t (and access_token with --show-token)\n"
+  "                           source, x5t, correlation_id (and access_token with --show-token)\n"
   "  --show-token             print the access token itself (default: a redacted form)\n"
   "  --call URL               GET URL with the token (mtls_pop: over mTLS with the binding\n"
-  "                           certificate and key) and print the status and body\n"
+  "                           certificate and key, and x-ms-tokenboundauth: true) and print\n"
+  "                           the status and body\n"
   "  --repeat N               ask N times (1-100000, default 1), printing one line per token\n"
   "                           (one JSON object per line with --json, with \"n\" its index)\n"
   "  --interval-ms M          pause M milliseconds between asks (0-3600000, default 1000)\n"
@@ -94,6 +104,9 @@ struct options {
   std::optional<std::string> imds;
   std::string ca_file;
   bool attest = false;
+  bool capabilities = false;
+  msiv2::binding_strength min_binding = msiv2::binding_strength::bearer;
+  std::string correlation_id;
   std::string claims;
   int timeout_s = 30;
   bool json = false;
@@ -152,8 +165,12 @@ std::optional<int> parse(int argc, char** argv, options& o) {
       std::fputs(usage_text, stdout);
       return exit_ok;
     }
-    if (arg == "--attest" || arg == "--json" || arg == "--show-token") {
-      bool& target = arg == "--attest" ? o.attest : arg == "--json" ? o.json : o.show_token;
+    if (arg == "--attest" || arg == "--json" || arg == "--show-token" ||
+        arg == "--capabilities") {
+      bool& target = arg == "--attest"         ? o.attest
+                     : arg == "--json"         ? o.json
+                     : arg == "--capabilities" ? o.capabilities
+                                               : o.show_token;
       if (auto rc = flag(target))
         return rc;
       continue;
@@ -162,7 +179,8 @@ std::optional<int> parse(int argc, char** argv, options& o) {
                        arg == "--object-id" || arg == "--resource-id" || arg == "--imds" ||
                        arg == "--ca-file" || arg == "--claims" || arg == "--timeout" ||
                        arg == "--call" || arg == "--repeat" || arg == "--interval-ms" ||
-                       arg == "--cache-dir" || arg == "--boot-id-file" || arg == "--log-level";
+                       arg == "--cache-dir" || arg == "--boot-id-file" || arg == "--log-level" ||
+                       arg == "--min-binding" || arg == "--correlation-id";
     if (!known)
       return usage_error("unknown option '" + std::string(argv[i]) + "'");
     if (!need_value())
@@ -196,6 +214,14 @@ std::optional<int> parse(int argc, char** argv, options& o) {
       o.imds = value;
     } else if (arg == "--ca-file") {
       o.ca_file = value;
+    } else if (arg == "--min-binding") {
+      if (!msiv2::parse_binding_strength(value, o.min_binding))
+        return usage_error("--min-binding: must be bearer, software_key, hardware_key or "
+                           "attested_hardware_key, got '" + value + "'");
+    } else if (arg == "--correlation-id") {
+      if (value.empty())
+        return usage_error("--correlation-id must not be empty");
+      o.correlation_id = value;
     } else if (arg == "--claims") {
       o.claims = value;
     } else if (arg == "--timeout") {
@@ -243,7 +269,7 @@ std::optional<int> parse(int argc, char** argv, options& o) {
                            value + "'");
     }
   }
-  if (!have_resource)
+  if (!have_resource && !o.capabilities)
     return usage_error("--resource is required");
   return std::nullopt;
 }
@@ -300,6 +326,8 @@ call_outcome call_resource(msiv2::io::transport& t, const options& o,
                                                  : "Bearer ") +
                                      tok.access_token);
   if (tok.binding) {
+    // As MSAL's end-to-end test calls Key Vault: the resource learns the token is bound.
+    req.headers.set("x-ms-tokenboundauth", "true");
     if (!tok.binding->key)
       return {0, {}, "the token's binding has no key"};
     auto identity = msiv2::io::client_identity::create(
@@ -351,6 +379,7 @@ int report(const options& o, msiv2::io::transport& transport, int n, const msiv2
     out += ",\"refresh_on\":" + std::to_string(tok.refresh_on);
     out += ",\"source\":" + json_quote(source);
     out += ",\"x5t\":" + (x5t.empty() ? std::string("null") : json_quote(x5t));
+    out += ",\"correlation_id\":" + json_quote(tok.correlation_id);
     if (o.show_token)
       out += ",\"access_token\":" + json_quote(tok.access_token);
     if (call) {
@@ -428,6 +457,10 @@ int run(const options& o) {
   req.type = o.type;
   req.claims = o.claims;
   req.timeout = std::chrono::seconds(o.timeout_s);
+  req.min_binding = o.min_binding;
+  req.correlation_id = o.correlation_id;
+  if (o.capabilities)
+    copts.config.imds_timeout = std::chrono::seconds(o.timeout_s);
 
   int rc = exit_ok;
   {
@@ -437,7 +470,20 @@ int run(const options& o) {
       transport->shutdown();
       return exit_other;
     }
-    for (int n = 0; n < o.repeat; ++n) {
+    if (o.capabilities) {
+      auto caps = (*client)->capabilities();
+      if (!caps) {
+        std::fprintf(stderr, "msiv2-token: %s\n", msiv2::render(caps.error()).c_str());
+        rc = exit_code_for(msiv2::describe(caps.error()).code);
+      } else {
+        using msiv2::platform::json_quote;
+        std::printf("{\"imds\":%s,\"strongest_binding\":%s,\"detail\":%s}\n",
+                    json_quote(msiv2::to_string(caps->imds)).c_str(),
+                    json_quote(msiv2::to_string(caps->strongest)).c_str(),
+                    json_quote(caps->detail).c_str());
+      }
+    }
+    for (int n = 0; n < o.repeat && !o.capabilities; ++n) {
       if (n > 0 && o.interval_ms > 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(o.interval_ms));
       int this_rc = report(o, *transport, n, (*client)->get_token_blocking(req));

@@ -79,17 +79,6 @@ result<easy_client::answer> easy_client::perform(CURL* h, const std::string& met
   return a;
 }
 
-result<void> easy_client::probe() {
-  auto r = perform(handle_for("imds"), "GET",
-                   imds_ + "/metadata/identity/getplatformmetadata?" + v2_query,
-                   {"x-ms-client-request-id: " + platform::uuid_v4()}, "", nullptr);
-  if (!r)
-    return fail(r.error());
-  if (r->status != 400)
-    return fail("probe: HTTP " + std::to_string(r->status) + ", expected 400");
-  return {};
-}
-
 result<easy_binding> easy_client::mint(EVP_PKEY* key, const std::string& selector, bool attest,
                                        std::string* attestation_jwt) {
   std::string sel = selector.empty() ? "" : "&" + selector;

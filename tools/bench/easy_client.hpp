@@ -1,7 +1,7 @@
 #pragma once
 
 // The baselines' client: a minimal, sequential managed-identity v2 client on libcurl's easy
-// API making exactly the HTTP calls of the protocol (probe, getplatformmetadata, attestation,
+// API making exactly the HTTP calls of the protocol (getplatformmetadata, attestation,
 // issuecredential, token), one at a time, with connections kept alive per host (per
 // certificate for the token endpoint). No retries, no cache of its own: the floor of the
 // critical path, and (behind one lock) the serialized client of the herd baseline.
@@ -34,8 +34,6 @@ public:
   easy_client(const easy_client&) = delete;
   easy_client& operator=(const easy_client&) = delete;
 
-  /// GET getplatformmetadata without Metadata: true -> 400 means IMDS v2 is there.
-  result<void> probe();
   /// getplatformmetadata (`selector` "client_id=<guid>" or empty), attestation when
   /// `attestation_jwt` is null, else the given JWT, CSR + issuecredential. Fills
   /// *attestation_jwt when it attested.

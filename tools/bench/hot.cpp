@@ -138,6 +138,8 @@ token_service::behavior_type echo_token_impl(token_service::pointer, token_resul
   return {
     [tok](token_request&) -> token_result { return tok; },
     [](stats_atom) -> stats_snapshot { return {}; },
+    [](capabilities_atom) -> host_capabilities { return {}; },
+    [](evict_atom, std::string&) {},
     [](renew_atom, std::string&) {},
     [](wire_atom, wiring_ptr&) {},
     [](caf::timeout_atom, std::string&, std::uint64_t) {},

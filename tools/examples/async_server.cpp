@@ -106,6 +106,7 @@ private:
     call.ca_file = svc_.cfg.ca_file;
     call.timeout = std::chrono::seconds(10);
     call.headers.set("Authorization", "mtls_pop " + got->access_token);
+    call.headers.set("x-ms-tokenboundauth", "true"); // as MSAL's calls with a bound token
     if (got->binding && got->binding->key) {
       auto id = identity_for(*got->binding);
       if (!id)
