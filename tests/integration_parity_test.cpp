@@ -122,20 +122,6 @@ BOOST_AUTO_TEST_CASE(aadsts_500181_drops_the_bound_tokens_and_retries_exactly_on
   BOOST_TEST((again->source == token_source::network));
 }
 
-BOOST_AUTO_TEST_CASE(certificate_past_token_not_after_is_refused_and_reminted_once) {
-  runtime_rig r([](msiv2::sim::config& c) { c.token_not_after = 600s; });
-  warm_up(r);
-  r.sim().advance_clock(601); // the simulator's clock only: the client still finds it usable
-  auto req = pop_request(vault);
-  auto t = r.get(req);
-  BOOST_REQUIRE_MESSAGE(t, why(t));
-  BOOST_TEST(r.sim().count("token", 401) == 1u); // AADSTS1000901
-  BOOST_TEST(r.sim().count("imds_issue", 200) == 2u);
-  auto issued = r.sim().pki().issued();
-  BOOST_REQUIRE_EQUAL(issued.size(), 2u);
-  BOOST_TEST(t->binding->x5t_s256 == issued[1].x5t_s256);
-}
-
 BOOST_AUTO_TEST_CASE(certificate_is_renewed_at_its_token_not_after_not_its_not_after) {
   // Certificates live an hour but get tokens for 3 s only: the client renews within the 3 s.
   runtime_rig r([](msiv2::sim::config& c) { c.token_not_after = 3s; });

@@ -844,6 +844,26 @@ BOOST_AUTO_TEST_CASE(attest_rejects_bad_proofs_and_bodies) {
 
 // ---------------------------------------------------------------- token endpoint
 
+BOOST_AUTO_TEST_CASE(token_endpoint_refuses_a_certificate_past_its_token_not_after_with_1000901) {
+  world& w = world_named("token_not_after", [] {
+    config c;
+    c.token_not_after = std::chrono::seconds(600);
+    return c;
+  });
+  const identity& who = w.cfg.system_identity;
+  const std::string cert = issue_cert(w, binding_key(), who);
+  auto info = platform::inspect_certificate(cert);
+  BOOST_REQUIRE(info.ok());
+  BOOST_TEST(info->token_not_after == w.now() + 600);
+  BOOST_TEST(info->not_after == w.now() + w.cfg.cert_lifetime.count());
+  BOOST_TEST(w.auth->token(token_request(w, cert)).status == 200);
+  w.advance(600);
+  const response r = w.auth->token(token_request(w, cert));
+  BOOST_TEST(r.status == 401);
+  BOOST_TEST(json_string(r.body, "error").value_or("") == "invalid_client");
+  BOOST_TEST(r.body.find("[1000901]") != std::string::npos, r.body);
+}
+
 BOOST_AUTO_TEST_CASE(token_endpoint_issues_an_mtls_pop_token_bound_to_the_certificate) {
   world& w = optional_world();
   const identity& who = w.cfg.system_identity;
