@@ -161,6 +161,22 @@ BOOST_AUTO_TEST_CASE(software_key_host_refuses_hardware_binding_without_any_upst
   BOOST_TEST(r.sim().recent_requests().empty());
 }
 
+BOOST_AUTO_TEST_CASE(no_imds_listening_fails_mtls_pop_with_imds_unavailable_without_a_probe) {
+  // Nothing listens on the discard port of loopback: the connection is refused.
+  msiv2::client_options o;
+  o.config = msiv2::module_config{};
+  o.config.imds_base_url = "http://127.0.0.1:9";
+  auto c = msiv2::client::create(std::move(o));
+  BOOST_REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error()));
+  auto t0 = std::chrono::steady_clock::now();
+  auto t = (*c)->get_token_blocking(pop_request(arm, msiv2::managed_identity::system(), 20s));
+  BOOST_TEST((code_of(t) == error_code::imds_unavailable), why(t));
+  BOOST_TEST(msiv2::test::seconds_since(t0) < 5.0); // a refused connection is not retried
+  // Remembered: the next request fails at once.
+  auto again = (*c)->get_token_blocking(pop_request(vault, msiv2::managed_identity::system(), 20s));
+  BOOST_TEST((code_of(again) == error_code::imds_unavailable), why(again));
+}
+
 BOOST_AUTO_TEST_CASE(capability_query_probes_once_and_mints_nothing) {
   runtime_rig r;
   auto caps = r.client().capabilities();
