@@ -448,7 +448,8 @@ BOOST_AUTO_TEST_CASE(telemetry_headers_and_the_request_correlation_id_go_to_the_
   req.request.correlation_id = "corr-of-the-request";
   auto got = f.ask(req);
   BOOST_REQUIRE_MESSAGE(got->value, msiv2::render(got->error));
-  const auto& r = f.transport->requests().at(0).request;
+  auto recorded = f.transport->requests(); // a copy: the references below point into it
+  const auto& r = recorded.at(0).request;
   BOOST_CHECK(r.headers.get("client-request-id") == std::string_view("corr-of-the-request"));
   BOOST_CHECK(r.headers.get("x-client-SKU") == std::string_view(msiv2::client_sku));
   BOOST_CHECK(r.headers.get("x-client-Ver").has_value());

@@ -464,6 +464,13 @@ result<config> parse_config(std::string_view json, config base) {
         c.token_not_after = *s;
         return ok();
       }
+      if (key == "request_log_size") {
+        auto n = read_int(v, path, 1, 100000);
+        if (!n)
+          return n.fail();
+        c.request_log_size = static_cast<std::size_t>(*n);
+        return ok();
+      }
       if (key == "csr_profile") {
         std::string_view s;
         if (v.get_string().get(s) != simdjson::SUCCESS || (s != "strict" && s != "lenient"))
