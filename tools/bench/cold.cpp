@@ -143,7 +143,7 @@ void run_cold(const options& o, std::vector<row>& out) {
                 "median of %d, clock started before the client is created; the key is asked "
                 "for when the module starts (eager_key) and generated (%u generation(s) raced "
                 "at this load; one alone: median %.1f ms) while getplatformmetadata "
-                "getplatformmetadata run, but those take ~2 ms before the key is needed for "
+                "runs (no probe before it), but it takes ~1 ms before the key is needed for "
                 "attestation and the CSR, so generation stays on the critical path (overhead "
                 "%.1f ms)",
                 runs, platform::default_keygen_racers(), m_single, m_fresh - m_floor);
