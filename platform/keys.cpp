@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "platform/encoding.hpp"
+#include "platform/tpm_provider.hpp"
 
 namespace msiv2::platform {
 
@@ -62,6 +63,15 @@ bool verify_sha256(EVP_PKEY* key, std::string_view data, std::string_view signat
                    padding pad) {
   if (key == nullptr)
     return false;
+  // A TPM key's provider only signs: verify with a software copy of its public half.
+  pkey_ptr twin;
+  if (is_tpm_pkey(key)) {
+    auto soft = software_public_key(key);
+    if (!soft)
+      return false;
+    twin = std::move(*soft);
+    key = twin.get();
+  }
   md_ctx_ptr ctx{EVP_MD_CTX_new()};
   EVP_PKEY_CTX* pctx = nullptr;
   bool ok = ctx
@@ -197,6 +207,13 @@ result<pkey_ptr> generate_rsa_key(unsigned bits, OSSL_LIB_CTX* libctx) {
 result<std::string> public_key_der(EVP_PKEY* key) {
   if (key == nullptr)
     return fail("public_key_der: no key");
+  if (is_tpm_pkey(key)) {
+    // A TPM key has no encoder of its own (no export): encode a software copy of (n, e).
+    auto soft = software_public_key(key);
+    if (!soft)
+      return soft.fail();
+    return public_key_der(soft->get());
+  }
   unsigned char* out = nullptr;
   int len = i2d_PUBKEY(key, &out);
   if (len <= 0)

@@ -9,10 +9,18 @@ std::string drain_openssl_errors(std::string_view what) {
   bool first = true;
   unsigned long code = 0;
   char buf[256];
-  while ((code = ERR_get_error()) != 0) {
+  const char* data = nullptr;
+  int flags = 0;
+  while ((code = ERR_get_error_all(nullptr, nullptr, nullptr, &data, &flags)) != 0) {
     ERR_error_string_n(code, buf, sizeof(buf));
     out += first ? ": " : "; ";
     out += buf;
+    // The detail a provider attached (ours says what the TPM answered).
+    if ((flags & ERR_TXT_STRING) != 0 && data != nullptr && *data != '\0') {
+      out += " (";
+      out += data;
+      out += ")";
+    }
     first = false;
   }
   return out;
