@@ -10,11 +10,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_sys.h>
 #include <tss2/tss2_tctildr.h>
+
+#include "platform/encoding.hpp"
+#include "platform/files.hpp"
 
 namespace msiv2::platform {
 
@@ -49,6 +53,18 @@ bool talks_to_tpm_directly(std::string_view tcti) {
   auto dev = device_path(tcti);
   return !dev.empty() && dev.find("tpmrm") == std::string::npos;
 }
+
+// Without a resource manager nothing stops another process's commands from coming between two
+// of ours (tcti-swtpm even reconnects for every command), and those objects share the TPM's
+// few slots: processes of this user take this lock for a whole operation on such a TCTI.
+std::string direct_tpm_lock_path(const std::string& tcti) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = tmp != nullptr && *tmp == '/' ? tmp : "/tmp";
+  return dir + "/msiv2-tpm-" + std::to_string(::geteuid()) + "-"
+         + hex_lower(sha256(tcti)).substr(0, 16) + ".lock";
+}
+
+constexpr std::chrono::seconds direct_tpm_lock_wait{120};
 
 std::string hex32(std::uint32_t v) {
   char buf[16];
@@ -247,6 +263,18 @@ result<void> run_tpm_erased(const tpm_config& cfg, std::string_view what,
   static std::once_flag quiet;
   std::call_once(quiet, [] { ::setenv("TSS2_LOG", "all+NONE", 0); });
   std::lock_guard<std::mutex> guard(tpm_mutex());
+  std::optional<file_lock> across_processes;
+  if (talks_to_tpm_directly(cfg.tcti)) {
+    auto path = direct_tpm_lock_path(cfg.tcti);
+    auto lock = file_lock::acquire(path, direct_tpm_lock_wait);
+    if (!lock)
+      return fail(std::string(what) + ": cannot take the TPM lock: " + lock.error());
+    if (!*lock)
+      return fail(std::string(what) + ": another process held the TPM '" + cfg.tcti
+                  + "' (lock " + path + ") for over "
+                  + std::to_string(direct_tpm_lock_wait.count()) + " s");
+    across_processes = std::move(*lock);
+  }
   const unsigned attempts = cfg.attempts == 0 ? 1 : cfg.attempts;
   auto pause = cfg.backoff;
   std::string last;

@@ -5,8 +5,12 @@
 // One connection per operation: run_tpm() opens the TCTI, runs the operation's ESAPI calls and
 // closes it again. A software TPM (swtpm) serves one client at a time and several processes
 // share one TPM, so nothing here holds a TPM open between operations. Inside a process one
-// mutex serialises every operation (an ESYS context is not thread-safe, and a second
-// connection to swtpm would only block). An operation that fails with TPM_RC_RETRY, YIELDED or
+// mutex serialises every operation (an ESYS context is not thread-safe). On a TCTI with no
+// resource manager (swtpm, mssim, device:/dev/tpm0) the processes of a user also take a lock
+// file ($TMPDIR or /tmp, msiv2-tpm-<uid>-<hash of the TCTI>.lock) for the whole operation:
+// there, another process's commands could otherwise come between two of ours (tcti-swtpm
+// reconnects for each command) and fill the TPM's few object slots. /dev/tpmrm0 needs neither:
+// the kernel's resource manager gives each connection its own objects. An operation that fails with TPM_RC_RETRY, YIELDED or
 // TESTING is run again, and one that fails on the transport (connection refused or reset,
 // swtpm restarted) is run again on a fresh connection, both a bounded number of times.
 //

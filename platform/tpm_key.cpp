@@ -81,14 +81,10 @@ result<void> unmarshal(const tpm_key_blob& blob, TPM2B_PUBLIC& pub, TPM2B_PRIVAT
   return ok();
 }
 
-// Loads the key under a fresh SRK; both flushed when the returned pair goes out of scope.
-struct loaded_key {
-  tpm_object srk;
-  tpm_object key;
-};
+} // namespace
 
-result<loaded_key> load_key(tpm_connection& tpm, const tpm_key_blob& blob,
-                            bool* refused = nullptr) {
+result<tpm_loaded_key> load_tpm_key(tpm_connection& tpm, const tpm_key_blob& blob,
+                                    bool* refused) {
   TPM2B_PUBLIC pub{};
   TPM2B_PRIVATE priv{};
   if (auto u = unmarshal(blob, pub, priv); !u)
@@ -100,17 +96,24 @@ result<loaded_key> load_key(tpm_connection& tpm, const tpm_key_blob& blob,
   if (auto rc = Esys_Load(tpm.esys(), srk->get(), ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
                           &priv, &pub, &key);
       rc != TSS2_RC_SUCCESS) {
+    // An error (not a warning such as TPM_RC_OBJECT_MEMORY) from the TPM itself: it will
+    // never load this blob.
+    bool warning = (rc & 0x80u) == 0 && (rc & 0x800u) != 0;
+    bool tpm_refused = classify_tss_rc(rc) == tpm_rc_class::fatal
+                       && (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && !warning;
     if (refused != nullptr)
-      *refused = classify_tss_rc(rc) == tpm_rc_class::fatal
-                 && (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER;
+      *refused = tpm_refused;
     auto f = tpm.failed(rc, "Esys_Load(binding key)");
-    f.message += " (the key was not made by this TPM under its current owner seed: the TPM "
-                 "was cleared or replaced, or the blob is damaged)";
+    if (tpm_refused)
+      f.message += " (the key was not made by this TPM under its current owner seed: the TPM "
+                   "was cleared or replaced, or the blob is damaged)";
     return f;
   }
-  loaded_key out{std::move(*srk), tpm_object(tpm, key)};
+  tpm_loaded_key out{std::move(*srk), tpm_object(tpm, key)};
   return out;
 }
+
+namespace {
 
 std::string marshal_public(const TPM2B_PUBLIC& pub) {
   uint8_t buf[sizeof(TPM2B_PUBLIC)];
@@ -206,7 +209,7 @@ result<void> check_tpm_key_loads(const tpm_config& cfg, const tpm_key_blob& blob
   auto r = run_tpm_void(cfg, "load the binding key into the TPM",
                       [&](tpm_connection& tpm) -> result<void> {
                         refused = false;
-                        auto k = load_key(tpm, blob, &refused);
+                        auto k = load_tpm_key(tpm, blob, &refused);
                         if (!k)
                           return k.fail();
                         return ok();
@@ -229,7 +232,7 @@ result<std::string> tpm_sign_digest(const tpm_config& cfg, const tpm_key_blob& b
   }
   return run_tpm<std::string>(cfg, "sign with the TPM binding key",
                               [&](tpm_connection& tpm) -> result<std::string> {
-    auto k = load_key(tpm, blob);
+    auto k = load_tpm_key(tpm, blob);
     if (!k)
       return k.fail();
     TPM2B_DIGEST d{};

@@ -58,6 +58,18 @@ result<tpm_rsa_public> tpm_key_public(const tpm_key_blob& blob);
 result<void> check_tpm_key_loads(const tpm_config& cfg, const tpm_key_blob& blob,
                                  bool* refused_by_tpm = nullptr);
 
+/// The storage key and the binding key loaded into the TPM, both flushed when this goes.
+struct tpm_loaded_key {
+  tpm_object srk;
+  tpm_object key;
+};
+
+/// Inside a run_tpm operation: creates the storage key and loads `blob` under it, for further
+/// commands on the binding key in the same operation (TPM2_Certify by the attestation code).
+/// `*refused_by_tpm` (when given) is set when the TPM answered that it cannot load the key.
+result<tpm_loaded_key> load_tpm_key(tpm_connection& tpm, const tpm_key_blob& blob,
+                                    bool* refused_by_tpm = nullptr);
+
 /// Signs `digest` (SHA-256, -384 or -512 by its length) with the key: loads it, TPM2_Sign,
 /// flushes. PSS uses the TPM's salt (digest length on a conforming TPM: see the self-test in
 /// tpm_key_store).

@@ -177,6 +177,19 @@ int km_get_params(void* kd, OSSL_PARAM params[]) {
   if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_RSA_E)) != nullptr
       && !OSSL_PARAM_set_BN(p, k->e.get()))
     return 0;
+  // The reference to the key in the TPM (the wrapped blob, not key material).
+  if (k->has_private) {
+    if ((p = OSSL_PARAM_locate(params, param_tpm_public)) != nullptr
+        && !OSSL_PARAM_set_octet_string(p, k->blob.public_area.data(), k->blob.public_area.size()))
+      return 0;
+    if ((p = OSSL_PARAM_locate(params, param_tpm_private)) != nullptr
+        && !OSSL_PARAM_set_octet_string(p, k->blob.private_area.data(),
+                                        k->blob.private_area.size()))
+      return 0;
+    if ((p = OSSL_PARAM_locate(params, param_tpm_tcti)) != nullptr
+        && !OSSL_PARAM_set_utf8_string(p, k->cfg.tcti.c_str()))
+      return 0;
+  }
   return 1;
 }
 
@@ -188,6 +201,9 @@ const OSSL_PARAM* km_gettable_params(void*) {
     OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, nullptr, 0),
     OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, nullptr, 0),
     OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, nullptr, 0),
+    OSSL_PARAM_octet_string(param_tpm_public, nullptr, 0),
+    OSSL_PARAM_octet_string(param_tpm_private, nullptr, 0),
+    OSSL_PARAM_utf8_string(param_tpm_tcti, nullptr, 0),
     OSSL_PARAM_END,
   };
   return table;
@@ -595,6 +611,37 @@ result<pkey_ptr> tpm_pkey(const tpm_config& cfg, const tpm_key_blob& blob) {
 bool is_tpm_pkey(EVP_PKEY* key) {
   const OSSL_PROVIDER* prov = key != nullptr ? EVP_PKEY_get0_provider(key) : nullptr;
   return prov != nullptr && std::strcmp(OSSL_PROVIDER_get0_name(prov), tpm_provider_name) == 0;
+}
+
+result<tpm_key_reference> tpm_pkey_reference(EVP_PKEY* key) {
+  if (!is_tpm_pkey(key))
+    return fail("the key is not held by a TPM");
+  auto octets = [&](const char* name) -> result<std::string> {
+    std::size_t len = 0;
+    if (EVP_PKEY_get_octet_string_param(key, name, nullptr, 0, &len) != 1)
+      return fail(drain_openssl_errors(std::string("cannot read ") + name));
+    std::string out(len, '\0');
+    if (EVP_PKEY_get_octet_string_param(key, name, reinterpret_cast<unsigned char*>(out.data()),
+                                        out.size(), &len)
+        != 1)
+      return fail(drain_openssl_errors(std::string("cannot read ") + name));
+    out.resize(len);
+    return out;
+  };
+  auto pub = octets(param_tpm_public);
+  if (!pub)
+    return pub.fail();
+  auto priv = octets(param_tpm_private);
+  if (!priv)
+    return priv.fail();
+  char tcti[1024];
+  std::size_t tcti_len = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, param_tpm_tcti, tcti, sizeof tcti, &tcti_len) != 1)
+    return fail(drain_openssl_errors("cannot read the TPM key's TCTI"));
+  tpm_key_reference ref;
+  ref.tpm.tcti.assign(tcti, tcti_len);
+  ref.blob = {std::move(*pub), std::move(*priv)};
+  return ref;
 }
 
 result<pkey_ptr> software_public_key(EVP_PKEY* key) {

@@ -39,6 +39,15 @@ result<pkey_ptr> tpm_pkey(const tpm_config& cfg, const tpm_key_blob& blob);
 /// True when `key` belongs to our provider (signs in a TPM).
 bool is_tpm_pkey(EVP_PKEY* key);
 
+/// Where a key of ours lives: its TPM and its wrapped blob (what the key file holds: useless
+/// without that TPM), for further TPM operations on it (TPM2_Certify).
+struct tpm_key_reference {
+  tpm_config tpm;
+  tpm_key_blob blob;
+};
+/// The reference behind a key of ours; fails for any other key.
+result<tpm_key_reference> tpm_pkey_reference(EVP_PKEY* key);
+
 /// A software copy of the key's public half (default provider): for DER SubjectPublicKeyInfo,
 /// the CSR's public key, comparisons. Works for any RSA key.
 result<pkey_ptr> software_public_key(EVP_PKEY* key);

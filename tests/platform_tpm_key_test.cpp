@@ -282,6 +282,30 @@ BOOST_AUTO_TEST_CASE(the_evp_pkey_is_an_rsa_key_of_our_provider_and_default_fetc
   BOOST_TEST(!is_tpm_pkey(soft->get()));
 }
 
+BOOST_AUTO_TEST_CASE(the_key_names_its_tpm_and_blob_for_further_tpm_operations) {
+  auto key = suite_pkey();
+  auto ref = tpm_pkey_reference(key.get());
+  BOOST_REQUIRE_MESSAGE(ref.ok(), error_text(ref));
+  BOOST_TEST(ref->tpm.tcti == swtpm::shared().tcti());
+  BOOST_TEST(ref->blob.public_area == suite_blob().public_area);
+  BOOST_TEST(ref->blob.private_area == suite_blob().private_area);
+  BOOST_TEST(!tpm_pkey_reference(msiv2::test::test_key()).ok());
+  // load_tpm_key serves other operations on the key inside one connection.
+  auto name = run_tpm<std::string>(swtpm::shared().config(), "read the name",
+                                   [&](tpm_connection& tpm) -> msiv2::result<std::string> {
+    auto loaded = load_tpm_key(tpm, ref->blob);
+    if (!loaded)
+      return loaded.fail();
+    TPM2B_NAME* raw = nullptr;
+    if (auto rc = Esys_TR_GetName(tpm.esys(), loaded->key.get(), &raw); rc != TSS2_RC_SUCCESS)
+      return tpm.failed(rc, "Esys_TR_GetName");
+    esys_ptr<TPM2B_NAME> n(raw);
+    return std::string(reinterpret_cast<const char*>(n->name), n->size);
+  });
+  BOOST_REQUIRE_MESSAGE(name.ok(), error_text(name));
+  BOOST_TEST(hex_lower(*name) == hex_lower(tpm_key_public(suite_blob())->name));
+}
+
 BOOST_AUTO_TEST_CASE(private_key_export_is_refused_in_every_form) {
   auto key = suite_pkey();
   OSSL_PARAM* params = nullptr;
