@@ -3,7 +3,7 @@
 namespace msiv2 {
 
 const char* version() noexcept {
-  return "0.1.0";
+  return MSIV2_VERSION;
 }
 
 } // namespace msiv2
