@@ -26,6 +26,9 @@ packages=(
   libboost-dev libboost-test-dev libboost-system-dev
   # The TPM key store (tss2 ESAPI) and its tests (a software TPM, tools/swtpm.sh).
   libtss2-dev swtpm swtpm-tools tpm2-tools
+  # tools/package.sh (dpkg-shlibdeps) and the metrics tests (promtool, and a real prometheus
+  # that each test starts on a free loopback port; they never use the package's own service).
+  dpkg-dev prometheus
 )
 
 missing=()
