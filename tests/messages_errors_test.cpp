@@ -66,11 +66,13 @@ BOOST_AUTO_TEST_CASE(binding_too_weak_has_its_own_name) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
+#include <limits>
+
 #include "messages/protocol.hpp"
 
 BOOST_AUTO_TEST_SUITE(messages_errors_test) // reopened: CTest runs one suite per file
 
-BOOST_AUTO_TEST_CASE(prometheus_text_groups_each_family_under_one_type_line) {
+BOOST_AUTO_TEST_CASE(prometheus_text_groups_each_family_under_one_help_and_type_line) {
   msiv2::stats_snapshot s;
   s.counters["msiv2_upstream_requests_total{upstream=\"imds_metadata\",status=\"200\"}"] = 3;
   s.counters["msiv2_upstream_requests_total{upstream=\"token\",status=\"200\"}"] = 1;
@@ -78,13 +80,29 @@ BOOST_AUTO_TEST_CASE(prometheus_text_groups_each_family_under_one_type_line) {
   s.gauges["msiv2_certificate_expiry_seconds{identity=\"system-assigned\"}"] = 1.7e9;
   auto text = msiv2::to_prometheus(s);
   BOOST_CHECK_EQUAL(text,
+                    "# HELP msiv2_cache_hits_total Artifacts served from memory or from the "
+                    "cache directory.\n"
                     "# TYPE msiv2_cache_hits_total counter\n"
                     "msiv2_cache_hits_total 7\n"
+                    "# HELP msiv2_upstream_requests_total HTTP calls to IMDS, attestation and "
+                    "the token endpoint.\n"
                     "# TYPE msiv2_upstream_requests_total counter\n"
                     "msiv2_upstream_requests_total{upstream=\"imds_metadata\",status=\"200\"} 3\n"
                     "msiv2_upstream_requests_total{upstream=\"token\",status=\"200\"} 1\n"
+                    "# HELP msiv2_certificate_expiry_seconds msiv2 gauge.\n"
                     "# TYPE msiv2_certificate_expiry_seconds gauge\n"
                     "msiv2_certificate_expiry_seconds{identity=\"system-assigned\"} 1700000000\n");
+}
+
+BOOST_AUTO_TEST_CASE(prometheus_text_spells_non_finite_gauges_as_the_format_does) {
+  msiv2::stats_snapshot s;
+  s.gauges["msiv2_cached_tokens"] = std::numeric_limits<double>::quiet_NaN();
+  s.gauges["msiv2_token_flights"] = std::numeric_limits<double>::infinity();
+  auto text = msiv2::to_prometheus(s);
+  BOOST_CHECK(text.find("\nmsiv2_cached_tokens NaN\n") != std::string::npos);
+  BOOST_CHECK(text.find("\nmsiv2_token_flights +Inf\n") != std::string::npos);
+  BOOST_CHECK(text.find("# HELP msiv2_token_flights Token acquisitions in flight") !=
+              std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(deadline_reports_time_left_on_any_clock) {

@@ -17,6 +17,11 @@
 // processes through the cache directory (MSIV2_CACHE_DIR, XDG_RUNTIME_DIR/msiv2 or
 // ~/.cache/msiv2 by default; --cache-dir overrides it, "none" keeps them in memory).
 //
+// GET /metrics answers the module's counters and gauges in Prometheus text format 0.0.4
+// (msiv2::to_prometheus; the README's "Embedding" section lists them). client::stats() waits
+// for the module (at most a second), so it runs on a thread of its own, never on the
+// connection's strand.
+//
 // Listens on 127.0.0.1, port 0 (any free port): prints "listening on 127.0.0.1:<port>" and
 // writes the port to --port-file. Stops on SIGINT/SIGTERM.
 
@@ -37,6 +42,7 @@
 #include "io/curl_transport.hpp"
 #include "io/http.hpp"
 #include "messages/errors.hpp"
+#include "messages/protocol.hpp"
 #include "platform/binding.hpp"
 
 namespace asio = boost::asio;
@@ -56,11 +62,13 @@ struct settings {
   bool attest = false;
 };
 
-/// What a request handler needs: the module and the transport for the resource call.
+/// What a request handler needs: the module, the transport for the resource call, and the
+/// thread that collects /metrics.
 struct services {
   msiv2::client* tokens = nullptr;
   std::shared_ptr<msiv2::io::transport> transport;
   settings cfg;
+  asio::thread_pool* metrics = nullptr;
 };
 
 /// One connection: read a request, get a token, call the resource, answer; repeat while
@@ -84,6 +92,8 @@ private:
   }
 
   void handle() {
+    if (req_.target() == "/metrics")
+      return metrics();
     msiv2::token_request tr;
     tr.resource = svc_.cfg.resource;
     tr.type = msiv2::token_type::mtls_pop;
@@ -93,6 +103,16 @@ private:
       // A module thread: hand the outcome to the connection's strand and return.
       asio::post(self->stream_.get_executor(),
                  [self, got = std::move(got)]() mutable { self->on_token(std::move(got)); });
+    });
+  }
+
+  void metrics() {
+    auto self = shared_from_this();
+    asio::post(*svc_.metrics, [self] {
+      auto text = msiv2::to_prometheus(self->svc_.tokens->stats());
+      asio::post(self->stream_.get_executor(), [self, text = std::move(text)]() mutable {
+        self->answer(http::status::ok, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+      });
     });
   }
 
@@ -143,12 +163,13 @@ private:
     return identity_;
   }
 
-  void answer(http::status status, std::string body) {
+  void answer(http::status status, std::string body,
+              const char* content_type = "application/json") {
     res_ = {};
     res_.version(req_.version());
     res_.result(status);
     res_.set(http::field::server, "msiv2-example-server");
-    res_.set(http::field::content_type, "application/json");
+    res_.set(http::field::content_type, content_type);
     res_.keep_alive(req_.keep_alive());
     res_.body() = std::move(body);
     res_.prepare_payload();
@@ -264,7 +285,8 @@ int main(int argc, char** argv) {
     transport->shutdown();
     return 1;
   }
-  services svc{client->get(), transport, cfg};
+  asio::thread_pool metrics_thread{1};
+  services svc{client->get(), transport, cfg, &metrics_thread};
 
   tcp::acceptor acceptor(io);
   beast::error_code ec;
@@ -296,7 +318,9 @@ int main(int argc, char** argv) {
   io.run();
 
   // Stop the module first (pending callbacks post into the stopped io_context and are
-  // dropped with it), then the transport.
+  // dropped with it), then the transport. A /metrics collection still running ends within
+  // its one-second bound before the module goes.
+  metrics_thread.join();
   client->reset();
   transport->shutdown();
   return 0;
