@@ -91,6 +91,18 @@ BOOST_AUTO_TEST_CASE(answers_every_request_with_one_issuecredential) {
   BOOST_TEST(f.sim().count("token", 200) == 1u);
   BOOST_TEST(f.sim().count("resource", 200) == static_cast<std::uint64_t>(concurrent + sequential));
 
+  // /metrics: the module's counters in text format 0.0.4 (promtool and a real prometheus
+  // check the page in tools/examples/check-metrics.sh).
+  auto metrics = msiv2::test::http_get("http://127.0.0.1:" + std::to_string(port) + "/metrics");
+  BOOST_TEST(metrics.status == 200, metrics.status << " " << metrics.body);
+  BOOST_TEST(metrics.header("Content-Type").value_or("").rfind("text/plain; version=0.0.4", 0) == 0);
+  BOOST_TEST(metrics.body.find("# HELP msiv2_upstream_requests_total ") != std::string::npos,
+             metrics.body);
+  BOOST_TEST(metrics.body.find("# TYPE msiv2_upstream_requests_total counter\n") !=
+               std::string::npos, metrics.body);
+  BOOST_TEST(metrics.body.find("\nmsiv2_upstream_requests_total{upstream=\"token_endpoint\","
+                               "status=\"200\"} 1\n") != std::string::npos, metrics.body);
+
   server.signal(SIGTERM);
   BOOST_TEST(server.wait(std::chrono::seconds(20)) == 0, "stderr: " << server.err());
 
