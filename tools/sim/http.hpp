@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "platform/result.hpp"
+
 namespace msiv2::sim {
 
 /// One HTTP request as an endpoint sees it.
@@ -31,6 +33,10 @@ struct request {
 };
 
 /// One HTTP response.
+/// Splits a raw request target into `req.path` (percent-decoded) and `req.query` (decoded
+/// parameters in order); the error says what was malformed.
+result<void> parse_target(std::string_view target, request& req);
+
 struct response {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
