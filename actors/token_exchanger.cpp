@@ -361,9 +361,13 @@ caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job
     binding->key = job.cred->key.key;
     out.binding = std::move(binding);
   }
+  // The nominal refresh point, without jitter: token_service plans the renewal from it and
+  // draws the jitter once. Drawing here as well spread renewals over twice the rule's window
+  // (+-10 min instead of +-5 for a 24 h token; found by msiv2-fleet --check).
   auto plan = platform::plan_lifecycle(
     now_ms, expires_at_ms,
-    *refresh_in ? std::optional<std::int64_t>(**refresh_in * 1000) : std::nullopt, deps->draw);
+    *refresh_in ? std::optional<std::int64_t>(**refresh_in * 1000) : std::nullopt,
+    [](std::int64_t, std::int64_t) { return std::int64_t{0}; });
   out.access_token = std::move(*token);
   out.type = want;
   out.expires_on = expires_at_ms / 1000;
