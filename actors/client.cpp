@@ -1,5 +1,6 @@
 #include "actors/client.hpp"
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 
@@ -14,6 +15,7 @@
 
 #include "actors/client_bridge.hpp"
 #include "actors/software_key_store.hpp"
+#include "actors/tpm_key_store.hpp"
 #include "actors/system.hpp"
 #include "io/curl_transport.hpp"
 #include "platform/clock.hpp"
@@ -50,6 +52,8 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   runtime_deps deps;
   deps.config = std::move(options.config);
   c->imds_timeout_ = deps.config.imds_timeout;
+  if (!deps.config.key_store_error.empty() && !options.keys)
+    return fail("msiv2::client: " + deps.config.key_store_error);
   if (options.transport) {
     c->transport_ = std::move(options.transport);
   } else {
@@ -71,15 +75,32 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   deps.files = open_artifact_store(deps.config.cache_dir, deps.log);
   if (options.keys) {
     deps.keys = std::move(options.keys);
-  } else if (deps.files) {
-    key_store_settings ks;
-    ks.cache_dir = deps.files->directory();
-    ks.boot_id_path = deps.config.boot_id_path;
-    ks.lock_wait = deps.config.lock_wait;
-    ks.log = deps.log;
-    deps.keys = std::make_shared<software_key_store>(std::move(ks));
   } else {
-    deps.keys = std::make_shared<software_key_store>();
+    std::shared_ptr<key_store> software;
+    if (deps.files) {
+      key_store_settings ks;
+      ks.cache_dir = deps.files->directory();
+      ks.boot_id_path = deps.config.boot_id_path;
+      ks.lock_wait = deps.config.lock_wait;
+      ks.log = deps.log;
+      software = std::make_shared<software_key_store>(std::move(ks));
+    } else {
+      software = std::make_shared<software_key_store>();
+    }
+    if (deps.config.key_store == key_store_choice::software) {
+      deps.keys = std::move(software);
+    } else {
+      tpm_key_store_settings ts;
+      ts.tpm.tcti = deps.config.tpm_tcti;
+      ts.cache_dir = deps.files ? deps.files->directory() : std::string();
+      // A TPM makes keys in seconds (more on a busy or slow TPM) and one at a time: waiting for
+      // the process that is making the shared key beats making a second one in the same TPM.
+      ts.lock_wait = std::max(deps.config.lock_wait, std::chrono::milliseconds(60000));
+      ts.log = deps.log;
+      if (deps.config.key_store == key_store_choice::automatic)
+        ts.fallback = std::move(software);
+      deps.keys = std::make_shared<tpm_key_store>(std::move(ts));
+    }
   }
   deps.attestation = std::move(options.attestation);
   deps.stats = std::make_shared<stats_registry>();

@@ -38,8 +38,9 @@ struct client_options {
   std::shared_ptr<platform::log_sink> log;
   /// Attests binding keys (null: keys are not attested, the default on Linux VMs).
   std::shared_ptr<attestation_provider> attestation;
-  /// Binding keys (null: a software_key_store, persisted per boot in config.cache_dir when
-  /// that directory is usable, else in memory).
+  /// Binding keys (null: the store config.key_store chooses: a software_key_store persisted
+  /// per boot in config.cache_dir when that directory is usable, else in memory; or a
+  /// tpm_key_store on config.tpm_tcti, with that software store as its fallback for auto).
   std::shared_ptr<key_store> keys;
   /// HTTP (null: a curl_transport owned by the client).
   std::shared_ptr<io::transport> transport;

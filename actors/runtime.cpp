@@ -6,8 +6,27 @@
 #include "messages/version.hpp"
 #include "platform/files.hpp"
 #include "platform/host.hpp"
+#include "platform/tpm.hpp"
 
 namespace msiv2 {
+
+const char* to_string(key_store_choice c) noexcept {
+  switch (c) {
+    case key_store_choice::software: return "software";
+    case key_store_choice::tpm: return "tpm";
+    case key_store_choice::automatic: return "auto";
+  }
+  return "unknown";
+}
+
+bool parse_key_store_choice(const std::string& text, key_store_choice& out) noexcept {
+  for (auto c : {key_store_choice::software, key_store_choice::tpm, key_store_choice::automatic})
+    if (text == to_string(c)) {
+      out = c;
+      return true;
+    }
+  return false;
+}
 
 void add_client_telemetry(io::http_headers& headers) {
   headers.set("x-client-SKU", client_sku);
@@ -27,6 +46,13 @@ module_config module_config::from_environment() {
   cfg.eager_key = true;
   if (const char* eager = std::getenv("MSIV2_EAGER_KEY"); eager != nullptr)
     cfg.eager_key = !(std::strcmp(eager, "0") == 0 || std::strcmp(eager, "false") == 0);
+  cfg.key_store = key_store_choice::automatic;
+  if (const char* ks = std::getenv("MSIV2_KEY_STORE"); ks != nullptr && *ks != '\0') {
+    if (!parse_key_store_choice(ks, cfg.key_store))
+      cfg.key_store_error =
+        std::string("MSIV2_KEY_STORE must be auto, tpm or software, got '") + ks + "'";
+  }
+  cfg.tpm_tcti = platform::tpm_tcti_from_environment();
   if (auto dir = platform::cache_dir_from_environment(); !dir)
     cfg.cache_dir_error = dir.error();
   else if (dir->has_value())

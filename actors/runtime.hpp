@@ -26,6 +26,18 @@
 
 namespace msiv2 {
 
+/// Which key store holds the binding key (module_config::key_store).
+enum class key_store_choice : std::uint8_t {
+  software = 0,  ///< an RSA key in process memory, shared per boot through the cache directory
+  tpm = 1,       ///< a key inside the TPM 2.0; no TPM is an error, never a silent fallback
+  automatic = 2, ///< the TPM when one is reachable and usable, else software (the log says why)
+};
+
+/// "software", "tpm", "auto".
+const char* to_string(key_store_choice c) noexcept;
+/// Parses "software", "tpm" or "auto"; false (and `out` untouched) otherwise.
+bool parse_key_store_choice(const std::string& text, key_store_choice& out) noexcept;
+
 /// Settings of the module.
 struct module_config {
   /// IMDS base URL without trailing '/'. Default: $AZURE_POD_IDENTITY_AUTHORITY_HOST, else
@@ -72,9 +84,19 @@ struct module_config {
   /// Why from_environment() found no usable cache directory (empty when it did, or when
   /// MSIV2_CACHE_DIR=none asked for memory only).
   std::string cache_dir_error;
+  /// Where the binding key lives (used when client_options::keys is null). software in a
+  /// default-constructed config (unit tests stay off the TPM); from_environment(): $MSIV2_KEY_STORE
+  /// (auto, tpm or software), else auto.
+  key_store_choice key_store = key_store_choice::software;
+  /// The TPM's TCTI for the tpm and auto key stores: from_environment() takes $MSIV2_TPM_TCTI,
+  /// else device:/dev/tpmrm0 (the kernel's resource manager).
+  std::string tpm_tcti = "device:/dev/tpmrm0";
+  /// Why from_environment() refused $MSIV2_KEY_STORE (client::create then fails with it).
+  std::string key_store_error;
 
   /// The defaults with eager_key on, $AZURE_POD_IDENTITY_AUTHORITY_HOST, $MSIV2_DISABLE_V2
-  /// (1/true), $MSIV2_EAGER_KEY (0/false turns eager_key off) and the
+  /// (1/true), $MSIV2_EAGER_KEY (0/false turns eager_key off), $MSIV2_KEY_STORE and
+  /// $MSIV2_TPM_TCTI (key_store auto unless set), and the
   /// cache directory (platform::cache_dir_from_environment; an error there leaves cache_dir
   /// empty and is kept in cache_dir_error for the client to log) applied.
   static module_config from_environment();

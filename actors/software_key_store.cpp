@@ -35,6 +35,34 @@ result<key_ref> make_software_key() {
   return software_key_ref(std::move(*key));
 }
 
+void purge_orphan_artifacts(const std::string& dir, const std::string& key_id,
+                            platform::log_sink& log, const char* component) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    auto name = it->path().filename().string();
+    bool ours = (name.rfind("cert-", 0) == 0 || name.rfind("attestation-", 0) == 0) &&
+                name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
+    if (ours)
+      names.push_back(std::move(name));
+  }
+  for (auto& name : names) {
+    auto lock = platform::file_lock::try_acquire(dir + "/locks/" + name + ".lock");
+    if (!lock || !*lock)
+      continue; // busy (or refused): its reader treats the orphan as a miss
+    auto r = platform::read_private_file(dir, name);
+    if (r.status != platform::read_status::ok)
+      continue;
+    if (persisted::key_id_of(r.bytes) == key_id)
+      continue;
+    if (auto gone = platform::remove_file(dir, name); gone)
+      log.write(platform::log_level::info, component,
+                "deleted " + dir + "/" + name + ": made for another key");
+    else
+      log.write(platform::log_level::warning, component, gone.error());
+  }
+}
+
 software_key_store::software_key_store() : software_key_store(key_store_settings{}) {}
 
 software_key_store::software_key_store(key_store_settings settings)
@@ -148,33 +176,6 @@ std::optional<key_ref> software_key_store::shared::read_file(const std::string& 
   return std::move(*ref);
 }
 
-void software_key_store::shared::purge_orphans(const std::string& key_id) {
-  const auto& dir = settings.cache_dir;
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    auto name = it->path().filename().string();
-    bool ours = (name.rfind("cert-", 0) == 0 || name.rfind("attestation-", 0) == 0) &&
-                name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
-    if (ours)
-      names.push_back(std::move(name));
-  }
-  for (auto& name : names) {
-    auto lock = platform::file_lock::try_acquire(dir + "/locks/" + name + ".lock");
-    if (!lock || !*lock)
-      continue; // busy (or refused): its reader treats the orphan as a miss
-    auto r = platform::read_private_file(dir, name);
-    if (r.status != platform::read_status::ok)
-      continue;
-    if (persisted::key_id_of(r.bytes) == key_id)
-      continue;
-    if (auto gone = platform::remove_file(dir, name); gone)
-      log(platform::log_level::info, "deleted " + dir + "/" + name + ": made for another key");
-    else
-      log(platform::log_level::warning, gone.error());
-  }
-}
-
 result<key_ref> software_key_store::shared::create_and_write(const std::string& boot_id,
                                                              bool write) {
   auto made = make_software_key();
@@ -192,7 +193,8 @@ result<key_ref> software_key_store::shared::create_and_write(const std::string& 
     } else {
       log(platform::log_level::info, "new binding key " + made->key_id + " written to " +
                                        settings.cache_dir + "/" + persisted::key_file_name);
-      purge_orphans(made->key_id);
+      purge_orphan_artifacts(settings.cache_dir, made->key_id, *settings.log,
+                             "software_key_store");
     }
   }
   return made;

@@ -76,10 +76,6 @@ private:
                                      std::string* file_key_id = nullptr);
     /// Makes a key, writes it (under the held lock) and deletes the orphans it leaves.
     result<key_ref> create_and_write(const std::string& boot_id, bool write);
-    /// Deletes cert-*.json / attestation-*.json files of other keys than `key_id`, each under
-    /// its own lock when that lock is free (a busy one is skipped: readers treat orphans as
-    /// misses anyway).
-    void purge_orphans(const std::string& key_id);
     void log(platform::log_level level, const std::string& message);
   };
 
@@ -89,6 +85,12 @@ private:
   std::shared_ptr<shared> s_;
   std::thread worker_;
 };
+
+/// Deletes the cert-*.json and attestation-*.json files in `dir` that belong to another key
+/// than `key_id` (orphans), each under its own lock when that lock is free (a busy one is
+/// skipped: readers treat orphans as misses anyway); logs each deletion as `component`.
+void purge_orphan_artifacts(const std::string& dir, const std::string& key_id,
+                            platform::log_sink& log, const char* component);
 
 /// Makes a new RSA-2048 binding key (two generations raced on 2+ cores:
 /// platform::generate_rsa_key_raced) and proves it signs (platform::prove_key_signs).

@@ -24,6 +24,7 @@
 #include "platform/binding.hpp"
 #include "platform/encoding.hpp"
 #include "platform/log.hpp"
+#include "platform/tpm_provider.hpp"
 
 namespace {
 
@@ -67,7 +68,8 @@ const char* usage_text =
   "  --claims JSON            claims challenge from a resource (bypasses the token cache)\n"
   "  --timeout SECONDS        how long to wait for the token (1-3600, default 30)\n"
   "  --json                   one JSON object on stdout: token_type, expires_on, refresh_on,\n"
-  "                           source, x5t, correlation_id (and access_token with --show-token)\n"
+  "                           source, x5t, correlation_id, binding_strength\n"
+  "                           (software_key, hardware_key) (and access_token with --show-token)\n"
   "  --show-token             print the access token itself (default: a redacted form)\n"
   "  --call URL               GET URL with the token (mtls_pop: over mTLS with the binding\n"
   "                           certificate and key, and x-ms-tokenboundauth: true) and print\n"
@@ -81,6 +83,12 @@ const char* usage_text =
   "                           $XDG_RUNTIME_DIR/msiv2, else ~/.cache/msiv2)\n"
   "  --boot-id-file PATH      where the boot id is read (default: $MSIV2_BOOT_ID_FILE, else\n"
   "                           /proc/sys/kernel/random/boot_id); a new value means a new boot\n"
+  "  --key-store S            where the binding key lives: auto (a TPM when one is usable,\n"
+  "                           else software; the log says which), tpm (a TPM or an error),\n"
+  "                           software (default: $MSIV2_KEY_STORE, else auto)\n"
+  "  --tpm-tcti TCTI          the TPM for --key-store tpm/auto (default: $MSIV2_TPM_TCTI,\n"
+  "                           else device:/dev/tpmrm0; swtpm:host=127.0.0.1,port=N for\n"
+  "                           tools/swtpm.sh)\n"
   "  --log-level L            module log lines on stderr at L and above: debug, info,\n"
   "                           warning, error or off (default off)\n"
   "  --help                   this text\n"
@@ -117,6 +125,8 @@ struct options {
   std::optional<std::string> cache_dir; ///< "none": memory only
   std::optional<std::string> boot_id_file;
   std::optional<msiv2::platform::log_level> log_level;
+  std::optional<msiv2::key_store_choice> key_store; ///< else $MSIV2_KEY_STORE, else auto
+  std::optional<std::string> tpm_tcti;              ///< else $MSIV2_TPM_TCTI, else device
 };
 
 /// A whole decimal number in [lo, hi], or nullopt.
@@ -180,7 +190,8 @@ std::optional<int> parse(int argc, char** argv, options& o) {
                        arg == "--ca-file" || arg == "--claims" || arg == "--timeout" ||
                        arg == "--call" || arg == "--repeat" || arg == "--interval-ms" ||
                        arg == "--cache-dir" || arg == "--boot-id-file" || arg == "--log-level" ||
-                       arg == "--min-binding" || arg == "--correlation-id";
+                       arg == "--min-binding" || arg == "--correlation-id" ||
+                       arg == "--key-store" || arg == "--tpm-tcti";
     if (!known)
       return usage_error("unknown option '" + std::string(argv[i]) + "'");
     if (!need_value())
@@ -254,6 +265,15 @@ std::optional<int> parse(int argc, char** argv, options& o) {
       if (value.empty())
         return usage_error("--boot-id-file must not be empty");
       o.boot_id_file = value;
+    } else if (arg == "--key-store") {
+      msiv2::key_store_choice c{};
+      if (!msiv2::parse_key_store_choice(value, c))
+        return usage_error("--key-store: must be auto, tpm or software, got '" + value + "'");
+      o.key_store = c;
+    } else if (arg == "--tpm-tcti") {
+      if (value.empty())
+        return usage_error("--tpm-tcti must not be empty (e.g. device:/dev/tpmrm0)");
+      o.tpm_tcti = value;
     } else if (arg == "--log-level") {
       using msiv2::platform::log_level;
       if (value == "debug")
@@ -368,6 +388,11 @@ int report(const options& o, msiv2::io::transport& transport, int n, const msiv2
   }
   const auto& tok = *got;
   std::string x5t = tok.binding ? tok.binding->x5t_s256 : std::string();
+  // What bound this token: a key in a TPM, or one in this user's files.
+  auto strength = !tok.binding || !tok.binding->key ? msiv2::binding_strength::bearer
+                  : msiv2::platform::is_tpm_pkey(tok.binding->key->get())
+                    ? msiv2::binding_strength::hardware_key
+                    : msiv2::binding_strength::software_key;
   const char* source = tok.source == msiv2::token_source::cache ? "cache" : "network";
   const std::string shown = o.show_token ? tok.access_token : redacted(tok.access_token);
   std::optional<call_outcome> call;
@@ -380,6 +405,7 @@ int report(const options& o, msiv2::io::transport& transport, int n, const msiv2
     out += ",\"source\":" + json_quote(source);
     out += ",\"x5t\":" + (x5t.empty() ? std::string("null") : json_quote(x5t));
     out += ",\"correlation_id\":" + json_quote(tok.correlation_id);
+    out += ",\"binding_strength\":" + json_quote(msiv2::to_string(strength));
     if (o.show_token)
       out += ",\"access_token\":" + json_quote(tok.access_token);
     if (call) {
@@ -408,6 +434,7 @@ int report(const options& o, msiv2::io::transport& transport, int n, const msiv2
     std::printf("source:      %s\n", source);
     if (!x5t.empty())
       std::printf("x5t#S256:    %s\n", x5t.c_str());
+    std::printf("binding:     %s\n", msiv2::to_string(strength));
     std::printf("token:       %s\n", shown.c_str());
     if (call) {
       if (!call->error.empty()) {
@@ -447,6 +474,12 @@ int run(const options& o) {
     copts.config.boot_id_path = f;
   if (o.log_level)
     copts.log = msiv2::platform::stderr_log_sink(*o.log_level);
+  if (o.key_store) {
+    copts.config.key_store = *o.key_store;
+    copts.config.key_store_error.clear();
+  }
+  if (o.tpm_tcti)
+    copts.config.tpm_tcti = *o.tpm_tcti;
   copts.transport = transport;
   if (o.attest)
     copts.attestation = std::make_shared<msiv2::keyguard_attestation>(transport, o.ca_file);
