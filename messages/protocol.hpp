@@ -152,6 +152,10 @@ struct credential_request {
   /// The token endpoint refused this certificate (x5t#S256): evict it and mint a new one with
   /// bypass_cache=true.
   std::string refused_x5t;
+  /// Asked for a background renewal of an access token: a usable certificate whose
+  /// getplatformmetadata answer is younger than module_config::metadata_reuse_window is
+  /// served without a new metadata call (never for a first acquisition).
+  bool renewal = false;
 };
 
 // -- token exchange ----------------------------------------------------------------------------
