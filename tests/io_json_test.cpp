@@ -166,14 +166,14 @@ BOOST_AUTO_TEST_CASE(check_json_object_names_the_document) {
   BOOST_TEST(msiv2::io::check_json_object("[]", "metadata").error() == "malformed metadata: not a JSON object");
 }
 
-// Review M2: the duplicate check scanned every member read so far, ~4.5e9 string comparisons
-// for a 1 MiB body (seconds of CPU on an actor thread). The bound is this thread's CPU time,
-// which load on the machine does not inflate, and is ~20x what the hashed check costs under
-// ASan; the quadratic check took more than 10 s.
+// Review M2: the duplicate check scanned every member read so far: n^2/2, ~3.8e9 string
+// comparisons for the ~87,000 members of this 1 MiB body. The bound is this thread's CPU time
+// (load on the machine does not inflate it) and generous: the hashed check takes a small
+// fraction of it (the test prints what it took).
 BOOST_AUTO_TEST_CASE(a_one_mebibyte_object_of_distinct_members_parses_in_linear_time) {
   std::size_t members = 0;
   auto text = wide_object(1 << 20, false, members);
-  BOOST_REQUIRE_GT(members, 90000u);
+  BOOST_REQUIRE_GT(members, 80000u); // ~87,000 members of 12 bytes
   double start = thread_cpu_seconds();
   auto parsed = json_object::parse(text, "wide document");
   double spent = thread_cpu_seconds() - start;
