@@ -1,0 +1,22 @@
+// The attestation service's answers: read_keyguard_answer (the first line is the key id the
+// JWT must name) and attestation_error_says.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "actors/keyguard_attestation.hpp"
+#include "tests/fuzz/fuzz_common.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  using namespace msiv2;
+  auto [key_id, body] = fuzz::first_line(fuzz::as_text(data, size));
+  auto token = read_keyguard_answer(body, std::string(key_id));
+  if (token) {
+    fuzz::require(!token->jwt.empty(), "an accepted answer has a JWT");
+    fuzz::require(token->issued_at_ms == 0 || token->issued_at_ms < token->expires_at_ms,
+                  "iat is before exp");
+  }
+  (void)attestation_error_says(body);
+  return 0;
+}
