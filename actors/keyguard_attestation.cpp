@@ -24,7 +24,7 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
          ",\"signature\":" + platform::json_quote(platform::base64_encode(*signature)) + "}";
 }
 
-result<attestation_token> read_keyguard_answer(const std::string& body,
+result<attestation_token> read_keyguard_answer(std::string_view body,
                                                const std::string& expected_key_id) {
   auto doc = io::json_object::parse(body, "attestation response");
   if (!doc)
@@ -48,6 +48,16 @@ result<attestation_token> read_keyguard_answer(const std::string& body,
   if (out.issued_at_ms != 0 && out.issued_at_ms >= out.expires_at_ms)
     return fail("malformed attestation response: member \"token\" has an iat not before its exp");
   return out;
+}
+
+std::string attestation_error_says(std::string_view body) {
+  std::string why;
+  if (auto doc = io::json_object::parse(body, "attestation error")) {
+    for (const char* name : {"error", "error_description", "message"})
+      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
+        why += (why.empty() ? "" : ": ") + **v;
+  }
+  return why;
 }
 
 keyguard_attestation::keyguard_attestation(std::shared_ptr<io::transport> transport,
@@ -85,12 +95,7 @@ void keyguard_attestation::attest(const key_ref& key, const std::string& endpoin
       return;
     }
     if (resp.status != 200) {
-      std::string why;
-      if (auto doc = io::json_object::parse(resp.body, "attestation error")) {
-        for (const char* name : {"error", "error_description", "message"})
-          if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-            why += (why.empty() ? "" : ": ") + **v;
-      }
+      const std::string why = attestation_error_says(resp.body);
       done(fail("attestation service " + endpoint + " refused the key (HTTP " +
                 std::to_string(resp.status) + (why.empty() ? "" : ", " + why) + ")"),
            resp.status);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "actors/runtime.hpp"
 #include "io/http.hpp"
@@ -27,8 +28,13 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
 /// when present; issued_at_ms is 0 without iat). With `expected_key_id`, a JWT whose key_id
 /// claim names another key is refused (a JWT without key_id is accepted: only the simulated
 /// protocol promises that claim).
-result<attestation_token> read_keyguard_answer(const std::string& body,
+result<attestation_token> read_keyguard_answer(std::string_view body,
                                                const std::string& expected_key_id = {});
+
+/// What an attestation service's error body says, for people: its "error",
+/// "error_description" and "message" strings joined by ": " (empty when it has none or is not
+/// a JSON object).
+std::string attestation_error_says(std::string_view body);
 
 /// The simulated-protocol attestation provider. Thread-safe; one attempt per attest() call
 /// (attestation_cache drives retries and the one fresh attempt after a refusal). done() gets
