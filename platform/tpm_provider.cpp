@@ -552,21 +552,30 @@ int provider_init(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH*, const OS
 
 } // namespace
 
+// The providers are loaded once for the life of the process. Their handles are kept in
+// variables of external linkage, which the compiler cannot drop, so that they stay reachable:
+// a leak checker reports a dropped handle as lost memory at exit.
+OSSL_PROVIDER* loaded_default_provider = nullptr;
+OSSL_PROVIDER* loaded_tpm_provider = nullptr;
+
 result<void> load_tpm_provider() {
   static std::once_flag once;
   static std::string error;
   std::call_once(once, [] {
     // Loading any provider explicitly turns off the automatic loading of "default".
-    if (OSSL_PROVIDER_available(nullptr, "default") == 0
-        && OSSL_PROVIDER_load(nullptr, "default") == nullptr) {
-      error = drain_openssl_errors("cannot load OpenSSL's default provider");
-      return;
+    if (OSSL_PROVIDER_available(nullptr, "default") == 0) {
+      loaded_default_provider = OSSL_PROVIDER_load(nullptr, "default");
+      if (loaded_default_provider == nullptr) {
+        error = drain_openssl_errors("cannot load OpenSSL's default provider");
+        return;
+      }
     }
     if (OSSL_PROVIDER_add_builtin(nullptr, tpm_provider_name, provider_init) != 1) {
       error = drain_openssl_errors("cannot register the TPM key provider");
       return;
     }
-    if (OSSL_PROVIDER_load(nullptr, tpm_provider_name) == nullptr)
+    loaded_tpm_provider = OSSL_PROVIDER_load(nullptr, tpm_provider_name);
+    if (loaded_tpm_provider == nullptr)
       error = drain_openssl_errors("cannot load the TPM key provider");
   });
   if (!error.empty())
