@@ -41,27 +41,8 @@ using steady = std::chrono::steady_clock;
 const std::string arm = "https://management.azure.com";
 
 /// One machine as the processes see it: a cache directory and a boot id file.
-struct machine {
-  msiv2::test::temp_dir root{"multiproc"};
-  std::string cache = root / "cache";
-  std::string boot_id_file = root / "boot_id";
-
-  machine() { set_boot_id("2d5b3c1e-0000-4000-8000-000000000001"); }
-  void set_boot_id(const std::string& id) {
-    std::ofstream(boot_id_file, std::ios::trunc) << id << "\n";
-  }
-  /// Names in the cache directory starting with `prefix`.
-  std::vector<std::string> files(const std::string& prefix) const {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(cache, ec)) {
-      auto name = e.path().filename().string();
-      if (name.rfind(prefix, 0) == 0)
-        out.push_back(name);
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-  }
+struct machine : msiv2::test::machine_dir {
+  machine() : machine_dir("multiproc", "2d5b3c1e-0000-4000-8000-000000000001") {}
 };
 
 /// The arguments of one msiv2-token process on `m` against `f`.

@@ -44,26 +44,8 @@ using msiv2::test::swtpm;
 const std::string arm = "https://management.azure.com";
 
 /// One machine: a cache directory and a boot id file (the TPM is the suite's swtpm).
-struct machine {
-  msiv2::test::temp_dir root{"tpm-machine"};
-  std::string cache = root / "cache";
-  std::string boot_id_file = root / "boot_id";
-
-  machine() { set_boot_id("7e1f0c2a-0000-4000-8000-000000000001"); }
-  void set_boot_id(const std::string& id) {
-    std::ofstream(boot_id_file, std::ios::trunc) << id << "\n";
-  }
-  std::vector<std::string> files(const std::string& prefix) const {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(cache, ec)) {
-      auto name = e.path().filename().string();
-      if (name.rfind(prefix, 0) == 0)
-        out.push_back(name);
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-  }
+struct machine : msiv2::test::machine_dir {
+  machine() : machine_dir("tpm-machine", "7e1f0c2a-0000-4000-8000-000000000001") {}
 };
 
 std::vector<std::string> token_args(sim_fixture& f, const machine& m, const std::string& tcti,

@@ -8,7 +8,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include <boost/test/unit_test.hpp>
@@ -72,6 +74,26 @@ void kill_and_reap(pid_t pid) {
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
+}
+
+machine_dir::machine_dir(const std::string& tag, const std::string& boot_id) : root(tag) {
+  set_boot_id(boot_id);
+}
+
+void machine_dir::set_boot_id(const std::string& id) const {
+  std::ofstream(boot_id_file, std::ios::trunc) << id << "\n";
+}
+
+std::vector<std::string> machine_dir::files(const std::string& prefix) const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(cache, ec)) {
+    auto name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0)
+      out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 } // namespace msiv2::test

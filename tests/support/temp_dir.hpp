@@ -5,6 +5,8 @@
 // forked process holding an flock (another process of the same machine, as the kernel sees it).
 
 #include <string>
+#include <vector>
+
 #include <sys/types.h>
 
 namespace msiv2::test {
@@ -24,6 +26,20 @@ public:
 
 private:
   std::string path_;
+};
+
+/// One machine as msiv2-token processes see it: a cache directory (not created: the runtime
+/// makes it) and a boot id file, in a temp_dir tagged `tag`.
+struct machine_dir {
+  machine_dir(const std::string& tag, const std::string& boot_id);
+  temp_dir root;
+  std::string cache = root / "cache";
+  std::string boot_id_file = root / "boot_id";
+
+  /// Writes `id` into the boot id file (a reboot, as the runtime sees it).
+  void set_boot_id(const std::string& id) const;
+  /// Names in the cache directory that start with `prefix`, sorted.
+  std::vector<std::string> files(const std::string& prefix) const;
 };
 
 /// Forks a child (call it before the test starts threads of its own) that takes an flock on
