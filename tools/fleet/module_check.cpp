@@ -340,7 +340,10 @@ check_result check_against_module(const check_params& p) {
       auto resources = p.resources;
       auto interval = std::chrono::milliseconds(p.request_interval_ms);
       demanders.push_back(sys.spawn(
-        [=](caf::event_based_actor* self) -> caf::behavior {
+        // The unused int works around CAF 0.17's init_fun_factory, which
+        // dereferences a null argument tuple when a function actor takes none
+        // (UBSan: reference binding to null pointer).
+        [=](caf::event_based_actor* self, int) -> caf::behavior {
           auto ask = [=] {
             for (std::uint32_t r = 0; r < resources; ++r) {
               token_request req;
@@ -354,7 +357,8 @@ check_result check_against_module(const check_params& p) {
           };
           ask();
           return {[=](caf::tick_atom) { ask(); }};
-        }));
+        },
+        0));
     }
   }
   for (auto& d : demanders)
