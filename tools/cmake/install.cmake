@@ -12,12 +12,6 @@
 
 include(CMakePackageConfigHelpers)
 
-if(BUILD_SHARED_LIBS)
-  set(MSIV2_SHARED ON)
-else()
-  set(MSIV2_SHARED OFF)
-endif()
-
 add_library(msiv2 INTERFACE)
 add_library(msiv2::msiv2 ALIAS msiv2)
 target_link_libraries(msiv2 INTERFACE msiv2_actors msiv2_io msiv2_platform msiv2_messages)

@@ -119,6 +119,12 @@ int main(int argc, char** argv) {
   std::string authorization = "Authorization: mtls_pop " + token->access_token;
   std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers(
     curl_slist_append(nullptr, authorization.c_str()), curl_slist_free_all);
+  // As MSAL does on calls made with a bound token (README "Protocol").
+  // (curl_slist_append appends in place and returns the same head, or null when out of memory.)
+  if (!headers || !curl_slist_append(headers.get(), "x-ms-tokenboundauth: true")) {
+    std::fprintf(stderr, "msiv2-consumer: out of memory for the request headers\n");
+    return 1;
+  }
   std::string body;
   curl_easy_setopt(curl.get(), CURLOPT_URL, o.resource_url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_HTTPHEADER, headers.get());
