@@ -50,6 +50,23 @@ result<attestation_token> read_keyguard_answer(const std::string& body,
   return out;
 }
 
+std::string attestation_refusal(const std::string& endpoint, const io::http_response& resp,
+                                const std::string& step) {
+  const std::string where =
+    "attestation service " + endpoint + (step.empty() ? "" : " (" + step + ")");
+  if (!resp.ok())
+    return where + " could not be reached (" + std::string(io::to_string(resp.error)) + ": " +
+           resp.error_message + ")";
+  std::string why;
+  if (auto doc = io::json_object::parse(resp.body, "attestation error")) {
+    for (const char* name : {"error", "error_description", "message"})
+      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
+        why += (why.empty() ? "" : ": ") + **v;
+  }
+  return where + " refused the key (HTTP " + std::to_string(resp.status) +
+         (why.empty() ? "" : ", " + why) + ")";
+}
+
 keyguard_attestation::keyguard_attestation(std::shared_ptr<io::transport> transport,
                                            std::string ca_file)
   : transport_(std::move(transport)), ca_file_(std::move(ca_file)) {}
@@ -87,22 +104,8 @@ void keyguard_attestation::attest(const key_ref& key, const std::string& endpoin
   r.connect_timeout = std::min(r.connect_timeout, r.timeout);
   transport_->send(std::move(r), [done = std::move(done), endpoint,
                                   key_id = key.key_id](io::http_response resp) {
-    if (!resp.ok()) {
-      done(fail("attestation service " + endpoint + " could not be reached (" +
-                std::string(io::to_string(resp.error)) + ": " + resp.error_message + ")"),
-           0);
-      return;
-    }
-    if (resp.status != 200) {
-      std::string why;
-      if (auto doc = io::json_object::parse(resp.body, "attestation error")) {
-        for (const char* name : {"error", "error_description", "message"})
-          if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-            why += (why.empty() ? "" : ": ") + **v;
-      }
-      done(fail("attestation service " + endpoint + " refused the key (HTTP " +
-                std::to_string(resp.status) + (why.empty() ? "" : ", " + why) + ")"),
-           resp.status);
+    if (!resp.ok() || resp.status != 200) {
+      done(fail(attestation_refusal(endpoint, resp)), resp.ok() ? resp.status : 0);
       return;
     }
     auto token = read_keyguard_answer(resp.body, key_id);

@@ -30,6 +30,13 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
 result<attestation_token> read_keyguard_answer(const std::string& body,
                                                const std::string& expected_key_id = {});
 
+/// Why an attestation call failed, for the error a person reads: "attestation service <endpoint>
+/// could not be reached (...)" when no HTTP answer came, else "attestation service <endpoint>
+/// refused the key (HTTP <status>, <error>: <error_description>)". `step` names the call when
+/// the protocol has several ("TPM challenge"), empty otherwise.
+std::string attestation_refusal(const std::string& endpoint, const io::http_response& resp,
+                                const std::string& step = {});
+
 /// The simulated-protocol attestation provider. Thread-safe; one attempt per attest() call
 /// (attestation_cache drives retries and the one fresh attempt after a refusal). done() gets
 /// the HTTP status, 0 when no HTTP answer came; an unusable 200 answer comes with 200.

@@ -203,7 +203,8 @@ result<jwt_claims> parse_jwt_claims(std::string_view payload_json) {
       return fail(json_error("JWT payload", err));
     std::string key(key_view);
     bool integer = key == "exp" || key == "iat" || key == "nbf";
-    bool text = key == "key_id" || key == "iss" || key == "tid" || key == "appid";
+    bool text = key == "key_id" || key == "iss" || key == "tid" || key == "appid" ||
+                key == "attestation_type";
     if (!integer && !text && key != "aud" && key != "cnf")
       continue;
     // Duplicate claims are ambiguous (RFC 7519 §4): refuse rather than pick one.
@@ -220,10 +221,11 @@ result<jwt_claims> parse_jwt_claims(std::string_view payload_json) {
       auto s = read_string(value, what);
       if (!s)
         return s.fail();
-      (key == "key_id" ? claims.key_id
-       : key == "iss"  ? claims.iss
-       : key == "tid"  ? claims.tid
-                       : claims.appid) = std::move(*s);
+      (key == "key_id"  ? claims.key_id
+       : key == "iss"   ? claims.iss
+       : key == "tid"   ? claims.tid
+       : key == "appid" ? claims.appid
+                        : claims.attestation_type) = std::move(*s);
     } else if (key == "aud") {
       od::json_type type;
       if (auto err = value.type().get(type))

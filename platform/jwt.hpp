@@ -43,6 +43,8 @@ struct jwt_claims {
   std::string iss;
   std::string tid;
   std::string appid;
+  /// "attestation_type" (attestation JWTs of the simulator: "keyguard" or "tpm"), empty when absent
+  std::string attestation_type;
 };
 
 /// Reads jwt_claims from a payload JSON object; a clear error on malformed JSON or a claim

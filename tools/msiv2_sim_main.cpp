@@ -49,7 +49,10 @@ const char* usage_text =
   "                             answers AADSTS1000901\n"
   "  --csr-profile P            strict (MSAL .NET's exact CSR encoding, the default) or\n"
   "                             lenient (also CN first, NULL PSS hash parameters, a\n"
-  "                             PrintableString or UTF8String DC: MSAL Python and Go)\n";
+  "                             PrintableString or UTF8String DC: MSAL Python and Go)\n"
+  "  --tpm-ek-ca PEM            turn on TPM key attestation (POST /attest/tpm/challenge and\n"
+  "                             /attest/tpm/proof): the CA certificates trusted to issue EK\n"
+  "                             certificates (tools/swtpm.sh prints MSIV2_TPM_EK_CA)\n";
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "msiv2-sim: %s (try msiv2-sim --help)\n", message.c_str());
@@ -95,7 +98,8 @@ result<config> parse_serve_args(int argc, char** argv) {
     "--config",        "--ready-file",       "--state-dir",     "--imds-port",
     "--attestation-port", "--token-port",    "--resource-port", "--admin-port",
     "--threads",       "--attestation",      "--cert-lifetime", "--token-lifetime",
-    "--attestation-lifetime", "--refresh-in", "--token-not-after", "--csr-profile"};
+    "--attestation-lifetime", "--refresh-in", "--token-not-after", "--csr-profile",
+    "--tpm-ek-ca"};
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -159,6 +163,8 @@ result<config> parse_serve_args(int argc, char** argv) {
       cfg.ready_file = value;
     } else if (flag == "--state-dir") {
       cfg.state_dir = value;
+    } else if (flag == "--tpm-ek-ca") {
+      cfg.tpm_ek_ca = value;
     } else if (flag == "--imds-port") {
       r = port(cfg.imds_port);
     } else if (flag == "--attestation-port") {

@@ -71,6 +71,7 @@ std::string issued_json(const std::vector<issued_cert>& certs) {
            ",\"client_id\":" + json_quote(c.client_id) +
            ",\"not_after\":" + std::to_string(c.not_after) +
            ",\"attested\":" + (c.attested ? "true" : "false") +
+           ",\"attestation_type\":" + json_quote(c.attestation_type) +
            ",\"revoked\":" + (c.revoked ? "true" : "false") + "}";
   }
   return out + "]";
@@ -210,6 +211,9 @@ std::string config_json(const config& c) {
          (c.token_not_after ? secs(*c.token_not_after) : "null") + ",\"csr_profile\":\"" +
          (c.csr_profile == platform::csr_profile::lenient ? "lenient" : "strict") +
          "\",\"request_log_size\":" + std::to_string(c.request_log_size) +
+         ",\"tpm_ek_ca\":" + json_quote(c.tpm_ek_ca) +
+         ",\"tpm_challenge_lifetime\":" + secs(c.tpm_challenge_lifetime) +
+         ",\"tpm_max_challenges\":" + std::to_string(c.tpm_max_challenges) +
          ",\"faults\":" + faults_json(c.faults) + "}";
 }
 

@@ -11,6 +11,7 @@
 #include "platform/x509.hpp"
 #include "tools/sim/authority_pki.hpp"
 #include "tools/sim/authority_support.hpp"
+#include "tools/sim/tpm_attestation.hpp"
 
 namespace msiv2::sim {
 namespace {
@@ -61,8 +62,9 @@ bool is_rsa_2048_or_more(EVP_PKEY* key) {
 
 class authority_impl final : public authority {
 public:
-  authority_impl(config cfg, unix_clock now, detail::authority_pki pki)
-    : cfg_(std::move(cfg)), now_(std::move(now)), pki_(std::move(pki)) {}
+  authority_impl(config cfg, unix_clock now, detail::authority_pki pki,
+                 std::unique_ptr<tpm_attestation> tpm)
+    : cfg_(std::move(cfg)), now_(std::move(now)), pki_(std::move(pki)), tpm_(std::move(tpm)) {}
 
   const std::string& ca_file() const override { return pki_.ca_file; }
   const std::string& server_chain_pem() const override { return pki_.server_chain_pem; }
@@ -75,6 +77,8 @@ public:
 
   response issue_credential(const request& req, const identity& who) override;
   response attest(const request& req) override;
+  response attest_tpm_challenge(const request& req) override;
+  response attest_tpm_proof(const request& req) override;
   response token(const request& req) override;
   response jwks(const request&) override { return response::json(200, pki_.jwks_json); }
   response resource(const request& req) override;
@@ -86,6 +90,8 @@ public:
     return issued_;
   }
   void reset() override {
+    if (tpm_)
+      tpm_->reset();
     std::lock_guard<std::mutex> lock(mutex_);
     issued_.clear();
     by_serial_.clear();
@@ -97,8 +103,12 @@ private:
     std::lock_guard<std::mutex> lock(mutex_);
     return urls_;
   }
-  result<void> check_attestation(std::string_view jwt, std::string_view csr_key_id,
-                                 std::int64_t now) const;
+  /// The attestation token's attestation_type claim when it is valid for the CSR's key.
+  result<std::string> check_attestation(std::string_view jwt, std::string_view csr_key_id,
+                                        std::int64_t now) const;
+  /// Signs an attestation JWT for `key_id`; `extra_claims` are encoded members (",\"a\":1").
+  response attestation_answer(std::int64_t now, const std::string& key_id,
+                              const std::string& client_id, const std::string& extra_claims);
   response token_answer(const request& req, std::string_view correlation_id);
   std::string object_id_of(std::string_view client_id) const;
   bool is_revoked(const std::string& serial_hex) const;
@@ -106,6 +116,7 @@ private:
   const config cfg_;
   const unix_clock now_;
   const detail::authority_pki pki_;
+  const std::unique_ptr<tpm_attestation> tpm_; // null: TPM attestation is off
 
   mutable std::mutex mutex_;
   authority_urls urls_;
@@ -167,6 +178,7 @@ response authority_impl::issue_credential(const request& req, const identity& wh
     return bad_request("CSR public key must be RSA with at least 2048 bits");
 
   bool attested = false;
+  std::string attestation_type;
   if (cfg_.attestation != attestation_policy::off) {
     const auto att = members->find("attestation_token");
     const bool present = att != members->end() && !att->second.empty();
@@ -176,9 +188,11 @@ response authority_impl::issue_credential(const request& req, const identity& wh
       auto kid = platform::key_id(subject_key->get());
       if (!kid)
         return server_error("CSR key id: " + kid.error());
-      if (auto checked = check_attestation(att->second, *kid, now); !checked)
+      auto checked = check_attestation(att->second, *kid, now);
+      if (!checked)
         return bad_request(checked.error());
       attested = true;
+      attestation_type = std::move(*checked);
     }
   }
 
@@ -208,6 +222,7 @@ response authority_impl::issue_credential(const request& req, const identity& wh
     rec.client_id = who.client_id;
     rec.not_after = info->not_after;
     rec.attested = attested;
+    rec.attestation_type = std::move(attestation_type);
     by_serial_[detail::to_lower(rec.serial_hex)] = issued_.size();
     by_x5t_[rec.x5t_s256] = issued_.size();
     issued_.push_back(std::move(rec));
@@ -222,7 +237,7 @@ response authority_impl::issue_credential(const request& req, const identity& wh
   return response::json(200, std::move(body));
 }
 
-result<void> authority_impl::check_attestation(std::string_view jwt, std::string_view csr_key_id,
+result<std::string> authority_impl::check_attestation(std::string_view jwt, std::string_view csr_key_id,
                                                std::int64_t now) const {
   auto parts = platform::split_jwt(jwt);
   if (!parts)
@@ -242,7 +257,7 @@ result<void> authority_impl::check_attestation(std::string_view jwt, std::string
     return fail("attestation token was issued for another key (key_id differs from the CSR key)");
   if (claims->iss != urls().attestation)
     return fail("attestation token issuer is not this attestation service");
-  return ok();
+  return claims->attestation_type;
 }
 
 // --- attestation (protocol.md §5, simulated) ---
@@ -285,18 +300,59 @@ response authority_impl::attest(const request& req) {
   auto kid = platform::key_id(key->get());
   if (!kid)
     return server_error("public key id: " + kid.error());
+  // Possession of the key is all the simulated keyguard protocol proves.
+  return attestation_answer(now, *kid, client_id, ",\"attestation_type\":\"keyguard\"");
+}
 
+response authority_impl::attestation_answer(std::int64_t now, const std::string& key_id,
+                                            const std::string& client_id,
+                                            const std::string& extra_claims) {
   std::string payload = "{\"iat\":" + std::to_string(now);
   payload += ",\"nbf\":" + std::to_string(now);
   payload += ",\"exp\":" + std::to_string(now + cfg_.attestation_lifetime.count());
   payload += ",\"iss\":" + quote(urls().attestation);
-  payload += ",\"key_id\":" + quote(*kid);
+  payload += ",\"key_id\":" + quote(key_id);
   payload += ",\"client_id\":" + quote(client_id);
+  payload += extra_claims;
   payload += ",\"jti\":" + quote(platform::uuid_v4()) + "}";
   auto jwt = platform::sign_jwt_rs256(pki_.attestation_key.get(), payload);
   if (!jwt)
     return server_error("signing the attestation token: " + jwt.error());
   return response::json(200, "{\"token\":" + quote(*jwt) + "}");
+}
+
+// --- TPM attestation (README "TPM attestation") ---
+
+namespace {
+response tpm_off() {
+  return response::oauth_error(404, "not_found",
+                               "TPM attestation is not enabled on this simulator (start it with "
+                               "--tpm-ek-ca PEM or set tpm_ek_ca in its config)");
+}
+} // namespace
+
+response authority_impl::attest_tpm_challenge(const request& req) {
+  if (!tpm_)
+    return tpm_off();
+  return tpm_->challenge(req, now_());
+}
+
+response authority_impl::attest_tpm_proof(const request& req) {
+  if (!tpm_)
+    return tpm_off();
+  const std::int64_t now = now_();
+  auto outcome = tpm_->proof(req, now);
+  if (auto* refusal = std::get_if<response>(&outcome))
+    return std::move(*refusal);
+  const tpm_attested_key& key = std::get<tpm_attested_key>(outcome);
+  // The key is TPM-resident (fixedTPM|fixedParent|sensitiveDataOrigin, certified by an AK
+  // that the EK certificate's TPM activated): it cannot be exported.
+  std::string claims = ",\"attestation_type\":\"tpm\"";
+  claims += ",\"key_storage\":\"tpm\"";
+  claims += ",\"key_exportable\":false";
+  claims += ",\"tpm_ek_certificate_sha256\":" + quote(key.ek_cert_sha256);
+  claims += ",\"tpm_ak_name\":" + quote(key.ak_name);
+  return attestation_answer(now, key.key_id, key.client_id, claims);
 }
 
 // --- token endpoint (protocol.md §7, §10) ---
@@ -611,8 +667,16 @@ result<std::unique_ptr<authority>> authority::create(const config& cfg, std::str
   auto pki = detail::authority_pki_create(cfg, std::move(state_dir), now());
   if (!pki)
     return pki.fail();
+  std::unique_ptr<tpm_attestation> tpm;
+  if (!cfg.tpm_ek_ca.empty()) {
+    auto made = tpm_attestation::create(cfg.tpm_ek_ca, cfg.tpm_challenge_lifetime,
+                                        static_cast<std::size_t>(cfg.tpm_max_challenges));
+    if (!made)
+      return fail("tpm_ek_ca: " + made.error());
+    tpm = std::move(*made);
+  }
   return std::unique_ptr<authority>(
-    std::make_unique<authority_impl>(cfg, std::move(now), std::move(*pki)));
+    std::make_unique<authority_impl>(cfg, std::move(now), std::move(*pki), std::move(tpm)));
 }
 
 } // namespace msiv2::sim

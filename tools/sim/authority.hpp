@@ -37,6 +37,9 @@ struct issued_cert {
   std::string client_id;
   std::int64_t not_after = 0;
   bool attested = false;
+  /// The attestation_type claim of the attestation token ("keyguard", "tpm"); empty when
+  /// the request carried none.
+  std::string attestation_type;
   bool revoked = false;
 };
 
@@ -62,6 +65,12 @@ public:
   virtual response issue_credential(const request& req, const identity& who) = 0;
   /// POST /attest/keyguard (protocol.md §5).
   virtual response attest(const request& req) = 0;
+  /// POST /attest/tpm/challenge (README "TPM attestation"): the EK, AK and binding key
+  /// checks and the MakeCredential challenge. 404 when no tpm_ek_ca is configured.
+  virtual response attest_tpm_challenge(const request& req) = 0;
+  /// POST /attest/tpm/proof: the activated secret and the certification checked, then the
+  /// attestation JWT of a TPM-attested, non-exportable key ({"token":JWT}, as keyguard).
+  virtual response attest_tpm_proof(const request& req) = 0;
   /// POST /{tenant}/oauth2/v2.0/token over mTLS (protocol.md §7 and §10).
   virtual response token(const request& req) = 0;
   /// GET /{tenant}/discovery/v2.0/keys: the token signing key as a JWKS.
@@ -77,7 +86,7 @@ public:
   virtual result<void> revoke(std::string_view serial_or_thumbprint) = 0;
   /// The certificates issued so far.
   virtual std::vector<issued_cert> issued() const = 0;
-  /// Forgets issued certificates and revocations (keys and CAs stay).
+  /// Forgets issued certificates, revocations and pending TPM challenges (keys and CAs stay).
   virtual void reset() = 0;
 };
 

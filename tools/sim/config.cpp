@@ -498,6 +498,17 @@ result<config> parse_config(std::string_view json, config base) {
         c.refresh_in = *s;
         return ok();
       }
+      if (key == "tpm_ek_ca")
+        return str(c.tpm_ek_ca);
+      if (key == "tpm_challenge_lifetime")
+        return seconds(c.tpm_challenge_lifetime);
+      if (key == "tpm_max_challenges") {
+        auto n = read_int(v, path, 1, 1000000);
+        if (!n)
+          return n.fail();
+        c.tpm_max_challenges = static_cast<int>(*n);
+        return ok();
+      }
       if (key == "attestation") {
         std::string_view s;
         if (v.get_string().get(s) != simdjson::SUCCESS)
@@ -608,11 +619,14 @@ result<void> validate_config(const config& c) {
   const std::pair<const char*, std::chrono::seconds> lifetimes[] = {
     {"cert_lifetime", c.cert_lifetime},
     {"attestation_lifetime", c.attestation_lifetime},
+    {"tpm_challenge_lifetime", c.tpm_challenge_lifetime},
     {"token_lifetime", c.token_lifetime},
     {"v1_token_lifetime", c.v1_token_lifetime}};
   for (const auto& [name, value] : lifetimes)
     if (value.count() < 1 || value.count() > max_lifetime)
       return bad(name, "must be an integer from 1 to " + std::to_string(max_lifetime));
+  if (c.tpm_max_challenges < 1 || c.tpm_max_challenges > 1000000)
+    return bad("tpm_max_challenges", "must be an integer from 1 to 1000000");
   if (c.refresh_in && (c.refresh_in->count() < 1 || c.refresh_in->count() > max_lifetime))
     return bad("refresh_in", "must be null or an integer from 1 to " + std::to_string(max_lifetime));
   if (c.token_not_after &&

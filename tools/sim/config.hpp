@@ -120,6 +120,15 @@ struct config {
   /// How many recent requests GET /requests keeps (bounded ring).
   std::size_t request_log_size = 256;
 
+  // --- TPM key attestation (POST /attest/tpm/*; off while tpm_ek_ca is empty) ---
+  /// PEM file of the CA certificates trusted to issue EK certificates (swtpm: its local CA's
+  /// root and issuing certificate). Every certificate in it is a trust anchor.
+  std::string tpm_ek_ca;
+  /// How long a TPM challenge can be answered.
+  std::chrono::seconds tpm_challenge_lifetime{300};
+  /// Most TPM challenges pending at once (more are refused with 503 until some expire).
+  int tpm_max_challenges = 1024;
+
   // --- faults per endpoint name ---
   std::map<std::string, fault_spec> faults;
 };

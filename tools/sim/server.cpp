@@ -843,7 +843,11 @@ std::string simulator_impl::route(listener_kind kind, const request& req) const 
   case listener_kind::imds:
     return std::string(imds_service::route(req.path));
   case listener_kind::attestation:
-    return req.path == "/attest/keyguard" ? "attestation" : "";
+    // One fault and counter endpoint for both protocols (keyguard, TPM).
+    return req.path == "/attest/keyguard" || req.path == "/attest/tpm/challenge" ||
+               req.path == "/attest/tpm/proof"
+             ? "attestation"
+             : "";
   case listener_kind::token: {
     // /{tenant}/oauth2/v2.0/token and /{tenant}/discovery/v2.0/keys
     std::string_view p = req.path;
@@ -883,6 +887,10 @@ response simulator_impl::answer(listener_kind kind, const std::string& endpoint,
       if (req.method != "POST")
         return response::json(405, "{\"error\":{\"code\":\"MethodNotAllowed\",\"message\":\"use POST\"}}")
           .set("Allow", "POST");
+      if (req.path == "/attest/tpm/challenge")
+        return pki_->attest_tpm_challenge(req);
+      if (req.path == "/attest/tpm/proof")
+        return pki_->attest_tpm_proof(req);
       return pki_->attest(req);
     case listener_kind::token:
       if (endpoint == "token") {
