@@ -7,7 +7,9 @@
 #                              changed), then starts swtpm on two free 127.0.0.1 ports (server
 #                              and control) and prints, one per line:
 #                                MSIV2_TPM_TCTI=swtpm:host=127.0.0.1,port=N
-#                                MSIV2_TPM_EK_CA=DIR/localca/swtpm-localca-rootca-cert.pem
+#                                MSIV2_TPM_EK_CA=DIR/localca/ek-ca.pem
+#                              (the local CA's root and the issuing certificate that signed
+#                              the EK certificates: what msiv2-sim serve --tpm-ek-ca trusts)
 #                                MSIV2_TPM_PID=PID
 #                              (`eval "$(tools/swtpm.sh start DIR)"` sets them in a shell).
 #                              When swtpm already runs on DIR, prints the same lines again.
@@ -44,7 +46,17 @@ localca="$dir/localca"
 pidfile="$dir/swtpm.pid"
 portfile="$dir/ports"
 logfile="$dir/swtpm.log"
-ek_ca="$localca/swtpm-localca-rootca-cert.pem"
+root_ca="$localca/swtpm-localca-rootca-cert.pem"
+ek_ca="$localca/ek-ca.pem"
+
+# The EK CA bundle: the root and the intermediate (issuercert.pem) that signs the EK
+# certificates; a verifier with the root alone cannot build the chain.
+write_ek_ca() {
+  [ -f "$ek_ca" ] && return 0
+  [ -f "$root_ca" ] && [ -f "$localca/issuercert.pem" ] ||
+    die "the local CA in $localca lacks $root_ca or issuercert.pem"
+  cat "$root_ca" "$localca/issuercert.pem" > "$ek_ca.tmp" && mv "$ek_ca.tmp" "$ek_ca"
+}
 
 # The pid in the pid file when that process is alive and is swtpm on this state directory.
 running_pid() {
@@ -97,7 +109,8 @@ EOF
     rm -rf "$state"
     die "swtpm_setup failed for $state (log above)"
   fi
-  [ -f "$ek_ca" ] || die "swtpm_setup did not create the EK CA $ek_ca"
+  [ -f "$root_ca" ] || die "swtpm_setup did not create the EK CA $root_ca"
+  write_ek_ca
 }
 
 start() {
@@ -108,6 +121,7 @@ start() {
   fi
   rm -f "$pidfile"
   [ -f "$state/tpm2-00.permall" ] || create_state
+  write_ek_ca
 
   local server ctrl attempt
   if [ -f "$portfile" ]; then read -r server ctrl < "$portfile"; fi
@@ -158,6 +172,6 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
-  init) [ -f "$state/tpm2-00.permall" ] || create_state; echo "MSIV2_TPM_EK_CA=$ek_ca" ;;
+  init) [ -f "$state/tpm2-00.permall" ] || create_state; write_ek_ca; echo "MSIV2_TPM_EK_CA=$ek_ca" ;;
   status) pid=$(running_pid) || exit 1; print_env "$pid" ;;
 esac

@@ -45,7 +45,7 @@ public:
   std::string tcti() const;
   /// A tpm_config for tcti() with short back-offs.
   platform::tpm_config config() const;
-  /// The local CA's root certificate that signed the EK certificates.
+  /// The EK CA bundle (the local CA's root and the issuing certificate of the EK certificates).
   const std::string& ek_ca() const { return ek_ca_; }
   /// The directory holding tpmstate/ and localca/.
   const std::string& dir() const { return dir_.path(); }
