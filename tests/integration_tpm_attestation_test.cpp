@@ -9,7 +9,9 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +21,7 @@
 
 #include "actors/tpm_attestation.hpp"
 #include "io/curl_transport.hpp"
+#include "platform/binding.hpp"
 #include "platform/clock.hpp"
 #include "platform/encoding.hpp"
 #include "platform/jwt.hpp"
@@ -143,6 +146,12 @@ ek_child make_ek_child(const platform::tpm_config& cfg, TPMA_OBJECT attributes) 
 const ek_child& binding_key() {
   static ek_child k = make_ek_child(msiv2::test::swtpm::shared().config(), sign_only);
   return k;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  BOOST_REQUIRE_MESSAGE(in.good(), "cannot read " << path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 const std::string client_id = sim::config{}.system_identity.client_id;
@@ -284,7 +293,14 @@ BOOST_AUTO_TEST_CASE(key_certified_by_another_tpm_and_ek_certificate_from_anothe
   const ek_child& key = binding_key();
   {
     // The first TPM passes the credential challenge; the second certifies (its AK, its key).
-    auto s = simulator(tpm.ek_ca());
+    // The service trusts both TPMs' EK CAs, so only the certification's origin is wrong.
+    const std::string both = other.dir() + "/both-ek-cas.pem";
+    {
+      std::ofstream out(both, std::ios::binary);
+      out << read_text(tpm.ek_ca()) << read_text(other.ek_ca());
+      BOOST_REQUIRE(out.good());
+    }
+    auto s = simulator(both);
     auto st = start(*s, tpm.config(), key);
     auto a = platform::answer_tpm_challenge(tpm.config(), st.material,
                                             key.binding().load,
