@@ -14,7 +14,9 @@
 #include <caf/system_messages.hpp>
 
 #include "actors/client_bridge.hpp"
+#include "actors/keyguard_attestation.hpp"
 #include "actors/software_key_store.hpp"
+#include "actors/tpm_attestation.hpp"
 #include "actors/tpm_key_store.hpp"
 #include "actors/system.hpp"
 #include "io/curl_transport.hpp"
@@ -28,6 +30,24 @@ namespace {
 /// token_service answers deadline_exceeded at the request's timeout; the blocking call and
 /// the bridge wait a little longer so that answer, not their own bound, is what callers see.
 constexpr std::chrono::milliseconds answer_margin{1000};
+
+/// The attestation provider module_config::attest asks for: the one that fits the key store
+/// (a store given by the caller may hold either kind of key: chosen per key).
+std::shared_ptr<attestation_provider> attestation_for(const module_config& cfg, bool keys_given,
+                                                      std::shared_ptr<io::transport> transport,
+                                                      std::shared_ptr<platform::wall_clock> wall) {
+  auto keyguard = std::make_shared<keyguard_attestation>(transport, cfg.ca_file);
+  if (!keys_given && cfg.key_store == key_store_choice::software)
+    return keyguard;
+  platform::tpm_config tpm;
+  tpm.tcti = cfg.tpm_tcti;
+  auto tpm_provider = std::make_shared<tpm_attestation>(tpm, tpm_store_binding,
+                                                        std::move(transport), cfg.ca_file,
+                                                        std::move(wall));
+  if (!keys_given && cfg.key_store == key_store_choice::tpm)
+    return tpm_provider;
+  return std::make_shared<per_key_attestation>(std::move(tpm_provider), std::move(keyguard));
+}
 
 } // namespace
 
@@ -73,6 +93,7 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
                       deps.config.cache_dir_error);
   // Null when cache_dir is empty or refused (open_artifact_store logs why).
   deps.files = open_artifact_store(deps.config.cache_dir, deps.log);
+  const bool keys_given = options.keys != nullptr;
   if (options.keys) {
     deps.keys = std::move(options.keys);
   } else {
@@ -103,6 +124,8 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
     }
   }
   deps.attestation = std::move(options.attestation);
+  if (!deps.attestation && deps.config.attest)
+    deps.attestation = attestation_for(deps.config, keys_given, deps.transport, deps.wall);
   deps.stats = std::make_shared<stats_registry>();
   c->shutdown_timeout_ = options.shutdown_timeout;
   c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));

@@ -36,7 +36,8 @@ struct client_options {
   module_config config = module_config::from_environment();
   /// Where the module logs (null: nowhere).
   std::shared_ptr<platform::log_sink> log;
-  /// Attests binding keys (null: keys are not attested, the default on Linux VMs).
+  /// Attests binding keys (null: none, unless config.attest asks for the provider that fits the
+  /// key store: TPM key attestation for TPM keys, the keyguard protocol for software keys).
   std::shared_ptr<attestation_provider> attestation;
   /// Binding keys (null: the store config.key_store chooses: a software_key_store persisted
   /// per boot in config.cache_dir when that directory is usable, else in memory; or a

@@ -43,6 +43,8 @@ module_config module_config::from_environment() {
   }
   if (const char* off = std::getenv("MSIV2_DISABLE_V2"); off != nullptr)
     cfg.v2_enabled = !(std::strcmp(off, "1") == 0 || std::strcmp(off, "true") == 0);
+  if (const char* att = std::getenv("MSIV2_ATTEST"); att != nullptr)
+    cfg.attest = std::strcmp(att, "1") == 0 || std::strcmp(att, "true") == 0;
   cfg.eager_key = true;
   if (const char* eager = std::getenv("MSIV2_EAGER_KEY"); eager != nullptr)
     cfg.eager_key = !(std::strcmp(eager, "0") == 0 || std::strcmp(eager, "false") == 0);
@@ -58,6 +60,17 @@ module_config module_config::from_environment() {
   else if (dir->has_value())
     cfg.cache_dir = **dir;
   return cfg;
+}
+
+binding_strength module_binding_strength(const key_store* keys,
+                                         const attestation_provider* attestation) {
+  if (keys == nullptr)
+    return binding_strength::bearer;
+  const binding_strength have = keys->strength();
+  if (have == binding_strength::hardware_key && attestation != nullptr
+      && attestation->attests_hardware_keys())
+    return binding_strength::attested_hardware_key;
+  return have;
 }
 
 void stats_registry::add(const std::string& key, std::uint64_t n) {

@@ -91,11 +91,16 @@ struct module_config {
   /// The TPM's TCTI for the tpm and auto key stores: from_environment() takes $MSIV2_TPM_TCTI,
   /// else device:/dev/tpmrm0 (the kernel's resource manager).
   std::string tpm_tcti = "device:/dev/tpmrm0";
+  /// Attest the binding key before issuecredential (msiv2::client builds the provider that fits
+  /// the key store when client_options::attestation is null: TPM key attestation for TPM keys,
+  /// the simulated keyguard protocol for software keys; `auto` picks per key). Off in a
+  /// default-constructed config; from_environment(): $MSIV2_ATTEST (1/true).
+  bool attest = false;
   /// Why from_environment() refused $MSIV2_KEY_STORE (client::create then fails with it).
   std::string key_store_error;
 
   /// The defaults with eager_key on, $AZURE_POD_IDENTITY_AUTHORITY_HOST, $MSIV2_DISABLE_V2
-  /// (1/true), $MSIV2_EAGER_KEY (0/false turns eager_key off), $MSIV2_KEY_STORE and
+  /// (1/true), $MSIV2_ATTEST (1/true), $MSIV2_EAGER_KEY (0/false turns eager_key off), $MSIV2_KEY_STORE and
   /// $MSIV2_TPM_TCTI (key_store auto unless set), and the
   /// cache directory (platform::cache_dir_from_environment; an error there leaves cache_dir
   /// empty and is kept in cache_dir_error for the client to log) applied.
@@ -137,7 +142,17 @@ public:
     (void)correlation_id;
     attest(key, endpoint, client_id, timeout, std::move(done));
   }
+  /// True when this provider's attestation proves that a hardware key (binding_strength
+  /// hardware_key) cannot leave its hardware, so that a certificate it helped get binds at
+  /// attested_hardware_key (TPM attestation does; the simulated keyguard protocol proves only
+  /// possession of the key).
+  virtual bool attests_hardware_keys() const { return false; }
 };
+
+/// The binding strength a module with `keys` and `attestation` gives: the key store's, raised to
+/// attested_hardware_key when the store holds hardware keys and the provider attests them.
+binding_strength module_binding_strength(const key_store* keys,
+                                         const attestation_provider* attestation);
 
 /// Thread-safe counters and gauges shared by the actors (snapshot on `stats_atom`).
 class stats_registry {

@@ -359,6 +359,7 @@ caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job
     binding->certificate_chain = {job.cred->certificate_der};
     binding->x5t_s256 = job.cred->x5t_s256;
     binding->key = job.cred->key.key;
+    binding->attested = job.cred->attested;
     out.binding = std::move(binding);
   }
   // The nominal refresh point, without jitter: token_service plans the renewal from it and

@@ -529,8 +529,8 @@ caf::error check_binding(self_ptr self, const token_request& req) {
                                         "asks for at least ") +
                               to_string(req.min_binding) +
                               "; ask for an mtls_pop token instead");
-  const auto& keys = self->state.deps->keys;
-  auto have = keys ? keys->strength() : binding_strength::bearer;
+  const auto& deps = *self->state.deps;
+  auto have = module_binding_strength(deps.keys.get(), deps.attestation.get());
   if (have >= req.min_binding)
     return {};
   return make_msiv2_error(error_code::binding_too_weak,
@@ -561,7 +561,7 @@ host_capabilities capabilities_for(self_ptr self, std::optional<imds_source> src
     caps.detail = "IMDS v2 is turned off here (MSIV2_DISABLE_V2): bearer tokens only";
     return caps;
   }
-  caps.strongest = st.deps->keys ? st.deps->keys->strength() : binding_strength::bearer;
+  caps.strongest = module_binding_strength(st.deps->keys.get(), st.deps->attestation.get());
   switch (caps.strongest) {
     case binding_strength::bearer:
       caps.detail = "no key store is configured: bearer tokens only";
@@ -575,7 +575,7 @@ host_capabilities capabilities_for(self_ptr self, std::optional<imds_source> src
                     "attestation provider for it";
       break;
     case binding_strength::attested_hardware_key:
-      caps.detail = "IMDS v2 with an attested hardware key";
+      caps.detail = "IMDS v2 with a hardware key and its attestation (TPM key attestation)";
       break;
   }
   return caps;

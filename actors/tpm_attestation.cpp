@@ -5,7 +5,9 @@
 
 #include "actors/keyguard_attestation.hpp"
 #include "io/json.hpp"
+#include "platform/binding.hpp"
 #include "platform/encoding.hpp"
+#include "platform/tpm_provider.hpp"
 
 namespace msiv2 {
 
@@ -56,6 +58,12 @@ std::string tpm_proof_request_body(const std::string& challenge_id,
          ",\"signature\":" + json_quote(base64_encode(answer.signature)) + "}";
 }
 
+result<platform::tpm_binding> tpm_store_binding(const key_ref& key) {
+  if (!key.key)
+    return fail("the binding key handle is empty");
+  return platform::tpm_binding_of(key.key->get());
+}
+
 // --- the provider ---
 
 struct tpm_attestation::shared {
@@ -75,6 +83,7 @@ struct tpm_attestation::attempt {
   key_ref key;
   std::string endpoint; // without a trailing '/'
   std::string client_id;
+  std::string correlation_id; // x-ms-client-request-id of both steps
   std::int64_t deadline_ms = 0; // wall clock
   std::function<void(result<attestation_token>, int)> done;
   platform::tpm_binding binding;
@@ -134,7 +143,15 @@ void tpm_attestation::post(const std::shared_ptr<shared>& s, std::function<void(
 void tpm_attestation::attest(const key_ref& key, const std::string& endpoint,
                              const std::string& client_id, std::chrono::milliseconds timeout,
                              std::function<void(result<attestation_token>, int)> done) {
+  attest(key, endpoint, client_id, std::string(), timeout, std::move(done));
+}
+
+void tpm_attestation::attest(const key_ref& key, const std::string& endpoint,
+                             const std::string& client_id, const std::string& correlation_id,
+                             std::chrono::milliseconds timeout,
+                             std::function<void(result<attestation_token>, int)> done) {
   auto a = std::make_shared<attempt>();
+  a->correlation_id = correlation_id.empty() ? platform::uuid_v4() : correlation_id;
   a->key = key;
   a->endpoint = endpoint;
   while (!a->endpoint.empty() && a->endpoint.back() == '/')
@@ -154,7 +171,7 @@ io::http_request tpm_attestation::post_json(const shared& s, const attempt& a,
   r.url = a.endpoint + path;
   r.headers.add("Content-Type", "application/json; charset=utf-8");
   r.headers.add("Accept", "application/json");
-  r.headers.add("x-ms-client-request-id", platform::uuid_v4());
+  r.headers.add("x-ms-client-request-id", a.correlation_id);
   r.body = std::move(body);
   r.ca_file = s.ca_file;
   r.timeout = std::chrono::milliseconds(std::max<std::int64_t>(a.deadline_ms - s.wall->now_ms(), 1));
@@ -229,6 +246,29 @@ void tpm_attestation::proved(std::shared_ptr<attempt> a, io::http_response resp)
     return;
   }
   a->done(std::move(*token), resp.status);
+}
+
+// --- per key ---
+
+per_key_attestation::per_key_attestation(std::shared_ptr<attestation_provider> tpm,
+                                         std::shared_ptr<attestation_provider> software)
+  : tpm_(std::move(tpm)), software_(std::move(software)) {}
+
+attestation_provider& per_key_attestation::pick(const key_ref& key) const {
+  return key.key && platform::is_tpm_pkey(key.key->get()) ? *tpm_ : *software_;
+}
+
+void per_key_attestation::attest(const key_ref& key, const std::string& endpoint,
+                                 const std::string& client_id, std::chrono::milliseconds timeout,
+                                 std::function<void(result<attestation_token>, int)> done) {
+  pick(key).attest(key, endpoint, client_id, timeout, std::move(done));
+}
+
+void per_key_attestation::attest(const key_ref& key, const std::string& endpoint,
+                                 const std::string& client_id, const std::string& correlation_id,
+                                 std::chrono::milliseconds timeout,
+                                 std::function<void(result<attestation_token>, int)> done) {
+  pick(key).attest(key, endpoint, client_id, correlation_id, timeout, std::move(done));
 }
 
 } // namespace msiv2

@@ -52,9 +52,12 @@ result<tpm_challenge> read_tpm_challenge(const std::string& body);
 std::string tpm_proof_request_body(const std::string& challenge_id,
                                    const platform::tpm_attestation_answer& answer);
 
-/// Finds a binding key's TPM public area and loader (the TPM key store knows them); an error
-/// for a key that is not a TPM key.
+/// Finds a binding key's TPM public area and loader; an error for a key that is not a TPM key.
 using tpm_binding_of = std::function<result<platform::tpm_binding>(const key_ref&)>;
+
+/// The tpm_binding_of of the TPM key store's keys: platform::tpm_binding_of on the key's
+/// EVP_PKEY (our provider knows the key's wrapped blob).
+result<platform::tpm_binding> tpm_store_binding(const key_ref& key);
 
 /// The TPM attestation provider. Thread-safe; one attempt per attest() call (attestation_cache
 /// drives retries). done() gets the HTTP status of the step that ended the attempt, 0 when no
@@ -75,6 +78,12 @@ public:
   void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
               std::chrono::milliseconds timeout,
               std::function<void(result<attestation_token>, int http_status)> done) override;
+  /// Sends `correlation_id` as x-ms-client-request-id on both steps (a fresh UUID when empty).
+  void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
+              const std::string& correlation_id, std::chrono::milliseconds timeout,
+              std::function<void(result<attestation_token>, int http_status)> done) override;
+  /// True: the JWT says the key is a non-exportable TPM key.
+  bool attests_hardware_keys() const override { return true; }
 
 private:
   struct shared;
@@ -93,6 +102,31 @@ private:
 
   std::shared_ptr<shared> s_;
   std::thread worker_;
+};
+
+/// The provider for a module whose key store may hold either kind of key (`auto`): TPM keys go
+/// to `tpm` (TPM key attestation), any other key to `software` (the keyguard protocol). The
+/// choice is made per key, so an `auto` store that fell back to software keys is attested
+/// the way its keys can be.
+class per_key_attestation final : public attestation_provider {
+public:
+  per_key_attestation(std::shared_ptr<attestation_provider> tpm,
+                      std::shared_ptr<attestation_provider> software);
+
+  void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
+              std::chrono::milliseconds timeout,
+              std::function<void(result<attestation_token>, int http_status)> done) override;
+  void attest(const key_ref& key, const std::string& endpoint, const std::string& client_id,
+              const std::string& correlation_id, std::chrono::milliseconds timeout,
+              std::function<void(result<attestation_token>, int http_status)> done) override;
+  /// True: hardware keys go to the TPM provider.
+  bool attests_hardware_keys() const override { return true; }
+
+private:
+  attestation_provider& pick(const key_ref& key) const;
+
+  std::shared_ptr<attestation_provider> tpm_;
+  std::shared_ptr<attestation_provider> software_;
 };
 
 } // namespace msiv2

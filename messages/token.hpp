@@ -102,6 +102,8 @@ struct token_binding {
   std::string x5t_s256;
   /// The private key, as an opaque handle.
   std::shared_ptr<const binding_key> key;
+  /// The certificate was issued for an attested key (an attestation JWT went with its CSR).
+  bool attested = false;
 };
 
 /// What a caller gets back.

@@ -6,6 +6,9 @@
 
 #include <tss2/tss2_mu.h>
 
+#include "platform/tpm_key.hpp"
+#include "platform/tpm_provider.hpp"
+
 namespace msiv2::platform {
 namespace {
 
@@ -65,6 +68,25 @@ TPM2B_PUBLIC ak_template() {
 }
 
 } // namespace
+
+result<tpm_binding> tpm_binding_of(EVP_PKEY* key) {
+  if (key == nullptr)
+    return fail("the binding key handle is empty");
+  auto ref = tpm_pkey_reference(key);
+  if (!ref)
+    return fail("the binding key is not a TPM key (" + ref.error() +
+                "): TPM attestation proves keys held in a TPM");
+  tpm_binding out;
+  out.public_area = ref->blob.public_area;
+  out.load = [blob = ref->blob](tpm_connection& tpm) -> result<tpm_object> {
+    auto loaded = load_tpm_key(tpm, blob);
+    if (!loaded)
+      return loaded.fail();
+    loaded->srk = tpm_object(); // flushed: the binding key stays loaded without its parent
+    return std::move(loaded->key);
+  };
+  return out;
+}
 
 result<ESYS_TR> tpm_endorsement_key(tpm_connection& tpm, tpm_object& made) {
   ESYS_TR persistent = ESYS_TR_NONE;

@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 
+#include "platform/openssl.hpp"
 #include "platform/result.hpp"
 #include "platform/tpm.hpp"
 
@@ -55,6 +56,13 @@ struct tpm_binding {
   std::string public_area;
   tpm_key_loader load;
 };
+
+/// The binding key behind `key` (an EVP_PKEY of our provider, platform/tpm_provider) as
+/// attestation needs it: the public area from its wrapped blob, and a loader that creates the
+/// storage key, loads the blob under it and flushes the storage key again (the loaded key stays
+/// usable), so that Certify runs with two transient objects, the AK and the key. Fails for a
+/// key that does not live in a TPM.
+result<tpm_binding> tpm_binding_of(EVP_PKEY* key);
 
 /// The EK's handle in this connection: the persistent one at tpm_ek_handle when the TPM has an
 /// RSA key there (`made` stays empty), else the EK re-created from the TCG template into `made`

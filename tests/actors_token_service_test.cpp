@@ -622,6 +622,50 @@ BOOST_AUTO_TEST_CASE(hardware_key_store_meets_hardware_but_not_attested_hardware
   BOOST_CHECK_NE(describe(got.error).description.find("attestation provider"), std::string::npos);
 }
 
+namespace {
+/// An attestation provider that is never called here; only its kind matters.
+class idle_provider : public attestation_provider {
+public:
+  explicit idle_provider(bool hardware) : hardware_(hardware) {}
+  void attest(const key_ref&, const std::string&, const std::string&, std::chrono::milliseconds,
+              std::function<void(result<attestation_token>, int)> done) override {
+    done(fail("not used"), 0);
+  }
+  bool attests_hardware_keys() const override { return hardware_; }
+
+private:
+  bool hardware_;
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_hardware_key_store_with_a_tpm_attestation_provider_gives_attested_hardware_keys) {
+  keys = std::make_shared<hardware_store>();
+  attestation = std::make_shared<idle_provider>(true);
+  start();
+  auto caps = request<host_capabilities>(service, capabilities_atom::value);
+  run();
+  BOOST_REQUIRE(caps->value);
+  BOOST_CHECK(caps->value->strongest == binding_strength::attested_hardware_key);
+  auto r = pop();
+  r.min_binding = binding_strength::attested_hardware_key;
+  BOOST_CHECK(get(r).value);
+}
+
+BOOST_AUTO_TEST_CASE(a_provider_that_proves_possession_only_leaves_a_hardware_key_unattested) {
+  keys = std::make_shared<hardware_store>();
+  attestation = std::make_shared<idle_provider>(false); // keyguard: possession only
+  start();
+  auto caps = request<host_capabilities>(service, capabilities_atom::value);
+  run();
+  BOOST_REQUIRE(caps->value);
+  BOOST_CHECK(caps->value->strongest == binding_strength::hardware_key);
+  auto r = pop();
+  r.min_binding = binding_strength::attested_hardware_key;
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::binding_too_weak);
+}
+
 BOOST_AUTO_TEST_CASE(capability_query_reports_v2_and_the_key_store_strength_from_the_probe) {
   start();
   auto caps = request<host_capabilities>(service, capabilities_atom::value);

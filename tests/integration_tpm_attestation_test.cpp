@@ -14,6 +14,8 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <chrono>
+#include <vector>
 #include <string>
 
 #include <simdjson.h>
@@ -27,9 +29,13 @@
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
 #include "platform/tpm_attest.hpp"
+#include "platform/tpm_key.hpp"
+#include "platform/tpm_provider.hpp"
+#include "tests/support/child_process.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/sim_fixture.hpp"
 #include "tests/support/swtpm.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/support/test_keys.hpp"
 #include "tools/sim/tpm_verifier.hpp"
 
@@ -186,6 +192,26 @@ started start(msiv2::test::sim_fixture& s, const platform::tpm_config& tpm, cons
   return {std::move(*m), std::move(*c)};
 }
 
+// msiv2-token against `s` on the TPM store of `tpm`, sharing `m`'s cache directory.
+std::vector<std::string> token_cli(msiv2::test::sim_fixture& s, const msiv2::test::swtpm& tpm,
+                                   const msiv2::test::machine_dir& m,
+                                   std::vector<std::string> extra) {
+  std::vector<std::string> args{MSIV2_TOKEN_BINARY, "--imds",      s.urls().imds, "--ca-file",
+                                s.urls().ca_file,   "--timeout",   "120",         "--cache-dir",
+                                m.cache,            "--boot-id-file", m.boot_id_file,
+                                "--key-store",      "tpm",         "--tpm-tcti",  tpm.tcti()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+// Runs msiv2-token and returns its first output line (a JSON object); a failure fails the test.
+std::string run_cli(std::vector<std::string> args) {
+  msiv2::test::child_process p(std::move(args));
+  const int code = p.wait(std::chrono::seconds(180));
+  BOOST_TEST_REQUIRE(code == 0, "exit " << code << ", out: " << p.out() << ", err: " << p.err());
+  return p.out().substr(0, p.out().find('\n'));
+}
+
 void expect_refused(const msiv2::test::http_result& r, std::string_view why) {
   BOOST_TEST(r.status == 400, r.body);
   const std::string desc = json_string(r.body, "error_description").value_or("");
@@ -232,6 +258,60 @@ BOOST_AUTO_TEST_CASE(provider_attests_a_tpm_key_and_the_jwt_says_tpm_non_exporta
   BOOST_TEST(json_string(claims, "key_id").value_or("") == ref.key_id);
   BOOST_TEST(token->expires_at_ms > token->issued_at_ms);
   BOOST_TEST(s->sim().count("attestation", 200) == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(msiv2_token_attest_on_the_tpm_store_gets_a_token_bound_to_the_attested_tpm_key) {
+  auto& tpm = msiv2::test::swtpm::shared();
+  // issuecredential refuses a CSR without an attestation JWT: the token proves it was attested.
+  auto s = std::make_unique<msiv2::test::sim_fixture>([&](sim::config& c) {
+    c.tpm_ek_ca = tpm.ek_ca();
+    c.attestation = sim::attestation_policy::required;
+  });
+  msiv2::test::machine_dir m("tpm-attest", "5a0c4d6e-0000-4000-8000-000000000012");
+
+  // What the host can give, before anything is minted: the TPM store's hardware key, attested
+  // when --attest gives the module the TPM attestation provider.
+  const std::string plain = run_cli(token_cli(*s, tpm, m, {"--capabilities"}));
+  BOOST_TEST(json_string(plain, "strongest_binding").value_or("") == "hardware_key", plain);
+  const std::string attested = run_cli(token_cli(*s, tpm, m, {"--capabilities", "--attest"}));
+  BOOST_TEST(json_string(attested, "strongest_binding").value_or("") == "attested_hardware_key",
+             attested);
+  BOOST_TEST(s->sim().count("imds_issue") == 0u);
+
+  const std::string line =
+    run_cli(token_cli(*s, tpm, m,
+                      {"--attest", "--json", "--resource", "https://management.azure.com",
+                       "--call", s->urls().resource + "/api/whoami"}));
+  BOOST_TEST(json_string(line, "binding_strength").value_or("") == "attested_hardware_key", line);
+  BOOST_TEST(contains(line, "\"call\":{\"status\":200"), line); // the resource accepted it
+  // Both steps of the TPM protocol, then one certificate whose CSR carried the TPM JWT.
+  BOOST_TEST(s->sim().count("attestation", 200) == 2u);
+  const auto issued = s->sim().pki().issued();
+  BOOST_REQUIRE_EQUAL(issued.size(), 1u);
+  BOOST_TEST(issued[0].attested);
+  BOOST_TEST(issued[0].attestation_type == "tpm");
+  BOOST_TEST(json_string(line, "x5t").value_or("") == issued[0].x5t_s256);
+
+  // The JWT the module keeps: a non-exportable TPM key, and that key is the TPM key of the
+  // cache directory (key_id: the SHA-256 thumbprint of its SubjectPublicKeyInfo).
+  const auto blob_files = m.files("binding-key.tpm");
+  BOOST_REQUIRE_EQUAL(blob_files.size(), 1u);
+  auto blob = platform::decode_tpm_key_blob(read_text(m.cache + "/binding-key.tpm"));
+  BOOST_REQUIRE_MESSAGE(blob.ok(), error_text(blob));
+  auto pkey = platform::tpm_pkey(tpm.config(), *blob);
+  BOOST_REQUIRE_MESSAGE(pkey.ok(), error_text(pkey));
+  auto tpm_key_id = platform::key_id(pkey->get());
+  BOOST_REQUIRE(tpm_key_id.ok());
+  const auto att_files = m.files("attestation-");
+  BOOST_REQUIRE_EQUAL(att_files.size(), 1u);
+  const auto jwt = json_string(read_text(m.cache + "/" + att_files[0]), "jwt");
+  BOOST_REQUIRE(jwt.has_value());
+  auto parts = platform::split_jwt(*jwt);
+  BOOST_REQUIRE(parts.ok());
+  const std::string& claims = parts->payload_json;
+  BOOST_TEST(json_string(claims, "attestation_type").value_or("") == "tpm", claims);
+  BOOST_TEST(contains(claims, "\"key_exportable\":false"), claims);
+  BOOST_TEST(json_string(claims, "key_id").value_or("") == *tpm_key_id, claims);
 }
 
 BOOST_AUTO_TEST_CASE(certification_over_a_wrong_nonce_is_refused) {

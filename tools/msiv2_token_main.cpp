@@ -16,7 +16,6 @@
 #include <thread>
 
 #include "actors/client.hpp"
-#include "actors/keyguard_attestation.hpp"
 #include "io/curl_transport.hpp"
 #include "io/http.hpp"
 #include "messages/errors.hpp"
@@ -56,7 +55,8 @@ const char* usage_text =
   "                           else http://169.254.169.254)\n"
   "  --ca-file PEM            CA bundle trusted for the HTTPS upstreams and --call\n"
   "                           (default: the system store)\n"
-  "  --attest                 attest the binding key (simulated keyguard protocol)\n"
+  "  --attest                 attest the binding key: TPM key attestation for a TPM key,\n"
+  "                           the simulated keyguard protocol for a software key\n"
   "  --min-binding S          fail with binding_too_weak unless this host can bind the token\n"
   "                           at least this strongly: bearer, software_key, hardware_key or\n"
   "                           attested_hardware_key (default bearer: no requirement)\n"
@@ -388,11 +388,13 @@ int report(const options& o, msiv2::io::transport& transport, int n, const msiv2
   }
   const auto& tok = *got;
   std::string x5t = tok.binding ? tok.binding->x5t_s256 : std::string();
-  // What bound this token: a key in a TPM, or one in this user's files.
+  // What bound this token: a key in a TPM (attested by the TPM, or not), or one in this user's
+  // files (a keyguard attestation proves possession only: still software_key).
   auto strength = !tok.binding || !tok.binding->key ? msiv2::binding_strength::bearer
-                  : msiv2::platform::is_tpm_pkey(tok.binding->key->get())
-                    ? msiv2::binding_strength::hardware_key
-                    : msiv2::binding_strength::software_key;
+                  : !msiv2::platform::is_tpm_pkey(tok.binding->key->get())
+                    ? msiv2::binding_strength::software_key
+                  : tok.binding->attested ? msiv2::binding_strength::attested_hardware_key
+                                          : msiv2::binding_strength::hardware_key;
   const char* source = tok.source == msiv2::token_source::cache ? "cache" : "network";
   const std::string shown = o.show_token ? tok.access_token : redacted(tok.access_token);
   std::optional<call_outcome> call;
@@ -481,8 +483,10 @@ int run(const options& o) {
   if (o.tpm_tcti)
     copts.config.tpm_tcti = *o.tpm_tcti;
   copts.transport = transport;
+  // The client builds the provider that fits the key store (TPM attestation for TPM keys, the
+  // keyguard protocol for software keys).
   if (o.attest)
-    copts.attestation = std::make_shared<msiv2::keyguard_attestation>(transport, o.ca_file);
+    copts.config.attest = true;
 
   msiv2::token_request req;
   req.identity = o.identity;
