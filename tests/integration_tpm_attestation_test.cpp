@@ -314,6 +314,29 @@ BOOST_AUTO_TEST_CASE(msiv2_token_attest_on_the_tpm_store_gets_a_token_bound_to_t
   BOOST_TEST(json_string(claims, "key_id").value_or("") == *tpm_key_id, claims);
 }
 
+BOOST_AUTO_TEST_CASE(the_tpm_key_authenticates_to_the_token_endpoint_over_tls13_pss_and_tls12_pkcs1_and_pss) {
+  auto& tpm = msiv2::test::swtpm::shared();
+  msiv2::test::machine_dir m("tpm-tls", "5a0c4d6e-0000-4000-8000-000000000013");
+  struct variant {
+    const char* version;
+    const char* sigalgs; // what the token listener accepts for the client's CertificateVerify
+  };
+  // TLS 1.3 signs CertificateVerify with RSA-PSS only; TLS 1.2 lets the server ask for either.
+  for (const variant& v : {variant{"1.3", "rsa_pss_rsae_sha256"}, variant{"1.2", "rsa_pkcs1_sha256"},
+                           variant{"1.2", "rsa_pss_rsae_sha256"}}) {
+    BOOST_TEST_CONTEXT("TLS " << v.version << " " << v.sigalgs) {
+      msiv2::test::sim_fixture s([&](sim::config& c) {
+        c.token_tls_max_version = v.version;
+        c.token_client_sigalgs = v.sigalgs;
+      });
+      const std::string line =
+        run_cli(token_cli(s, tpm, m, {"--json", "--resource", "https://management.azure.com"}));
+      BOOST_TEST(json_string(line, "binding_strength").value_or("") == "hardware_key", line);
+      BOOST_TEST(s.sim().count("token", 200) == 1u);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(certification_over_a_wrong_nonce_is_refused) {
   auto& tpm = msiv2::test::swtpm::shared();
   auto s = simulator(tpm.ek_ca());

@@ -212,6 +212,8 @@ std::string config_json(const config& c) {
          (c.csr_profile == platform::csr_profile::lenient ? "lenient" : "strict") +
          "\",\"request_log_size\":" + std::to_string(c.request_log_size) +
          ",\"tpm_ek_ca\":" + json_quote(c.tpm_ek_ca) +
+         ",\"token_tls_max_version\":" + json_quote(c.token_tls_max_version) +
+         ",\"token_client_sigalgs\":" + json_quote(c.token_client_sigalgs) +
          ",\"tpm_challenge_lifetime\":" + secs(c.tpm_challenge_lifetime) +
          ",\"tpm_max_challenges\":" + std::to_string(c.tpm_max_challenges) +
          ",\"faults\":" + faults_json(c.faults) + "}";

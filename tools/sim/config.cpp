@@ -500,6 +500,10 @@ result<config> parse_config(std::string_view json, config base) {
       }
       if (key == "tpm_ek_ca")
         return str(c.tpm_ek_ca);
+      if (key == "token_tls_max_version")
+        return str(c.token_tls_max_version);
+      if (key == "token_client_sigalgs")
+        return str(c.token_client_sigalgs);
       if (key == "tpm_challenge_lifetime")
         return seconds(c.tpm_challenge_lifetime);
       if (key == "tpm_max_challenges") {
@@ -633,6 +637,12 @@ result<void> validate_config(const config& c) {
       (c.token_not_after->count() < 1 || *c.token_not_after >= c.cert_lifetime))
     return bad("token_not_after", "must be null or an integer from 1 to less than cert_lifetime "
                                   "(the token window ends before the certificate does)");
+  if (c.token_tls_max_version != "1.2" && c.token_tls_max_version != "1.3")
+    return bad("token_tls_max_version", "must be \"1.2\" or \"1.3\"");
+  if (c.token_client_sigalgs.find_first_not_of(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:+-") != std::string::npos)
+    return bad("token_client_sigalgs",
+               "must be an OpenSSL signature algorithm list (names separated by ':')");
   if (c.request_log_size < 1 || c.request_log_size > 100000)
     return bad("request_log_size", "must be an integer from 1 to 100000");
 

@@ -120,6 +120,14 @@ struct config {
   /// How many recent requests GET /requests keeps (bounded ring).
   std::size_t request_log_size = 256;
 
+  // --- the token listener's TLS (tests of client authentication per version and scheme) ---
+  /// Highest TLS version the token listener speaks: "1.3" (default) or "1.2".
+  std::string token_tls_max_version = "1.3";
+  /// The signature algorithms the token listener accepts for the client's CertificateVerify,
+  /// in OpenSSL's list syntax ("rsa_pkcs1_sha256", "rsa_pss_rsae_sha256:rsa_pss_pss_sha256");
+  /// empty: OpenSSL's defaults. The listener refuses to start on a list OpenSSL rejects.
+  std::string token_client_sigalgs;
+
   // --- TPM key attestation (POST /attest/tpm/*; off while tpm_ek_ca is empty) ---
   /// PEM file of the CA certificates trusted to issue EK certificates (swtpm: its local CA's
   /// root and issuing certificate). Every certificate in it is a trust anchor.

@@ -690,6 +690,16 @@ result<ssl::context> simulator_impl::make_tls(listener_kind kind) {
     if (ec)
       return fail(what + ": client certificate settings: " + ec.message());
   }
+  if (kind == listener_kind::token) {
+    if (cfg_.token_tls_max_version == "1.2" &&
+        SSL_CTX_set_max_proto_version(ctx.native_handle(), TLS1_2_VERSION) != 1)
+      return fail(what + ": cannot limit it to TLS 1.2");
+    if (!cfg_.token_client_sigalgs.empty() &&
+        SSL_CTX_set1_client_sigalgs_list(ctx.native_handle(),
+                                         cfg_.token_client_sigalgs.c_str()) != 1)
+      return fail(what + ": token_client_sigalgs: OpenSSL refuses the list \"" +
+                  cfg_.token_client_sigalgs + "\"");
+  }
   // Resumption from TLS 1.3 tickets, stateful: the ticket only names a session this
   // context keeps in its own cache (OpenSSL's default server cache: 20,480 sessions, LRU),
   // which holds the client certificate of the full handshake that made it. (Stateless
