@@ -15,7 +15,7 @@
 #       built with find_package and with pkg-config, loads the shared libraries from the
 #       prefix, and runs.
 #   check-installed.sh apt <build dir> <work dir>
-#       (root only; skipped when a msiv2 package is already installed) tools/package.sh makes
+#       (root or password-less sudo; skipped when a msiv2 package is already installed) tools/package.sh makes
 #       the .deb, `apt-get install ./msiv2_*.deb` installs it with its declared dependencies,
 #       the consumer is built against /usr with find_package and with pkg-config and runs;
 #       the package is purged again at the end, whatever happened.
@@ -35,10 +35,11 @@ work=$(cd "$work" && pwd)
 
 pid=""
 purge=0
+as_root=()
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
   if [ "$purge" = 1 ]; then
-    apt-get purge -y msiv2 >"$work/purge.log" 2>&1 || { echo "apt-get purge msiv2 failed:"; cat "$work/purge.log"; }
+    "${as_root[@]}" apt-get purge -y msiv2 >"$work/purge.log" 2>&1 || { echo "apt-get purge msiv2 failed:"; cat "$work/purge.log"; }
   fi
 }
 trap cleanup EXIT
@@ -56,7 +57,12 @@ case "$mode" in
     prefix="$work/root/usr"
     ;;
   apt)
-    [ "$(id -u)" = 0 ] || { echo "SKIP: apt mode installs the .deb system-wide: it needs root"; exit 77; }
+    # System-wide: as root, or through sudo when it needs no password (as tools/setup.sh).
+    if [ "$(id -u)" != 0 ]; then
+      sudo -n true 2>/dev/null \
+        || { echo "SKIP: apt mode installs the .deb system-wide: it needs root or sudo without a password"; exit 77; }
+      as_root=(sudo -n)
+    fi
     command -v apt-get >/dev/null || { echo "SKIP: no apt-get here"; exit 77; }
     if dpkg-query -W -f='${Status}' msiv2 2>/dev/null | grep -q 'install ok installed'; then
       echo "SKIP: a msiv2 package is installed already; this test does not replace it"; exit 77
@@ -66,7 +72,7 @@ case "$mode" in
     cp "$deb" "$work/"
     purge=1
     # apt-get resolves the package's Depends from the archive, as on a user's machine.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       "$work/$(basename "$deb")" >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; exit 1; }
     grep -E '^(Setting up|Unpacking) ' "$work/apt.log" || true
     dpkg -L msiv2 | grep -E 'bin/msiv2-|\.pc$|msiv2Config\.cmake$'
