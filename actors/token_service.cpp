@@ -454,10 +454,10 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     tok->result = res;
     tok->result.source = token_source::cache;
     tok->renew_at_ms = life.renew_at_ms;
-    // What check_binding lets a request ask of this token (the key store's strength is fixed
-    // for the module's life).
-    tok->binding = tok->type == token_type::mtls_pop && st.deps->keys
-                     ? st.deps->keys->strength()
+    // What check_binding lets a request ask of this token (the key store and the attestation
+    // provider are fixed for the module's life).
+    tok->binding = tok->type == token_type::mtls_pop
+                     ? module_binding_strength(st.deps->keys.get(), st.deps->attestation.get())
                      : binding_strength::bearer;
     // A renewal is not a use: an idle token stays idle.
     tok->last_used_ms.store(e.token ? e.token->last_used_ms.load(std::memory_order_relaxed) : now,
