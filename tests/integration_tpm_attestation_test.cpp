@@ -47,16 +47,7 @@ using msiv2::result;
 using msiv2::test::contains;
 using msiv2::test::error_text;
 
-std::optional<std::string> json_string(std::string_view json, std::string_view key) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(simdjson::padded_string(json)).get(root) != simdjson::SUCCESS)
-    return std::nullopt;
-  std::string_view v;
-  if (root[key].get_string().get(v) != simdjson::SUCCESS)
-    return std::nullopt;
-  return std::string(v);
-}
+using msiv2::test::json_string;
 
 constexpr TPMA_OBJECT sign_only = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
                                   TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |

@@ -22,6 +22,7 @@
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
 #include "tools/sim/authority.hpp"
+#include "tests/support/test_keys.hpp"
 
 using namespace msiv2;
 using namespace msiv2::sim;
@@ -65,16 +66,7 @@ EVP_PKEY* foreign_ca_key() {
 
 // --- JSON of answers ---
 
-std::optional<std::string> json_string(std::string_view json, std::string_view key) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(simdjson::padded_string(json)).get(root) != simdjson::SUCCESS)
-    return std::nullopt;
-  std::string_view v;
-  if (root[key].get_string().get(v) != simdjson::SUCCESS)
-    return std::nullopt;
-  return std::string(v);
-}
+using msiv2::test::json_string;
 
 std::optional<std::int64_t> json_int(std::string_view json, std::string_view key) {
   simdjson::dom::parser parser;

@@ -42,16 +42,7 @@ using msiv2::test::soft_tpm;
 const std::int64_t base_time = static_cast<std::int64_t>(std::time(nullptr));
 const std::string attestation_url = "https://127.0.0.1:4431";
 
-std::optional<std::string> json_string(std::string_view json, std::string_view key) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(simdjson::padded_string(json)).get(root) != simdjson::SUCCESS)
-    return std::nullopt;
-  std::string_view v;
-  if (root[key].get_string().get(v) != simdjson::SUCCESS)
-    return std::nullopt;
-  return std::string(v);
-}
+using msiv2::test::json_string;
 
 std::string b64(std::string_view bytes) {
   return platform::base64_encode(bytes);

@@ -6,6 +6,7 @@
 //   auto sig = msiv2::platform::sign_pss_sha256(msiv2::test::test_key(), "data");
 //   BOOST_REQUIRE_MESSAGE(sig.ok(), msiv2::test::error_text(sig));
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,10 @@ std::string error_text(const R& r) {
 inline bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
 }
+
+/// The string member `key` of the JSON object `json`, or nothing (not JSON, not an object, no
+/// such member, not a string).
+std::optional<std::string> json_string(std::string_view json, std::string_view key);
 
 /// A key pair, the same for the whole run.
 EVP_PKEY* test_key();
