@@ -67,6 +67,8 @@ struct transfer {
   http_headers response_headers;
   std::string body;
   bool too_large = false;
+  bool headers_too_large = false;  // more than max_header_fields or max_header_bytes
+  std::size_t header_bytes = 0;    // header bytes received, status lines included
   std::string tls_setup_error;
   char error_buffer[CURL_ERROR_SIZE] = {};
 
@@ -143,9 +145,19 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// Caps on what one response's headers may hold: libcurl < 8.3 had no total cap of its own
+// (CVE-2023-38039), and no upstream of ours sends more than a few dozen short fields.
+constexpr std::size_t max_header_fields = 100;
+constexpr std::size_t max_header_bytes = 64 * 1024;
+
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<transfer*>(user);
   std::size_t n = size * count;
+  t->header_bytes += n;
+  if (t->header_bytes > max_header_bytes) {
+    t->headers_too_large = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
   std::string_view line(data, n);
   if (line.rfind("HTTP/", 0) == 0) {
     // A new status line (after 100 Continue or a proxy's CONNECT answer): fields restart.
@@ -168,6 +180,10 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
     return n;
   }
   auto colon = line.find(':');
+  if (colon != std::string_view::npos && t->response_headers.fields.size() >= max_header_fields) {
+    t->headers_too_large = true;
+    return 0;
+  }
   if (colon != std::string_view::npos)
     t->response_headers.add(std::string(trim(line.substr(0, colon))),
                             std::string(trim(line.substr(colon + 1))));
@@ -351,6 +367,13 @@ struct curl_transport::impl {
       return msiv2::fail("unsupported method");
     if (bodyless && !r.body.empty())
       return msiv2::fail("a " + r.method + " request cannot carry a body");
+    if (r.identity) {
+      // Our certificate goes only where TLS authenticates the server (review M3).
+      auto parts = split_url(r.url);
+      if (!parts || parts->scheme != "https")
+        return msiv2::fail("https required: a request that presents a client certificate is "
+                           "only sent to an https URL");
+    }
 
     t.easy = curl_easy_init();
     if (t.easy == nullptr)
@@ -389,7 +412,7 @@ struct curl_transport::impl {
     set(CURLOPT_ERRORBUFFER, "CURLOPT_ERRORBUFFER", t.error_buffer);
     set(CURLOPT_NOSIGNAL, "CURLOPT_NOSIGNAL", 1L);
     set(CURLOPT_URL, "CURLOPT_URL", r.url.c_str());
-    set(CURLOPT_PROTOCOLS_STR, "CURLOPT_PROTOCOLS_STR", "http,https");
+    set(CURLOPT_PROTOCOLS_STR, "CURLOPT_PROTOCOLS_STR", r.identity ? "https" : "http,https");
     set(CURLOPT_FOLLOWLOCATION, "CURLOPT_FOLLOWLOCATION", 0L);
     set(CURLOPT_HTTP_VERSION, "CURLOPT_HTTP_VERSION", static_cast<long>(CURL_HTTP_VERSION_1_1));
     set(CURLOPT_CONNECTTIMEOUT_MS, "CURLOPT_CONNECTTIMEOUT_MS", static_cast<long>(r.connect_timeout.count()));
@@ -402,6 +425,8 @@ struct curl_transport::impl {
     set(CURLOPT_HTTPHEADER, "CURLOPT_HTTPHEADER", t.header_list);
     set(CURLOPT_SSL_VERIFYPEER, "CURLOPT_SSL_VERIFYPEER", 1L);
     set(CURLOPT_SSL_VERIFYHOST, "CURLOPT_SSL_VERIFYHOST", 2L);
+    // TLS 1.2 at least, whatever the system's openssl.cnf says (review L4).
+    set(CURLOPT_SSLVERSION, "CURLOPT_SSLVERSION", static_cast<long>(CURL_SSLVERSION_TLSv1_2));
     if (!r.use_proxy)
       set(CURLOPT_NOPROXY, "CURLOPT_NOPROXY", "*");
 
@@ -604,6 +629,10 @@ struct curl_transport::impl {
       return http_response::failure(kind, where + why + " (" + detail + ")");
     };
 
+    if (t.headers_too_large)
+      return failure(transport_error::too_large,
+                     "response headers exceed " + std::to_string(max_header_fields) + " fields or " +
+                       std::to_string(max_header_bytes) + " bytes");
     if (t.too_large || code == CURLE_FILESIZE_EXCEEDED)
       return failure(transport_error::too_large,
                      "response body exceeds " + std::to_string(t.request.max_response_bytes) + " bytes");
