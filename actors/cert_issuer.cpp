@@ -9,6 +9,7 @@
 #include <caf/send.hpp>
 
 #include "actors/persisted.hpp"
+#include "io/endpoint_trust.hpp"
 #include "io/json.hpp"
 #include "messages/errors.hpp"
 #include "platform/binding.hpp"
@@ -59,7 +60,7 @@ std::string correlation_of(const io::http_response& r, const std::string& reques
   if (auto doc = io::json_object::parse(r.body, "error response"))
     for (const char* name : {"correlationId", "correlation_id"})
       if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-        return **v;
+        return platform::sanitize_upstream(**v, 100);
   return request_id;
 }
 
@@ -71,12 +72,8 @@ std::string upstream_says(const io::http_response& r) {
   std::string out = "HTTP " + std::to_string(r.status);
   if (auto doc = io::json_object::parse(r.body, "error response")) {
     for (const char* name : {"error_description", "message", "error"})
-      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty()) {
-        auto text = **v;
-        if (text.size() > 300)
-          text.resize(300);
-        return out + ": " + text;
-      }
+      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
+        return out + ": " + platform::sanitize_upstream(**v, 300);
   }
   return out;
 }
@@ -104,7 +101,7 @@ result<platform_metadata> read_metadata(const io::http_response& r) {
   auto server = r.headers.get("Server");
   if (!server || !icontains(*server, "IMDS"))
     return fail("the answer carries no Server header naming IMDS (Server: '" +
-                std::string(server.value_or("")) +
+                platform::sanitize_upstream(server.value_or(""), 100) +
                 "'): something other than IMDS answered; check the IMDS address "
                 "(AZURE_POD_IDENTITY_AUTHORITY_HOST) and that no proxy intercepts it");
   return parse_platform_metadata(r.body);
@@ -113,7 +110,8 @@ result<platform_metadata> read_metadata(const io::http_response& r) {
 /// issuecredential's answer checked against protocol.md §6. `key_mismatch` tells that the
 /// certificate certifies another key than ours.
 result<credential> read_credential(const io::http_response& r, const flight& f,
-                                   std::int64_t now_s, bool& key_mismatch) {
+                                   std::int64_t now_s, const std::vector<std::string>& token_hosts,
+                                   bool& key_mismatch) {
   auto doc = io::json_object::parse(r.body, "issuecredential response");
   if (!doc)
     return doc.fail();
@@ -141,22 +139,17 @@ result<credential> read_credential(const io::http_response& r, const flight& f,
   }
   if (auto ok = platform::validate_binding_certificate(*info, f.key->spki_der, v[0], now_s); !ok)
     return fail("issuecredential response: " + ok.error());
-  std::string endpoint = v[4];
-  while (!endpoint.empty() && endpoint.back() == '/')
-    endpoint.pop_back();
-  auto parts = io::split_url(endpoint);
-  auto authority_end = endpoint.find('/', endpoint.find("://") + 3);
-  if (!parts || parts->scheme != "https" ||
-      endpoint.substr(0, authority_end).find('@') != std::string::npos)
-    return fail("issuecredential response: mtls_authentication_endpoint must be an https URL "
-                "without user-info");
+  auto endpoint = io::check_endpoint(v[4], token_hosts,
+                                    "issuecredential response: mtls_authentication_endpoint");
+  if (!endpoint)
+    return endpoint.fail();
   credential c;
   c.identity = f.identity;
   c.metadata = meta;
   c.client_id = v[0];
   c.tenant_id = v[1];
   c.identity_type = v[3];
-  c.mtls_endpoint = endpoint;
+  c.mtls_endpoint = std::move(*endpoint);
   c.certificate_der = std::move(*der);
   c.x5t_s256 = info->x5t_s256;
   c.not_before_ms = info->not_before * 1000;
@@ -210,7 +203,8 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
     return std::nullopt;
   }
   auto d = persisted::decode_certificate(r.bytes, artifact_id(self, key), *f.key,
-                                         st.deps->wall->now_s());
+                                         st.deps->wall->now_s(),
+                                         st.deps->config.token_endpoint_hosts);
   if (!d) {
     bad = true;
     refused_file(self, key, d.reason);
@@ -345,8 +339,11 @@ void count(self_ptr self, const char* upstream, const io::http_response& r) {
                                upstream + "\",status=\"" + status_label(r) + "\"}");
 }
 
+// The identity in the key comes from the embedder: hashed, like renewal_gauge_name, so that no
+// label carries its text (review L1).
 std::string gauge(const char* what, const std::string& key) {
-  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" + key + "\"}";
+  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" +
+         platform::hex_lower(platform::sha256(key)).substr(0, 12) + "\"}";
 }
 
 void evict_entry(self_ptr self, const std::string& key) {
@@ -473,6 +470,16 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
   }
   if (r.ok() && r.status == 200) {
     auto meta = read_metadata(r);
+    if (meta && st.deps->attestation) {
+      // The key's attestation request goes there: trusted no more than the token endpoint.
+      auto endpoint = io::check_endpoint(meta->attestation_endpoint,
+                                         st.deps->config.attestation_endpoint_hosts,
+                                         "getplatformmetadata response: attestationEndpoint");
+      if (!endpoint)
+        meta = endpoint.fail();
+      else
+        meta->attestation_endpoint = std::move(*endpoint);
+    }
     if (!meta) {
       fail_flight(self, key, make_msiv2_error(error_code::metadata_failed, meta.error(), 200, corr));
       return;
@@ -530,7 +537,8 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
     st.imds_answered = true;
   if (r.ok() && r.status == 200) {
     bool key_mismatch = false;
-    auto cred = read_credential(r, f, st.deps->wall->now_s(), key_mismatch);
+    auto cred = read_credential(r, f, st.deps->wall->now_s(),
+                                st.deps->config.token_endpoint_hosts, key_mismatch);
     if (!cred) {
       if (key_mismatch && st.peers && st.peers->keys)
         self->request(st.peers->keys, st.deps->config.actor_request_timeout, rotate_atom::value,

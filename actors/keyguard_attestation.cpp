@@ -98,7 +98,7 @@ void keyguard_attestation::attest(const key_ref& key, const std::string& endpoin
       if (auto doc = io::json_object::parse(resp.body, "attestation error")) {
         for (const char* name : {"error", "error_description", "message"})
           if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-            why += (why.empty() ? "" : ": ") + **v;
+            why += (why.empty() ? "" : ": ") + platform::sanitize_upstream(**v, 300);
       }
       done(fail("attestation service " + endpoint + " refused the key (HTTP " +
                 std::to_string(resp.status) + (why.empty() ? "" : ", " + why) + ")"),
