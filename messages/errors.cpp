@@ -24,6 +24,7 @@ const char* to_string(error_code code) noexcept {
     case error_code::internal_failure: return "internal_failure";
     case error_code::shutting_down: return "shutting_down";
     case error_code::binding_too_weak: return "binding_too_weak";
+    case error_code::overloaded: return "overloaded";
   }
   return "unknown";
 }

@@ -67,6 +67,10 @@ enum class error_code : std::uint8_t {
   /// The request asked for a stronger binding (token_request::min_binding) than this host
   /// can give; the description says what is missing. Never downgraded.
   binding_too_weak = 17,
+  /// Too many requests are waiting already (module_config::max_pending_requests, or the
+  /// transport's bound): refused at once instead of queued; retry with backoff or raise the
+  /// bound.
+  overloaded = 18,
 };
 
 /// Human-readable name of a code ("v1_only_host").

@@ -167,6 +167,10 @@ struct credential_request {
   std::string refused_x5t;
   /// x-ms-client-request-id of the metadata and issuecredential calls (empty: make one).
   std::string correlation_id;
+  /// Asked for a background renewal of an access token: a usable certificate whose
+  /// getplatformmetadata answer is younger than module_config::metadata_reuse_window is
+  /// served without a new metadata call (never for a first acquisition).
+  bool renewal = false;
 };
 
 // -- token exchange ----------------------------------------------------------------------------

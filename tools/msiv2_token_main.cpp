@@ -101,7 +101,7 @@ const char* usage_text =
   "     the token asked for)\n"
   "  5  metadata_failed, identity_not_found\n"
   "  6  key_failed, attestation_failed, issuance_refused\n"
-  "  7  token_refused, throttled\n"
+  "  7  token_refused, throttled, overloaded\n"
   "  8  transport_failed, deadline_exceeded (also: --call got no HTTP answer)\n"
   "  9  anything else (also: --call answered a non-2xx status)\n";
 
@@ -314,6 +314,7 @@ int exit_code_for(error_code code) {
       return exit_issuance;
     case error_code::token_refused:
     case error_code::throttled:
+    case error_code::overloaded:
       return exit_refused;
     case error_code::transport_failed:
     case error_code::deadline_exceeded:
