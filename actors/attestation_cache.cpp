@@ -18,6 +18,15 @@ using self_ptr = attestation_cache::stateful_pointer<attestation_cache_state>;
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
+/// How long a background renewal may keep trying: until the token is no longer usable, at
+/// least one upstream timeout, at most a day (a JWT whose exp is centuries away must not
+/// overflow the actor clock: review M1).
+milliseconds renewal_bound(const deps_ptr& deps, const attestation_entry& e, std::int64_t now_ms) {
+  auto left = e.plan.usable_until_ms > now_ms ? e.plan.usable_until_ms - now_ms : 0;
+  return milliseconds(std::clamp<std::int64_t>(left, deps->config.upstream_timeout.count(),
+                                               std::int64_t{86'400'000}));
+}
+
 constexpr const char* component = "attestation_cache";
 
 nanoseconds left(self_ptr self, deadline due) {
@@ -335,9 +344,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
           case platform::freshness::due: {
             deps->stats->add("msiv2_cache_hits_total{artifact=\"attestation\"}");
             auto bound = deadline::at(self->clock().now() +
-                                      milliseconds(std::max<std::int64_t>(
-                                        e.plan.usable_until_ms - now_ms,
-                                        deps->config.upstream_timeout.count())));
+                                      renewal_bound(deps, e, now_ms));
             start_fetch(self, deps, k, bound, true);
             return *e.token;
           }
@@ -373,9 +380,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
         return; // evicted: the next request fetches
       auto now_ms = deps->wall->now_ms();
       auto bound = deadline::at(self->clock().now() +
-                                milliseconds(std::max<std::int64_t>(
-                                  e.plan.usable_until_ms - now_ms,
-                                  deps->config.upstream_timeout.count())));
+                                renewal_bound(deps, e, now_ms));
       e.correlation_id = platform::uuid_v4(); // a renewal is a request of its own
       start_fetch(self, deps, t->second, bound, true);
     },
@@ -453,7 +458,19 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
                                             "attestation service; allow a longer timeout"));
       e.waiters.erase(w);
     },
-    [=](wire_atom, wiring_ptr peers) { self->state.peers = std::move(peers); },
+    [=](wire_atom, wiring_ptr peers) {
+      auto& st = self->state;
+      bool new_timer = st.peers && st.peers->timer && peers && peers->timer
+                       && st.peers->timer != peers->timer;
+      st.peers = std::move(peers);
+      if (new_timer) {
+        // A restarted renewal_timer lost every schedule (L9): hand it ours again.
+        for (auto& [k, e] : st.entries)
+          if (e.token)
+            self->send(st.peers->timer, schedule_atom::value, e.timer_id, e.plan.renew_at_ms,
+                       caf::actor_cast<caf::actor>(self));
+      }
+    },
   };
 }
 

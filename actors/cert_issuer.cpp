@@ -382,8 +382,12 @@ void fail_flight(self_ptr self, const std::string& key, caf::error err) {
   auto now = st.deps->wall->now_ms();
   if (i->second.plan.at(now) == platform::freshness::expired)
     return;
+  // Full jitter up to 30 s << (n-1) (io::renewal_retry_delay): certificates whose renewals
+  // failed together do not retry together.
   auto n = std::min(++i->second.failed_renewals, 6);
-  auto at = now + (std::int64_t{30'000} << (n - 1));
+  auto at = now + io::renewal_retry_delay(n, milliseconds(30'000),
+                                          milliseconds(std::int64_t{30'000} << 5), st.deps->draw)
+                    .count();
   if (at < i->second.plan.usable_until_ms)
     caf::anon_send(st.peers->timer, schedule_atom::value, key, at,
                    caf::actor_cast<caf::actor>(self));
@@ -397,6 +401,10 @@ bool retry_later(self_ptr self, flight& f, const io::http_response& r) {
                                     st.deps->wall->now_s());
   if (!delay || self->clock().now() + *delay >= time_of(f.due))
     return false;
+  if (st.deps->retries && !st.deps->retries->take_retry(self->clock().now())) {
+    st.deps->stats->add("msiv2_retries_refused_total{upstream=\"imds\"}");
+    return false;
+  }
   st.deps->stats->add("msiv2_retries_total{upstream=\"imds\"}");
   f.attempt = ++st.next_id;
   self->delayed_send(self, *delay, caf::tick_atom::value, f.attempt);
@@ -442,6 +450,23 @@ void send_current(self_ptr self, const std::string& key) {
   });
 }
 
+/// Remembers that IMDS does not know the identity of `key` (L10): requests for it are refused
+/// without a call for a while. The oldest entry makes room when the table is full.
+void remember_unknown(self_ptr self, const std::string& key, const caf::error& err) {
+  auto& st = self->state;
+  auto& cfg = st.deps->config;
+  if (cfg.unknown_identity_ttl.count() <= 0 || cfg.max_unknown_identities == 0)
+    return;
+  auto now = st.deps->wall->now_ms();
+  if (st.unknown.size() >= cfg.max_unknown_identities && st.unknown.count(key) == 0) {
+    auto oldest = std::min_element(st.unknown.begin(), st.unknown.end(), [](auto& a, auto& b) {
+      return a.second.until_ms < b.second.until_ms;
+    });
+    st.unknown.erase(oldest);
+  }
+  st.unknown[key] = cert_issuer_state::unknown_identity{now + cfg.unknown_identity_ttl.count(), err};
+}
+
 void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
   auto& st = self->state;
   auto& f = st.flights.at(key);
@@ -482,12 +507,13 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
     return;
   }
   if (r.ok() && r.status == 400 && icontains(r.body, "identity")) {
-    fail_flight(self, key,
-                make_msiv2_error(error_code::identity_not_found,
-                                 "IMDS does not know the identity " + to_string(f.identity) +
-                                   " (" + upstream_says(r) +
-                                   "); check that it is assigned to this VM",
-                                 400, corr));
+    auto err = make_msiv2_error(error_code::identity_not_found,
+                                "IMDS does not know the identity " + to_string(f.identity) +
+                                  " (" + upstream_says(r) +
+                                  "); check that it is assigned to this VM",
+                                400, corr);
+    remember_unknown(self, key, err);
+    fail_flight(self, key, err);
     return;
   }
   if (retry_later(self, f, r))
@@ -513,7 +539,7 @@ void store(self_ptr self, const std::string& key, credential_ptr cred) {
   // after it, though notAfter is later).
   auto plan = platform::plan_lifecycle(cred->not_before_ms, cred->usable_until_ms(), std::nullopt,
                                        st.deps->draw);
-  st.cache[key] = cert_issuer_state::entry{cred, plan, 0};
+  st.cache[key] = cert_issuer_state::entry{cred, plan, 0, st.deps->wall->now_ms()};
   st.deps->stats->set_gauge(gauge("expiry", key), static_cast<double>(plan.valid_until_ms) / 1000);
   st.deps->stats->set_gauge(gauge("renewal", key), static_cast<double>(plan.renew_at_ms) / 1000);
   if (st.peers && st.peers->timer)
@@ -660,6 +686,7 @@ void continue_flight(self_ptr self, const std::string& key) {
       if (state != platform::freshness::expired) {
         if (!f.adopted)
           st.deps->stats->add("msiv2_cache_hits_total{artifact=\"certificate\"}");
+        i->second.metadata_at_ms = st.deps->wall->now_ms();
         auto cred = i->second.cred;
         auto waiters = std::move(f.waiters);
         f.waiters.clear();
@@ -779,6 +806,24 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
       if (!st.peers || !st.peers->keys)
         return make_msiv2_error(error_code::internal_failure, "cert_issuer is not wired yet");
       auto key = certificate_cache_key(req.identity, st.deps->attestation != nullptr);
+      if (auto u = st.unknown.find(key); u != st.unknown.end()) {
+        if (st.deps->wall->now_ms() < u->second.until_ms) {
+          st.deps->stats->add("msiv2_unknown_identity_refusals_total");
+          return u->second.error;
+        }
+        st.unknown.erase(u);
+      }
+      if (req.renewal && req.refused_x5t.empty()) {
+        // An access-token renewal: a usable certificate whose metadata was confirmed a moment
+        // ago is served without another getplatformmetadata call (H3).
+        auto i = st.cache.find(key);
+        auto now = st.deps->wall->now_ms();
+        if (i != st.cache.end() && i->second.plan.at(now) == platform::freshness::fresh
+            && now - i->second.metadata_at_ms < st.deps->config.metadata_reuse_window.count()) {
+          st.deps->stats->add("msiv2_metadata_reused_total");
+          return i->second.cred;
+        }
+      }
       bool bypass = false;
       if (!req.refused_x5t.empty()) {
         st.refused.insert(req.refused_x5t);
@@ -889,7 +934,17 @@ cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_i
         return; // the flight goes on: its certificate is cached for the next caller
       }
     },
-    [=](wire_atom, wiring_ptr w) { self->state.peers = std::move(w); },
+    [=](wire_atom, wiring_ptr w) {
+      auto& st = self->state;
+      bool new_timer = st.peers && st.peers->timer && w && w->timer && st.peers->timer != w->timer;
+      st.peers = std::move(w);
+      if (new_timer) {
+        // A restarted renewal_timer lost every schedule (L9): hand it ours again.
+        for (auto& [key, e] : st.cache)
+          caf::anon_send(st.peers->timer, schedule_atom::value, key, e.plan.renew_at_ms,
+                         caf::actor_cast<caf::actor>(self));
+      }
+    },
   };
 }
 

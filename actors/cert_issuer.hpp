@@ -75,6 +75,9 @@ struct cert_issuer_state {
     credential_ptr cred;
     platform::lifecycle plan;
     int failed_renewals = 0;
+    /// When a getplatformmetadata answer last confirmed it (wall ms): access-token renewals
+    /// within module_config::metadata_reuse_window are served without another call.
+    std::int64_t metadata_at_ms = 0;
   };
 
   deps_ptr deps;
@@ -92,6 +95,14 @@ struct cert_issuer_state {
   /// outage to retry, not "no IMDS here", and the normal connect timeout applies (until then
   /// the probe's short one: the mtls_pop path has no probe in front of it).
   bool imds_answered = false;
+  /// An identity IMDS does not know (cache key -> until when, wall ms, and IMDS's error):
+  /// refused without a call for module_config::unknown_identity_ttl (review L10); bounded by
+  /// module_config::max_unknown_identities.
+  struct unknown_identity {
+    std::int64_t until_ms = 0;
+    caf::error error;
+  };
+  std::map<std::string, unknown_identity> unknown;
 
   /// Answers every waiter of every flight with `err`.
   void fail_all(const caf::error& err);

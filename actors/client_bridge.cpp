@@ -1,11 +1,14 @@
 #include "actors/client_bridge.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <utility>
 #include <vector>
 
 #include <caf/sec.hpp>
 #include <caf/system_messages.hpp>
 
+#include "actors/token_service.hpp"
 #include "messages/errors.hpp"
 
 namespace msiv2 {
@@ -90,7 +93,10 @@ caf::behavior client_bridge_impl(caf::stateful_actor<client_bridge_state>* self,
       auto i = st.calls
                  .emplace(id, client_bridge_state::call{
                                 std::move(cb.fn),
-                                self->clock().now() + req.timeout + options.answer_margin,
+                                self->clock().now()
+                                  + std::min<std::chrono::nanoseconds>(req.timeout,
+                                                                       max_request_timeout)
+                                  + options.answer_margin,
                                 std::nullopt})
                  .first;
       if (st.direct) {

@@ -8,6 +8,7 @@
 #include "platform/encoding.hpp"
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
+#include "platform/lifecycle.hpp"
 
 namespace msiv2 {
 
@@ -43,8 +44,15 @@ result<attestation_token> read_keyguard_answer(const std::string& body,
                 ", not the attested key " + expected_key_id);
   attestation_token out;
   out.jwt = std::move(*jwt);
-  out.expires_at_ms = *claims->exp * 1000;
-  out.issued_at_ms = claims->iat ? *claims->iat * 1000 : 0;
+  // M1: times outside [1970, 9999] are refused before any arithmetic on them.
+  auto exp_ms = platform::unix_seconds_to_ms(*claims->exp);
+  auto iat_ms = claims->iat ? platform::unix_seconds_to_ms(*claims->iat)
+                            : std::optional<std::int64_t>(0);
+  if (!exp_ms || !iat_ms)
+    return fail("malformed attestation response: member \"token\" has an exp or iat that is not "
+                "a plausible Unix time");
+  out.expires_at_ms = *exp_ms;
+  out.issued_at_ms = *iat_ms;
   if (out.issued_at_ms != 0 && out.issued_at_ms >= out.expires_at_ms)
     return fail("malformed attestation response: member \"token\" has an iat not before its exp");
   return out;

@@ -7,6 +7,7 @@
 #include "platform/files.hpp"
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
+#include "platform/lifecycle.hpp"
 #include "platform/x509.hpp"
 
 namespace msiv2::persisted {
@@ -257,8 +258,13 @@ decoded<attestation_token> decode_attestation(std::string_view bytes, const std:
     return refuse<T>(refusal::invalid, "the attestation token has no exp claim");
   T t;
   t.jwt = std::move(*jwt);
-  t.expires_at_ms = *claims->exp * 1000;
-  t.issued_at_ms = (claims->iat ? *claims->iat : *iat) * 1000;
+  auto exp_ms = platform::unix_seconds_to_ms(*claims->exp);
+  auto iat_ms = platform::unix_seconds_to_ms(claims->iat ? *claims->iat : *iat);
+  if (!exp_ms || !iat_ms)
+    return refuse<T>(refusal::invalid,
+                     "the attestation token's exp or iat is not a plausible Unix time");
+  t.expires_at_ms = *exp_ms;
+  t.issued_at_ms = *iat_ms;
   if (now_ms >= t.expires_at_ms)
     return refuse<T>(refusal::expired, "the attestation token expired at " +
                                          std::to_string(*claims->exp) + " (Unix s)");

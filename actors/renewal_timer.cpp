@@ -5,7 +5,6 @@
 
 #include <caf/send.hpp>
 
-#include "platform/encoding.hpp"
 
 namespace msiv2 {
 
@@ -38,11 +37,18 @@ void arm(self_ptr self, const deps_ptr& deps, bool force) {
     self->delayed_send(self, std::chrono::milliseconds(delay), caf::tick_atom::value, st.armed);
 }
 
-/// Removes `i` from both indexes and its gauge.
+/// Adds `delta` to the count of scheduled renewals of `kind` and publishes it.
+void count_kind(self_ptr self, const deps_ptr& deps, const std::string& kind, long delta) {
+  auto& n = self->state.per_kind[kind];
+  n = static_cast<std::size_t>(static_cast<long>(n) + delta);
+  deps->stats->set_gauge(renewal_gauge_name(kind), static_cast<double>(n));
+}
+
+/// Removes `i` from both indexes and from its kind's count.
 void drop(self_ptr self, const deps_ptr& deps,
           std::map<std::string, renewal_entry>::iterator i) {
   self->state.due.erase({i->second.at_ms, &i->first});
-  deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, i->first));
+  count_kind(self, deps, i->second.kind, -1);
   self->state.timers.erase(i);
 }
 
@@ -60,9 +66,8 @@ std::string renewal_kind(const wiring_ptr& peers, const caf::actor& owner) {
   return "artifact";
 }
 
-std::string renewal_gauge_name(const std::string& kind, const std::string& artifact_id) {
-  return "msiv2_renewal_at_seconds{artifact=\"" + kind + "\",id=\"" +
-         platform::hex_lower(platform::sha256(artifact_id)).substr(0, 12) + "\"}";
+std::string renewal_gauge_name(const std::string& kind) {
+  return "msiv2_scheduled_renewals{artifact=\"" + kind + "\"}";
 }
 
 renewal_timer::behavior_type
@@ -76,13 +81,15 @@ renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, de
       if (!created) {
         st.due.erase({e.at_ms, &i->first});
         if (e.kind != kind)
-          deps->stats->erase_gauge(renewal_gauge_name(e.kind, id));
+          count_kind(self, deps, e.kind, -1);
       }
+      if (created || e.kind != kind)
+        count_kind(self, deps, kind, +1);
       e.at_ms = at_ms;
       e.owner = owner;
+      e.spread = false;
       e.kind = std::move(kind);
       st.due.emplace(at_ms, &i->first);
-      deps->stats->set_gauge(renewal_gauge_name(e.kind, id), static_cast<double>(at_ms) / 1000.0);
       arm(self, deps, false);
     },
     [=](cancel_atom, const std::string& id) {
@@ -101,14 +108,33 @@ renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, de
       // clock (a partial wait, or the wall clock corrected backwards) renews nothing and
       // re-arms for the wall time.
       auto now = deps->wall->now_ms();
+      // Late ones come first in `due`: count them, up to one more than a burst.
+      std::size_t late = 0;
+      for (auto d = st.due.begin(); d != st.due.end() && late <= renewal_resume_burst
+                                    && now - d->first > renewal_late_after_ms;
+           ++d)
+        ++late;
+      const bool resume = late > renewal_resume_burst;
+      std::size_t spread = 0;
       while (!st.due.empty() && st.due.begin()->first <= now) {
         auto i = st.timers.find(*st.due.begin()->second);
+        if (resume && !i->second.spread && now - i->second.at_ms > renewal_late_after_ms) {
+          // Due across a pause: renew at a random time soon rather than all in this tick.
+          st.due.erase(st.due.begin());
+          i->second.spread = true;
+          i->second.at_ms = now + deps->draw(0, renewal_resume_spread_ms);
+          st.due.emplace(i->second.at_ms, &i->first);
+          ++spread;
+          continue;
+        }
         auto owner = std::move(i->second.owner);
         auto id = i->first;
         drop(self, deps, i);
         if (owner)
           caf::anon_send(owner, renew_atom::value, id);
       }
+      if (spread > 0)
+        deps->stats->add("msiv2_renewals_spread_total", spread);
       arm(self, deps, true);
     },
     [=](wire_atom, wiring_ptr peers) { self->state.peers = std::move(peers); },

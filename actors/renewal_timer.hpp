@@ -22,11 +22,23 @@
 
 namespace msiv2 {
 
+/// When a tick finds more than renewal_resume_burst renewals later than renewal_late_after_ms
+/// (the timer re-checks the wall clock at least every minute, so only a pause of the whole
+/// process or VM makes one this late), they are not fired at once but moved to random times
+/// within renewal_resume_spread_ms, so that renewals due across a suspend do not all fire in
+/// one tick (review M8). A few late ones fire at once.
+inline constexpr std::int64_t renewal_late_after_ms = 61'000;
+inline constexpr std::int64_t renewal_resume_spread_ms = 120'000;
+inline constexpr std::size_t renewal_resume_burst = 10;
+
 /// One scheduled renewal.
 struct renewal_entry {
   std::int64_t at_ms = 0; ///< wall time (Unix ms) to renew at
   caf::actor owner;       ///< receives (renew_atom, id)
   std::string kind;       ///< gauge label: what the owner renews (see renewal_kind())
+  /// Moved to a random time after a pause (suspend, a stopped process): fires when due
+  /// however late.
+  bool spread = false;
 };
 
 /// State of renewal_timer.
@@ -42,6 +54,8 @@ struct renewal_timer_state {
   caf::actor_clock::time_point armed_for;
   /// Last generation handed out.
   std::uint64_t generation = 0;
+  /// Scheduled renewals per kind (the gauge's value).
+  std::map<std::string, std::size_t> per_kind;
   /// Peers: owners come with each schedule; the wired ones name the artifact kind.
   wiring_ptr peers;
 };
@@ -50,11 +64,10 @@ struct renewal_timer_state {
 /// "certificate" (cert_issuer), "token" (token_service), else "artifact".
 std::string renewal_kind(const wiring_ptr& peers, const caf::actor& owner);
 
-/// The gauge name of an artifact's renewal time:
-/// `msiv2_renewal_at_seconds{artifact="<kind>",id="<12 hex digits of SHA-256(artifact id)>"}`.
-/// Artifact ids are the owners' raw cache keys (identities, resources, claims, endpoints):
-/// the label keeps them short and free of quoting; owners still match on the raw id.
-std::string renewal_gauge_name(const std::string& kind, const std::string& artifact_id);
+/// The gauge of how many renewals of one kind are scheduled:
+/// `msiv2_scheduled_renewals{artifact="<kind>"}`. One series per kind (at most four), however
+/// many artifacts there are; each owner publishes its own earliest renewal time.
+std::string renewal_gauge_name(const std::string& kind);
 
 /// The behavior of renewal_timer.
 renewal_timer::behavior_type

@@ -18,6 +18,7 @@
 
 #include "msiv2/actors/artifact_store.hpp"
 #include "msiv2/io/http.hpp"
+#include "msiv2/io/retry.hpp"
 #include "msiv2/messages/protocol.hpp"
 #include "msiv2/platform/clock.hpp"
 #include "msiv2/platform/lifecycle.hpp"
@@ -81,6 +82,36 @@ struct module_config {
   /// 0 or false (a process that only ever asks for bearer tokens saves the key generation). A
   /// failed eager creation is logged and not fatal: the first request tries again.
   bool eager_key = false;
+  /// Most access tokens kept in token_service's cache. Beyond it, the least recently used
+  /// token is dropped (a use is any request served from it, including hits served without a
+  /// message through a snapshot of the entry: see token_use).
+  std::size_t max_cached_tokens = 10000;
+  /// A cached token nobody asked for within this window is not renewed in the background: it
+  /// is served while still usable (a request that finds it due renews it) and then dropped.
+  std::chrono::milliseconds token_idle_window{std::chrono::hours(1)};
+  /// Longest Retry-After honoured (a longer one, up to 31 years or any HTTP date, is cut to
+  /// this; a wait never runs past the request's deadline either).
+  std::chrono::milliseconds max_retry_after{60000};
+  /// The per-process retry budget and the circuits per upstream (io::retry_governor).
+  io::retry_governor_settings retry_policy;
+  /// Background renewal retries of an access token: full jitter up to
+  /// renewal_retry_base * 2^(failures-1), capped at renewal_retry_cap.
+  std::chrono::milliseconds renewal_retry_base{1000};
+  std::chrono::milliseconds renewal_retry_cap{60000};
+  /// Longest access-token lifetime taken from an answer (expires_in, expires_on, refresh_in):
+  /// a longer one is cut to this, so a hostile or buggy answer cannot pin a token for years
+  /// (review M1).
+  std::chrono::milliseconds max_token_lifetime{std::chrono::hours(48)};
+  /// Requests token_service keeps waiting (for a flight) at once; beyond it a request that
+  /// is not served from the cache is answered `overloaded` at once.
+  std::size_t max_pending_requests = 10000;
+  /// How long an identity's getplatformmetadata answer is reused by access-token renewals
+  /// (a first acquisition always makes the call).
+  std::chrono::milliseconds metadata_reuse_window{60000};
+  /// How long an identity IMDS does not know (identity_not_found) is refused without asking
+  /// IMDS again, per identity; the remembered identities are bounded (oldest dropped).
+  std::chrono::milliseconds unknown_identity_ttl{30000};
+  std::size_t max_unknown_identities = 1024;
   /// Why from_environment() found no usable cache directory (empty when it did, or when
   /// MSIV2_CACHE_DIR=none asked for memory only).
   std::string cache_dir_error;
@@ -170,6 +201,10 @@ struct runtime_deps {
   std::shared_ptr<stats_registry> stats;
   /// The cache directory shared with this user's other processes; null: memory only.
   std::shared_ptr<artifact_store> files;
+  /// The retry budget and circuits every actor shares (module::start makes one from
+  /// config.retry_policy when none is given); null: retries are limited by their schedules
+  /// only (actor unit tests that do not test the budget).
+  std::shared_ptr<io::retry_governor> retries;
 };
 
 using deps_ptr = std::shared_ptr<const runtime_deps>;

@@ -64,6 +64,37 @@ void spawn_child(self_ptr self, std::size_t i) {
                           + " actor in this build; requests that need it fail");
 }
 
+/// The tick "role" that re-evaluates the degraded state instead of restarting an actor.
+constexpr std::uint32_t degraded_check = 0xffffffff;
+
+/// Forgets restarts older than the window; reports a change of the degraded state.
+void evaluate_degraded(self_ptr self) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  while (!st.recent_restarts.empty()
+         && st.recent_restarts.front() <= now - st.policy.degraded_window)
+    st.recent_restarts.pop_front();
+  bool degraded = static_cast<int>(st.recent_restarts.size()) > st.policy.degraded_after;
+  if (!degraded && st.degraded && !st.recent_restarts.empty())
+    degraded = true; // stays degraded until a whole window passes without a restart
+  if (degraded != st.degraded) {
+    st.degraded = degraded;
+    st.deps->stats->set_gauge("msiv2_degraded", degraded ? 1.0 : 0.0);
+    st.deps->log->write(degraded ? platform::log_level::error : platform::log_level::info,
+                        "supervisor",
+                        degraded ? "module degraded: " + std::to_string(st.recent_restarts.size())
+                                     + " actor restarts within "
+                                     + std::to_string(st.policy.degraded_window.count())
+                                     + " ms; requests may fail until it recovers (see the "
+                                       "restart log lines for the cause)"
+                                 : std::string("module recovered: no actor restart within the "
+                                               "last window"));
+  }
+  if (!st.recent_restarts.empty())
+    self->delayed_send(self, st.policy.degraded_window, caf::tick_atom::value, degraded_check,
+                       std::uint64_t{0});
+}
+
 void on_down(self_ptr self, const caf::down_msg& dm) {
   auto& st = self->state;
   auto it = std::find_if(st.children.begin(), st.children.end(), [&](const auto& c) {
@@ -86,6 +117,8 @@ void on_down(self_ptr self, const caf::down_msg& dm) {
   else
     c.backoff = std::min(c.backoff * 2, st.policy.max_backoff);
   ++c.restarts;
+  st.recent_restarts.push_back(self->clock().now());
+  evaluate_degraded(self);
   st.deps->stats->add(std::string("msiv2_actor_restarts_total{actor=\"")
                       + to_string(static_cast<actor_role>(i)) + "\"}");
   st.deps->log->write(platform::log_level::error, "supervisor",
@@ -217,6 +250,10 @@ supervisor::behavior_type supervisor_impl(supervisor::stateful_pointer<superviso
     [=](caf::get_atom) { return self->state.wires; },
     [=](caf::tick_atom, std::uint32_t role, std::uint64_t generation) {
       auto& s = self->state;
+      if (role == degraded_check && !s.stopping) {
+        evaluate_degraded(self);
+        return;
+      }
       if (s.stopping || role >= actor_role_count)
         return;
       auto& c = s.children[role];
@@ -231,6 +268,8 @@ supervisor::behavior_type supervisor_impl(supervisor::stateful_pointer<superviso
 module module::start(caf::actor_system& sys, runtime_deps deps, actor_factories factories,
                      restart_policy policy) {
   module m;
+  if (!deps.retries)
+    deps.retries = std::make_shared<io::retry_governor>(deps.config.retry_policy, deps.draw);
   auto d = std::make_shared<const runtime_deps>(std::move(deps));
   m.supervisor_ = sys.spawn(supervisor_impl, d, std::move(factories), policy);
   m.service_ = m.supervisor_;

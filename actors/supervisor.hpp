@@ -14,6 +14,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -62,6 +63,11 @@ struct restart_policy {
   std::chrono::milliseconds max_backoff{30000};
   /// An actor that ran this long before crashing restarts after initial_backoff again.
   std::chrono::milliseconds stable_after{60000};
+  /// More than this many restarts (of all actors together) within degraded_window report the
+  /// module degraded: one error log line and the gauge msiv2_degraded = 1, until a whole
+  /// window passes without a restart (then an info line and the gauge back to 0).
+  int degraded_after = 5;
+  std::chrono::milliseconds degraded_window{60000};
 };
 
 /// The supervisor's interface: token_service's (delegated to the current token_service), the
@@ -93,6 +99,9 @@ struct supervisor_state {
     std::make_shared<std::array<caf::actor, actor_role_count>>();
   wiring_ptr wires;
   bool stopping = false;
+  /// When the recent restarts happened (within restart_policy::degraded_window).
+  std::deque<caf::actor_clock::time_point> recent_restarts;
+  bool degraded = false;
 };
 
 /// The behavior of the supervisor: spawns every actor at once.

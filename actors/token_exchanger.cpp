@@ -41,6 +41,12 @@ std::string upstream_of(const exchange_job& job) {
   return job.cred ? "token_endpoint" : "imds_token";
 }
 
+/// The job's upstream as the retry governor's circuits know it (leg and base URL).
+std::string circuit_of(const deps_ptr& deps, const exchange_job& job) {
+  return job.cred ? "token_endpoint " + job.cred->mtls_endpoint
+                  : "imds " + deps->config.imds_base_url;
+}
+
 /// The status label of an upstream answer: the HTTP status, or the transport failure.
 std::string status_label(const io::http_response& r) {
   return r.ok() ? std::to_string(r.status) : std::string(io::to_string(r.error));
@@ -170,6 +176,24 @@ void send_attempt(self_ptr self, const deps_ptr& deps, std::uint64_t job_id) {
              make_msiv2_error(error_code::deadline_exceeded,
                               "the request's deadline passed before the " + upstream_of(job) +
                                 " answered; allow a longer timeout",
+                              0, job.correlation_id));
+    return;
+  }
+  if (auto& gov = deps->retries; gov && !gov->admit(circuit_of(deps, job), self->clock().now())) {
+    // The upstream failed circuit_failures times in a row: no call until its circuit lets a
+    // probe through. Cached tokens are still served meanwhile.
+    count(deps, "msiv2_circuit_refusals_total{upstream=\"" + upstream_of(job) + "\"}");
+    auto until = gov->open_until(circuit_of(deps, job), self->clock().now());
+    auto wait_s = until ? std::chrono::duration_cast<std::chrono::seconds>(
+                            *until - self->clock().now()).count() + 1
+                        : 1;
+    fail_job(self, job_id,
+             make_msiv2_error(error_code::transport_failed,
+                              "the " + upstream_of(job) + " failed " +
+                                std::to_string(gov->settings().circuit_failures) +
+                                " times in a row; calls to it are paused (circuit open) for "
+                                "about " + std::to_string(wait_s) +
+                                " s more; retry later (cached tokens are still served)",
                               0, job.correlation_id));
     return;
   }
@@ -333,7 +357,14 @@ caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job
                               to_string(want) + "\" was requested",
                             r.status);
   const auto now_ms = deps->wall->now_ms();
-  const std::int64_t expires_at_ms = mtls ? now_ms + *expiry * 1000 : *expiry * 1000;
+  // M1: every lifetime from the answer is clamped to max_token_lifetime, without overflow.
+  const auto max_life_ms = deps->config.max_token_lifetime.count();
+  const auto absolute_ms = mtls ? std::optional<std::int64_t>(0) : platform::unix_seconds_to_ms(*expiry);
+  if (!absolute_ms)
+    return invalid_response(job, "member \"expires_on\" is not a plausible Unix time", r.status);
+  const std::int64_t expires_at_ms =
+    mtls ? platform::saturating_add(now_ms, platform::clamp_seconds_to_ms(*expiry, max_life_ms))
+         : std::min(*absolute_ms, platform::saturating_add(now_ms, max_life_ms));
   if (mtls && *expiry <= 0)
     return invalid_response(job, "member \"expires_in\" is not positive", r.status);
   if (!mtls && expires_at_ms <= now_ms)
@@ -366,7 +397,8 @@ caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job
   // (+-10 min instead of +-5 for a 24 h token; found by msiv2-fleet --check).
   auto plan = platform::plan_lifecycle(
     now_ms, expires_at_ms,
-    *refresh_in ? std::optional<std::int64_t>(**refresh_in * 1000) : std::nullopt,
+    *refresh_in ? std::optional<std::int64_t>(platform::clamp_seconds_to_ms(**refresh_in, max_life_ms))
+                : std::nullopt,
     [](std::int64_t, std::int64_t) { return std::int64_t{0}; });
   out.access_token = std::move(*token);
   out.type = want;
@@ -495,6 +527,11 @@ bool on_throttle(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
   auto after = io::retry_after(r, deps->wall->now_s());
   if (r.status != 429 && !after)
     return false;
+  if (after && *after > deps->config.max_retry_after) {
+    // M4: one hostile or buggy answer must not disable a scope for years.
+    count(deps, "msiv2_retry_after_capped_total{upstream=\"token_endpoint\"}");
+    after = deps->config.max_retry_after;
+  }
   const auto now = self->clock().now();
   if (after) {
     auto until = deadline::at(now + *after).ns;
@@ -578,7 +615,8 @@ void on_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
   }
   auto delay = io::next_retry_delay(mtls ? io::retry_leg::token_endpoint : io::retry_leg::imds,
                                     job.retry, r, deps->draw, deps->wall->now_s());
-  if (delay && nanoseconds(*delay) < left(self, job)) {
+  if (delay && nanoseconds(*delay) < left(self, job)
+      && (!deps->retries || deps->retries->take_retry(self->clock().now()))) {
     retry_after_delay(self, deps, job_id, *delay);
     return;
   }
@@ -690,6 +728,7 @@ token_exchanger_impl(token_exchanger::stateful_pointer<token_exchanger_state> se
       // The request's correlation id (token_service gives every flight one).
       job.correlation_id =
         tr.correlation_id.empty() ? platform::uuid_v4() : tr.correlation_id;
+      job.retry.max_retry_after = deps->config.max_retry_after;
       if (job.cred) {
         job.scope = token_scope(tr.resource);
         job.throttle_key = job.cred->client_id + '\n' + job.scope + '\n' + to_string(tr.type);
@@ -736,6 +775,9 @@ token_exchanger_impl(token_exchanger::stateful_pointer<token_exchanger_state> se
         return;
       count(deps, "msiv2_upstream_requests_total{upstream=\"" + upstream_of(ji->second) +
                     "\",status=\"" + status_label(r) + "\"}");
+      if (deps->retries)
+        deps->retries->record(circuit_of(deps, ji->second), io::upstream_failed(r),
+                              self->clock().now());
       on_answer(self, deps, job_id, r);
     },
     [=](caf::tick_atom, std::uint64_t job_id) { send_attempt(self, deps, job_id); },

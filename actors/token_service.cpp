@@ -10,6 +10,7 @@
 #include <caf/sec.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "io/retry.hpp"
 #include "messages/errors.hpp"
 #include "platform/encoding.hpp"
 
@@ -192,9 +193,43 @@ void update_gauges(self_ptr self) {
   }
 }
 
+/// When the token of `e` was last served, by token_service or by a lock-free reader of a
+/// snapshot of the entry (token_use): the one place the LRU and idle decisions read it.
+std::int64_t last_used_ms(const state::entry& e) {
+  return e.use->last();
+}
+
 void erase_entry(self_ptr self, const std::string& cache_key) {
   cancel_timer(self, cache_key);
-  self->state.cache.erase(cache_key);
+  auto& st = self->state;
+  auto i = st.cache.find(cache_key);
+  if (i == st.cache.end())
+    return;
+  st.lru.erase(i->second.lru_at);
+  st.cache.erase(i);
+}
+
+/// Drops least recently used tokens until the cache is within module_config::max_cached_tokens.
+/// The back of `lru` is the token placed longest ago; one used since (through any path: see
+/// token_use) goes back to the front instead, once per use, so the loop ends after at most one
+/// pass over the cache.
+void enforce_bound(self_ptr self) {
+  auto& st = self->state;
+  auto bound = std::max<std::size_t>(1, st.deps->config.max_cached_tokens);
+  auto second_chances = st.cache.size();
+  while (st.cache.size() > bound) {
+    auto& victim_key = *st.lru.back();
+    auto& e = st.cache.find(victim_key)->second;
+    auto used = last_used_ms(e);
+    if (used > e.placed_for_ms && second_chances > 0) {
+      --second_chances;
+      e.placed_for_ms = used;
+      st.lru.splice(st.lru.begin(), st.lru, e.lru_at);
+      continue;
+    }
+    st.deps->stats->add("msiv2_token_evictions_total");
+    erase_entry(self, std::string(victim_key));
+  }
 }
 
 /// A new certificate for an identity makes its older tokens unreachable: drop them.
@@ -303,9 +338,11 @@ void get_credential(self_ptr self, const std::string& key, std::uint64_t id) {
   auto& w = self->state.wires;
   fl->at = state::stage::certs;
   fl->waiting_on = caf::actor_cast<caf::actor_addr>(w->certs);
+  credential_request cr{fl->request.identity, fl->due, {}, fl->correlation_id};
+  // A background renewal (nobody waits) may reuse a fresh metadata answer.
+  cr.renewal = !fl->renews.empty() && fl->waiters.empty();
   self
-    ->request(w->certs, request_timeout(self, fl->due), caf::get_atom::value,
-              credential_request{fl->request.identity, fl->due, {}, fl->correlation_id})
+    ->request(w->certs, request_timeout(self, fl->due), caf::get_atom::value, std::move(cr))
     .then(
       [=](credential_ptr& cred) {
         auto* f = live_flight(self, key, id);
@@ -371,11 +408,21 @@ void retry_renewal(self_ptr self, const std::string& cache_key) {
     return;
   }
   ++e.failed_renewals;
-  std::int64_t delay_ms = 1000;
-  for (int n = 1; n < e.failed_renewals && delay_ms < 60000; ++n)
-    delay_ms *= 2;
-  delay_ms = std::min<std::int64_t>({delay_ms, 60000, e.life.usable_until_ms - now});
+  // Full jitter (io::renewal_retry_delay): tokens whose renewals failed together (an outage)
+  // do not retry together.
+  auto& cfg = st.deps->config;
+  auto delay_ms = io::renewal_retry_delay(e.failed_renewals, cfg.renewal_retry_base,
+                                          cfg.renewal_retry_cap, st.deps->draw)
+                    .count();
+  delay_ms = std::min<std::int64_t>(delay_ms, e.life.usable_until_ms - now);
   self->delayed_send(self, std::chrono::milliseconds(delay_ms), renew_atom::value, cache_key);
+}
+
+/// Takes the flight's unanswered waiters off the pending count (they are answered next).
+void release_waiters(self_ptr self, const state::flight& fl) {
+  for (auto& w : fl.waiters)
+    if (w.promise.pending())
+      --self->state.waiting;
 }
 
 void fail_flight(self_ptr self, const std::string& key, std::uint64_t id, const caf::error& err) {
@@ -385,6 +432,7 @@ void fail_flight(self_ptr self, const std::string& key, std::uint64_t id, const 
     return;
   auto fl = std::move(i->second);
   flights.erase(i);
+  release_waiters(self, fl);
   auto info = describe(err);
   self->state.deps->stats->add(std::string("msiv2_token_errors_total{code=\"")
                                + to_string(info.code) + "\"}");
@@ -414,6 +462,7 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     return;
   auto fl = std::move(i->second);
   flights.erase(i);
+  release_waiters(self, fl);
   auto now = st.deps->wall->now_ms();
   std::optional<std::int64_t> refresh_in;
   if (res.refresh_on > 0 && res.refresh_on * 1000 > now)
@@ -428,14 +477,28 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
   }
   if (cacheable) {
     auto cache_key = key + "\n" + x5t;
-    auto& e = st.cache[cache_key];
+    auto [at, created] = st.cache.try_emplace(cache_key);
+    auto& e = at->second;
+    if (created) {
+      // A renewal whose key changed (new certificate) keeps the old entry's last use; a
+      // first acquisition is a use.
+      auto used = fl.renews.empty() ? now : fl.renews_last_used_ms;
+      e.use = std::make_shared<token_use>(used);
+      e.placed_for_ms = used;
+      e.lru_at = st.lru.insert(st.lru.begin(), &at->first);
+    }
     e.result = res;
     e.life = life;
+    e.usable_until_mono = self->clock().now()
+                          + std::chrono::milliseconds(std::max<std::int64_t>(
+                            0, life.usable_until_ms - now));
     e.client_capabilities = fl.request.client_capabilities;
     e.failed_renewals = 0;
     if (st.wires && st.wires->timer)
       self->send(st.wires->timer, schedule_atom::value, cache_key, life.renew_at_ms,
                  caf::actor_cast<caf::actor>(self));
+    if (created)
+      enforce_bound(self);
     note_cache_size(self);
   }
   for (auto& w : fl.waiters)
@@ -452,6 +515,7 @@ caf::result<token_result> join(self_ptr self, const std::string& key, const toke
   auto rp = self->make_response_promise<token_result>();
   auto wid = st.next_id++;
   fl->waiters.push_back(state::waiter{rp, due, wid});
+  ++st.waiting;
   auto left = due.left(self->clock().now());
   self->delayed_send(self, std::max(left, std::chrono::nanoseconds(0)), caf::timeout_atom::value,
                      key, wid);
@@ -468,17 +532,45 @@ void renew(self_ptr self, const std::string& cache_key, bool front_end) {
   auto i = st.cache.find(cache_key);
   if (i == st.cache.end() || !st.wires || (front_end && i->second.failed_renewals > 0))
     return;
+  auto& e = i->second;
+  auto last_used = last_used_ms(e);
+  if (!front_end) {
+    // Nobody asked for it within the idle window: no background renewal. It is served while
+    // usable (a request that finds it due renews it) and dropped when it is not.
+    auto now = st.deps->wall->now_ms();
+    if (now - last_used >= st.deps->config.token_idle_window.count()) {
+      if (now >= e.life.usable_until_ms) {
+        st.deps->stats->add("msiv2_token_lapses_total");
+        erase_entry(self, cache_key);
+        note_cache_size(self);
+      } else if (st.wires->timer) {
+        self->send(st.wires->timer, schedule_atom::value, cache_key, e.life.usable_until_ms,
+                   caf::actor_cast<caf::actor>(self));
+      }
+      return;
+    }
+  }
   cache_key_parts parts(i->first);
   std::string fkey(parts.flight_key);
+  if (!front_end && e.failed_renewals > 0 && st.flights->count(fkey) == 0 && st.deps->retries
+      && !st.deps->retries->take_retry(self->clock().now())) {
+    // A retry of a failed renewal, and the process's retry budget is spent: no upstream call
+    // now; the next backoff step tries again while the token is still usable.
+    st.deps->stats->add("msiv2_retries_refused_total{artifact=\"access_token\"}");
+    retry_renewal(self, cache_key);
+    return;
+  }
   if (auto f = st.flights->find(fkey); f != st.flights->end()) {
+    if (f->second.renews.empty())
+      f->second.renews_last_used_ms = last_used;
     f->second.renews = cache_key;
     return;
   }
   st.deps->stats->add(renewals_key());
   auto due = deadline::at(self->clock().now() + st.deps->config.actor_request_timeout);
-  auto req = parts.request(i->second.client_capabilities);
+  auto req = parts.request(e.client_capabilities);
   req.timeout = st.deps->config.actor_request_timeout;
-  ensure_flight(self, fkey, req, due, cache_key);
+  ensure_flight(self, fkey, req, due, cache_key).first->renews_last_used_ms = last_used;
   start_chain(self, fkey);
 }
 
@@ -486,9 +578,16 @@ void renew(self_ptr self, const std::string& cache_key, bool front_end) {
 /// deadline: fail them now so callers can retry.
 void rewire(self_ptr self, wiring_ptr w) {
   auto& st = self->state;
+  bool new_timer = st.wires && st.wires->timer && w && w->timer && st.wires->timer != w->timer;
   st.wires = std::move(w);
   if (!st.wires)
     return;
+  if (new_timer) {
+    // A restarted renewal_timer lost every schedule (L9): hand it ours again.
+    for (auto& [key, e] : st.cache)
+      self->send(st.wires->timer, schedule_atom::value, key, e.life.renew_at_ms,
+                 caf::actor_cast<caf::actor>(self));
+  }
   std::vector<std::pair<std::string, std::uint64_t>> broken;
   for (auto& [k, fl] : *st.flights) {
     caf::actor_addr now;
@@ -642,6 +741,9 @@ caf::error normalize_token_request(token_request& req) {
                    "control characters (it goes into HTTP headers)");
   if (req.min_binding > binding_strength::attested_hardware_key)
     return invalid("unknown binding strength in min_binding");
+  if (req.timeout > max_request_timeout)
+    return invalid("the timeout must be at most " + std::to_string(max_request_timeout.count())
+                   + " h (a request waits for upstream calls, not for days)");
   return {};
 }
 
@@ -702,7 +804,13 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
           auto i = st.cache.find(st.key_buf);
           if (i != st.cache.end()) {
             auto& e = i->second;
-            switch (e.life.at(st.deps->wall->now_ms())) {
+            auto now_ms = st.deps->wall->now_ms();
+            auto at = e.life.at(now_ms);
+            if (self->clock().now() >= e.usable_until_mono)
+              at = platform::freshness::expired; // the wall clock went back since receipt
+            if (at != platform::freshness::expired)
+              e.use->touch(now_ms);
+            switch (at) {
               case platform::freshness::fresh: {
                 st.deps->stats->add(hits_key());
                 token_result out = e.result;
@@ -727,6 +835,15 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
         st.key_buf.resize(flight_len);
       }
       st.deps->stats->add(misses_key());
+      if (st.waiting >= st.deps->config.max_pending_requests) {
+        // H2: refuse at once rather than queue without bound.
+        st.deps->stats->add("msiv2_token_errors_total{code=\"overloaded\"}");
+        return make_msiv2_error(error_code::overloaded,
+                                std::to_string(st.waiting)
+                                  + " token requests are already waiting for the upstream "
+                                    "(module_config::max_pending_requests); retry with backoff, "
+                                    "or raise the bound if this load is expected");
+      }
       auto now = self->clock().now();
       auto due = deadline::at(now + req.timeout);
       // The renewal (if any) is of the entry the lookup found expired.
@@ -784,9 +901,11 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
       if (i == flights.end())
         return;
       auto& ws = i->second.waiters;
-      auto w = std::find_if(ws.begin(), ws.end(), [&](const state::waiter& x) { return x.id == wid; });
-      if (w == ws.end())
+      auto w = std::lower_bound(ws.begin(), ws.end(), wid,
+                                [](const state::waiter& x, std::uint64_t id) { return x.id < id; });
+      if (w == ws.end() || w->id != wid || !w->promise.pending())
         return;
+      --self->state.waiting;
       w->promise.deliver(make_msiv2_error(
         error_code::deadline_exceeded,
         "no token within the request's timeout (the upstream chain is still running; a retry "

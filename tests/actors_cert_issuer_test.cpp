@@ -595,6 +595,58 @@ BOOST_FIXTURE_TEST_CASE(unknown_identity_is_identity_not_found, cert_fixture) {
   BOOST_CHECK_EQUAL(imds->requests[0].query("client_id").value_or(""), client_b);
 }
 
+BOOST_FIXTURE_TEST_CASE(unknown_identity_is_remembered_so_a_burst_makes_one_imds_call, cert_fixture) {
+  config.unknown_identity_ttl = 30s;
+  imds->metadata_script.push_back(imds_double::error(400, "Identity not found"));
+  auto ci = spawn();
+  std::vector<std::shared_ptr<test::outcome<credential_ptr>>> outs;
+  for (int i = 0; i < 100; ++i) {
+    outs.push_back(get(ci, managed_identity::by_client_id(client_b)));
+    advance(10ms);
+  }
+  run();
+  for (auto& o : outs) {
+    BOOST_REQUIRE(o->error);
+    BOOST_CHECK(code_of(o->error) == error_code::identity_not_found);
+  }
+  BOOST_CHECK_EQUAL(imds->requests.size(), 1u);
+  // Other identities are not affected, and after the TTL IMDS is asked again (here it now
+  // knows the identity).
+  get_ok(ci);
+  auto metadata_calls = imds->requests.size();
+  advance(30s);
+  auto again = get(ci, managed_identity::by_client_id(client_b));
+  run();
+  BOOST_CHECK(again->value);
+  BOOST_CHECK_GT(imds->requests.size(), metadata_calls);
+}
+
+BOOST_FIXTURE_TEST_CASE(token_renewals_reuse_a_fresh_metadata_answer_first_acquisitions_never,
+                        cert_fixture) {
+  config.metadata_reuse_window = 60s;
+  auto ci = spawn();
+  get_ok(ci); // metadata + issuance
+  auto calls = imds->requests.size();
+  auto renewal = [&] {
+    credential_request req;
+    req.identity = managed_identity::system();
+    req.due = due_in(60s);
+    req.renewal = true;
+    auto got = request<credential_ptr>(ci, caf::get_atom::value, req);
+    run();
+    BOOST_REQUIRE(got->value);
+  };
+  advance(30s);
+  renewal();
+  renewal();
+  BOOST_CHECK_EQUAL(imds->requests.size(), calls); // within the window: no call
+  get_ok(ci);                                       // not a renewal: always asks
+  BOOST_CHECK_EQUAL(imds->requests.size(), calls + 1);
+  advance(61s);
+  renewal();                                        // the window passed
+  BOOST_CHECK_EQUAL(imds->requests.size(), calls + 2);
+}
+
 BOOST_FIXTURE_TEST_CASE(refused_x5t_evicts_and_mints_with_bypass_cache, cert_fixture) {
   auto ci = spawn();
   auto first = get_ok(ci);

@@ -297,6 +297,29 @@ BOOST_AUTO_TEST_CASE(restart_backoff_doubles_for_a_crash_loop) {
   BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::certs)], 4);
 }
 
+BOOST_AUTO_TEST_CASE(a_crash_loop_reports_the_module_degraded_until_a_quiet_minute) {
+  start();
+  auto degraded = [&] {
+    auto g = stats->snapshot().gauges;
+    return g.count("msiv2_degraded") ? g["msiv2_degraded"] : -1.0;
+  };
+  for (int i = 0; i < 5; ++i) {
+    caf::anon_send_exit(current(actor_role::probe), caf::exit_reason::kill);
+    run();
+    advance(2s);
+  }
+  BOOST_CHECK_EQUAL(degraded(), -1.0); // five restarts within a minute: not yet
+  caf::anon_send_exit(current(actor_role::probe), caf::exit_reason::kill);
+  run();
+  BOOST_CHECK_EQUAL(degraded(), 1.0);
+  advance(30s);
+  BOOST_CHECK_EQUAL(degraded(), 1.0);
+  advance(61s); // a whole window without a restart
+  BOOST_CHECK_EQUAL(degraded(), 0.0);
+  // It kept restarting the actor all along.
+  BOOST_CHECK_EQUAL(r->spawns[static_cast<std::size_t>(actor_role::probe)], 7);
+}
+
 BOOST_AUTO_TEST_CASE(pending_callers_of_a_crashed_actor_get_an_error_not_silence) {
   start();
   r->hold = true;

@@ -9,6 +9,7 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include "actors/renewal_timer.hpp"
 #include "actors/token_service.hpp"
 #include "tests/support/actor_fixture.hpp"
 
@@ -127,6 +128,8 @@ struct fixture : test::actor_fixture {
   script_ptr s = std::make_shared<script>();
   caf::actor probe_a, certs_a, exchanger_a, timer_a;
   token_service service;
+  /// The real renewal_timer instead of the recording double (renewals then happen on their own).
+  bool real_timer = false;
 
   fixture() {
     s->wall = wall;
@@ -137,7 +140,8 @@ struct fixture : test::actor_fixture {
     probe_a = keep(sys.spawn(probe_double, s));
     certs_a = keep(sys.spawn(cert_double, s));
     exchanger_a = keep(sys.spawn(exchanger_double, s));
-    timer_a = keep(sys.spawn(timer_double, s));
+    timer_a = real_timer ? caf::actor_cast<caf::actor>(keep(sys.spawn(renewal_timer_impl, deps())))
+                         : keep(sys.spawn(timer_double, s));
     service = keep(sys.spawn(token_service_impl, deps()));
     wire();
   }
@@ -150,6 +154,7 @@ struct fixture : test::actor_fixture {
     w->timer = caf::actor_cast<renewal_timer>(timer_a);
     w->service = service;
     caf::anon_send(service, wire_atom::value, wiring_ptr{w});
+    caf::anon_send(timer_a, wire_atom::value, wiring_ptr{w});
     run();
   }
 
@@ -175,6 +180,18 @@ struct fixture : test::actor_fixture {
   void release() {
     caf::anon_send(exchanger_a, caf::ok_atom::value);
     run();
+  }
+
+  /// Advances virtual time by `total` in steps of `step`, so that every timer fires near its time.
+  void advance_in_steps(std::chrono::seconds total, std::chrono::seconds step) {
+    for (auto t = std::chrono::seconds(0); t < total; t += step)
+      advance(step);
+  }
+
+  double gauge(const std::string& k) {
+    auto snap = stats->snapshot();
+    auto i = snap.gauges.find(k);
+    return i == snap.gauges.end() ? -1.0 : i->second;
   }
 
   std::uint64_t counter(const std::string& k) {
@@ -707,6 +724,154 @@ BOOST_AUTO_TEST_CASE(rewiring_after_a_peer_restart_fails_flights_waiting_on_the_
   BOOST_CHECK(describe(a->error).description.find("token_exchanger") != std::string::npos);
   s->hold = false;
   BOOST_CHECK(get(pop()).value);
+}
+
+BOOST_AUTO_TEST_CASE(ten_thousand_resources_asked_once_stay_within_the_bound_and_are_never_renewed) {
+  config.max_cached_tokens = 1000;
+  config.token_idle_window = 10min;
+  real_timer = true;
+  start();
+  std::vector<std::shared_ptr<test::outcome<token_result>>> outs;
+  for (int i = 0; i < 10000; ++i) {
+    outs.push_back(ask(pop("https://r" + std::to_string(i) + ".example")));
+    if (i % 500 == 499)
+      run();
+  }
+  run();
+  for (auto& o : outs)
+    BOOST_REQUIRE(o->value);
+  BOOST_CHECK_EQUAL(s->exchanges, 10000);
+  BOOST_CHECK_EQUAL(gauge("msiv2_cached_tokens"), 1000.0);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_evictions_total"), 9000u);
+  BOOST_CHECK_EQUAL(gauge(renewal_gauge_name("token")), 1000.0);
+  // Ten lifetimes (1 h tokens) with no request at all.
+  advance_in_steps(36000s, 60s);
+  BOOST_CHECK_EQUAL(s->exchanges, 10000);
+  BOOST_CHECK_EQUAL(counter("msiv2_renewals_total{artifact=\"access_token\"}"), 0u);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_lapses_total"), 1000u);
+  BOOST_CHECK_EQUAL(gauge("msiv2_cached_tokens"), 0.0);
+  BOOST_CHECK_EQUAL(gauge(renewal_gauge_name("token")), 0.0);
+  // Aggregate gauges only: the series do not grow with the number of tokens.
+  auto snap = request<stats_snapshot>(service, stats_atom::value);
+  run();
+  BOOST_REQUIRE(snap->value);
+  BOOST_CHECK_LE(snap->value->gauges.size(), 8u);
+}
+
+BOOST_AUTO_TEST_CASE(the_bound_drops_the_least_recently_used_token_not_the_oldest) {
+  config.max_cached_tokens = 2;
+  start();
+  get(pop("https://a.example"));
+  get(pop("https://b.example"));
+  advance(2s);
+  BOOST_CHECK(get(pop("https://a.example")).value->source == token_source::cache);
+  get(pop("https://c.example")); // b is the least recently used
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  BOOST_CHECK(get(pop("https://a.example")).value->source == token_source::cache);
+  BOOST_CHECK(get(pop("https://c.example")).value->source == token_source::cache);
+  BOOST_CHECK(get(pop("https://b.example")).value->source == token_source::network);
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_evictions_total"), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_token_in_use_is_renewed_in_the_background_and_an_idle_one_lapses) {
+  config.token_idle_window = 10min;
+  real_timer = true;
+  start();
+  get(pop("https://used.example"));
+  get(pop("https://idle.example"));
+  // Three lifetimes; "used" is asked for every 5 minutes.
+  for (int i = 0; i < 36; ++i) {
+    advance_in_steps(300s, 60s);
+    auto got = get(pop("https://used.example"));
+    BOOST_REQUIRE(got.value);
+    BOOST_CHECK(got.value->source == token_source::cache);
+  }
+  int used = 0, idle = 0;
+  for (auto& r : s->exchange_requests)
+    (r.request.resource == "https://used.example" ? used : idle) += 1;
+  BOOST_CHECK_EQUAL(idle, 1);
+  BOOST_CHECK_GE(used, 4); // the first, then one renewal per half-life
+  BOOST_CHECK_EQUAL(counter("msiv2_token_lapses_total"), 1u);
+  BOOST_CHECK_EQUAL(gauge("msiv2_cached_tokens"), 1.0);
+  // The idle one, asked again, comes from the network.
+  BOOST_CHECK(get(pop("https://idle.example")).value->source == token_source::network);
+}
+
+BOOST_AUTO_TEST_CASE(a_restarted_renewal_timer_gets_every_schedule_again) {
+  real_timer = true;
+  start();
+  get(pop());
+  caf::anon_send_exit(timer_a, caf::exit_reason::kill);
+  run();
+  timer_a = caf::actor_cast<caf::actor>(keep(sys.spawn(renewal_timer_impl, deps())));
+  wire();
+  BOOST_CHECK_EQUAL(gauge(renewal_gauge_name("token")), 1.0);
+  // Renewed in the background at half-life although the new timer never saw the token come.
+  advance_in_steps(1860s, 60s);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  BOOST_CHECK_EQUAL(counter("msiv2_renewals_total{artifact=\"access_token\"}"), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_wall_clock_set_back_after_receipt_does_not_stretch_a_token_past_its_lifetime) {
+  start();
+  get(pop()); // a 1 h token, usable for 55 min after receipt
+  wall->jump(-3'600'000);
+  advance(3299s);
+  BOOST_CHECK(get(pop()).value->source == token_source::cache);
+  advance(1s); // by the wall clock it is 5 min before receipt; by the monotonic clock, 55 min after
+  auto got = get(pop());
+  BOOST_REQUIRE(got.value);
+  BOOST_CHECK(got.value->source == token_source::network);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+}
+
+BOOST_AUTO_TEST_CASE(a_timeout_of_a_million_hours_is_invalid_request_not_an_overflow) {
+  start();
+  auto r = pop();
+  r.timeout = std::chrono::hours(1'000'000);
+  auto got = get(r);
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::invalid_request);
+  BOOST_CHECK_NE(describe(got.error).description.find("at most 24 h"), std::string::npos);
+  r.timeout = std::chrono::milliseconds::max();
+  BOOST_CHECK(code_of(get(r).error) == error_code::invalid_request);
+  BOOST_CHECK_EQUAL(s->exchanges, 0);
+}
+
+BOOST_AUTO_TEST_CASE(beyond_max_pending_requests_callers_get_overloaded_at_once) {
+  config.max_pending_requests = 100;
+  start();
+  s->hold = true;
+  std::vector<std::shared_ptr<test::outcome<token_result>>> outs;
+  for (int i = 0; i < 1000; ++i)
+    outs.push_back(ask(pop("https://r" + std::to_string(i) + ".example")));
+  run();
+  int overloaded = 0, waiting = 0;
+  for (auto& o : outs) {
+    if (!o->answered())
+      ++waiting;
+    else if (o->error && code_of(o->error) == error_code::overloaded)
+      ++overloaded;
+  }
+  BOOST_CHECK_EQUAL(waiting, 100);
+  BOOST_CHECK_EQUAL(overloaded, 900);
+  BOOST_CHECK_NE(describe(outs.back()->error).description.find("max_pending_requests"),
+                 std::string::npos);
+  // Once the waiting ones are answered, new requests are admitted again.
+  s->hold = false;
+  release();
+  BOOST_CHECK(get(pop("https://later.example")).value);
+  // Timed-out waiters leave room too.
+  s->hold = true;
+  for (int i = 0; i < 100; ++i)
+    ask(pop("https://t" + std::to_string(i) + ".example"));
+  run();
+  BOOST_CHECK(code_of(get(pop("https://x.example")).error) == error_code::overloaded);
+  advance(11s);
+  auto after = ask(pop("https://y.example"));
+  run();
+  BOOST_CHECK(!after->answered()); // admitted: waits for the held exchanger
 }
 
 BOOST_AUTO_TEST_SUITE_END()
