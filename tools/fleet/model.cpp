@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <string>
 
 #include "tools/fleet/module_rules.hpp"
 
@@ -253,6 +255,9 @@ private:
     std::int64_t cert_t1 = 0;
     std::int64_t mint_until = -never;
     bool mint_ok = false;
+    // msiv2: the process's retry budget and circuits, and its last getplatformmetadata call
+    std::shared_ptr<rules::governor> retries;
+    std::int64_t metadata_at = -never;
   };
   struct token_state {
     std::uint32_t gen = 0;
@@ -340,13 +345,19 @@ private:
 
   // ---- upstream chains ---------------------------------------------------------------------
   /// Calls one leg with the policy's retries from `t`; returns (ok, time the answer came).
+  /// msiv2: every retry takes from `gov`'s budget, and a token endpoint call first asks its
+  /// circuit (token_exchanger; a refused call fails at once, without a call).
   template <class Fails>
   std::pair<bool, std::int64_t> call_leg(service s, io::retry_leg leg, std::uint32_t vm,
                                          std::int64_t t, std::int64_t latency, bool on_imds,
-                                         Fails fails) {
+                                         Fails fails, rules::governor* gov = nullptr) {
     io::retry_state state;
     static constexpr std::int64_t fixed[] = {1000, 2000, 4000};
+    static const std::string circuit = "token_endpoint";
+    const bool circuits = gov != nullptr && leg == io::retry_leg::token_endpoint;
     for (int attempt = 0;; ++attempt) {
+      if (circuits && !gov->admit(circuit, t - start_))
+        return {false, t};
       count(s, t);
       if (s == service::token && in_fault(t) && !tokens_[current_token_].fault_seen) {
         tokens_[current_token_].fault_seen = true;
@@ -354,11 +365,18 @@ private:
       }
       if (on_imds)
         imds(vm, t);
-      if (!fails(t))
+      bool failed = fails(t);
+      if (circuits)
+        gov->record(circuit, failed, t + latency - start_);
+      if (!failed)
         return {true, t + latency};
       std::optional<std::int64_t> delay;
       switch (pol_) {
-        case policy::msiv2: delay = rules::retry_delay_ms(leg, state, 503, draw_); break;
+        case policy::msiv2:
+          delay = rules::retry_delay_ms(leg, state, 503, draw_);
+          if (delay && gov != nullptr && !gov->take_retry(t + latency - start_))
+            delay.reset();
+          break;
         case policy::reference:
           if (attempt < 3)
             delay = fixed[attempt];
@@ -372,7 +390,8 @@ private:
   }
 
   /// Mints a certificate from `t`: metadata, attestation when needed, issuecredential.
-  std::pair<bool, std::int64_t> mint_chain(std::uint32_t vm, std::int64_t t) {
+  std::pair<bool, std::int64_t> mint_chain(std::uint32_t vm, std::int64_t t,
+                                           rules::governor* gov = nullptr) {
     auto& v = vms_[vm];
     imds(vm, t); // getplatformmetadata
     t += p_.imds_latency_ms;
@@ -386,7 +405,7 @@ private:
       }
     }
     auto r = call_leg(service::issuecredential, io::retry_leg::imds, vm, t, p_.issue_latency_ms,
-                      true, [this](std::int64_t at) { return issue_call_fails(at); });
+                      true, [this](std::int64_t at) { return issue_call_fails(at); }, gov);
     if (r.first && r.second >= 0 && r.second < end_)
       ++out_.issuances;
     return r;
@@ -441,7 +460,7 @@ private:
         return {true, t};
       if (v.mint_epoch == v.key_epoch && v.mint_until >= t)
         return {v.mint_ok, v.mint_until}; // the writer's lock: wait, then adopt its file
-      auto r = mint_chain(vm, t);
+      auto r = mint_chain(vm, t, procs_[proc].retries.get());
       v.mint_epoch = v.key_epoch;
       v.mint_until = r.second;
       v.mint_ok = r.first;
@@ -473,6 +492,13 @@ private:
     auto vm = proc / p_.processes;
     auto& tok = tokens_[k];
     current_token_ = k;
+    auto* gov = pol_ == policy::msiv2 ? procs_[proc].retries.get() : nullptr;
+    // msiv2: a background renewal (the process holds a token) that failed before is a retry:
+    // it takes from the process's budget, or waits for its next backoff step without a call
+    // (token_service, renew).
+    const bool renewal = pol_ == policy::msiv2 && tok.has_token && t < tok.usable;
+    if (renewal && tok.failures > 0 && gov != nullptr && !gov->take_retry(t - start_))
+      return token_failed(k, t);
     auto cert = ensure_cert(vm, proc, t);
     if (!cert.first)
       return token_failed(k, cert.second);
@@ -480,11 +506,21 @@ private:
     if (pol_ == policy::msiv2)
       note_certificate(vm, proc, k, tc);
     if (pol_ == policy::msiv2) {
-      imds(vm, tc); // cert_issuer asks getplatformmetadata on every credential request
-      tc += p_.imds_latency_ms;
+      // cert_issuer asks getplatformmetadata on every credential request, except that a
+      // background renewal is served a fresh certificate when the process's last call is
+      // younger than metadata_reuse_window.
+      auto& pr = procs_[proc];
+      auto& v = vms_[vm];
+      bool reuse = renewal && tc < v.cert_renew
+                   && tc - pr.metadata_at < rules::metadata_reuse_window_ms();
+      if (!reuse) {
+        imds(vm, tc);
+        pr.metadata_at = tc;
+        tc += p_.imds_latency_ms;
+      }
     }
     auto r = call_leg(service::token, io::retry_leg::token_endpoint, vm, tc, p_.token_latency_ms,
-                      false, [this](std::int64_t at) { return token_call_fails(at); });
+                      false, [this](std::int64_t at) { return token_call_fails(at); }, gov);
     if (!r.first)
       return token_failed(k, r.second);
     auto ts = r.second;
@@ -546,7 +582,7 @@ private:
     auto& tok = tokens_[k];
     ++tok.failures;
     if (pol_ == policy::msiv2 && t < tok.usable) {
-      auto next = t + rules::token_renewal_backoff_ms(tok.failures);
+      auto next = t + rules::token_renewal_backoff_ms(tok.failures, draw_);
       if (next < tok.usable) {
         at(next, token_retry, k, ++tok.gen);
         return;
@@ -564,7 +600,8 @@ private:
       return;
     if (v.mint_epoch == v.key_epoch && v.mint_until >= t)
       return;
-    auto r = mint_chain(vm, t);
+    // The renewal runs in one of the VM's processes (the first to take the writer lock).
+    auto r = mint_chain(vm, t, procs_[static_cast<std::size_t>(vm) * p_.processes].retries.get());
     v.mint_epoch = v.key_epoch;
     v.mint_until = r.second;
     v.mint_ok = r.first;
@@ -572,7 +609,7 @@ private:
       set_vm_cert(vm, r.second);
       return;
     }
-    auto next = r.second + rules::cert_renewal_backoff_ms(++v.cert_failures);
+    auto next = r.second + rules::cert_renewal_backoff_ms(++v.cert_failures, draw_);
     if (next < v.cert_usable)
       at(next, cert_renew, vm, ++v.cert_version);
   }
@@ -612,6 +649,11 @@ private:
   void start_process(std::uint32_t proc, std::int64_t t) {
     auto& pr = procs_[proc];
     pr.started = t;
+    if (pol_ == policy::msiv2) {
+      // A new process: its own retry budget and circuits, no metadata answer yet.
+      pr.retries = std::make_shared<rules::governor>(draw_);
+      pr.metadata_at = -never;
+    }
     for (std::uint32_t r = 0; r < p_.resources; ++r) {
       auto k = proc * p_.resources + r;
       auto& tok = tokens_[k];
