@@ -49,6 +49,13 @@ std::shared_ptr<attestation_provider> attestation_for(const module_config& cfg, 
   return std::make_shared<per_key_attestation>(std::move(tpm_provider), std::move(keyguard));
 }
 
+/// How deep get_token callbacks served on the caller's thread may nest (a callback that asks
+/// again, and again...) before a call goes through the bridge, which bounds the stack.
+constexpr int max_inline_depth = 8;
+
+/// get_token callbacks running on this thread from a cached hit.
+thread_local int inline_depth = 0;
+
 } // namespace
 
 result<std::unique_ptr<client>> client::create(client_options options) {
@@ -127,6 +134,9 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   if (!deps.attestation && deps.config.attest)
     deps.attestation = attestation_for(deps.config, keys_given, deps.transport, deps.wall);
   deps.stats = std::make_shared<stats_registry>();
+  deps.snapshot = std::make_shared<token_snapshot>();
+  c->snapshot_ = deps.snapshot;
+  c->wall_ = deps.wall;
   c->shutdown_timeout_ = options.shutdown_timeout;
   c->module_ = module::start(*c->sys_, std::move(deps), std::move(options.factories));
   client_bridge_options bo;
@@ -164,13 +174,31 @@ void client::get_token(token_request request, std::function<void(token_outcome)>
     done(make_msiv2_error(error_code::shutting_down, "the client is shutting down"));
     return;
   }
+  if (inline_depth < max_inline_depth) {
+    if (auto hit = try_cached(request)) {
+      struct nesting {
+        nesting() { ++inline_depth; }
+        ~nesting() { --inline_depth; }
+      } guard;
+      done(std::move(*hit));
+      return;
+    }
+  }
   caf::anon_send(bridge_, std::move(request), pending_callback{std::move(done)});
+}
+
+std::optional<token_result> client::try_cached(const token_request& request) const {
+  if (!snapshot_)
+    return std::nullopt;
+  return snapshot_->find(request, wall_->now_ms());
 }
 
 token_outcome client::get_token_blocking(token_request request) {
   auto service = module_.service();
   if (!service)
     return make_msiv2_error(error_code::shutting_down, "the client is shutting down");
+  if (auto hit = try_cached(request))
+    return std::move(*hit);
   caf::scoped_actor self{*sys_};
   token_outcome out = make_msiv2_error(error_code::internal_failure, "no answer");
   auto timeout = request.timeout + answer_margin;

@@ -10,11 +10,17 @@
 //     // runs on a module thread: post it back to your own executor
 //   });
 //   auto t = (*c)->get_token_blocking(req);       // scripts and tests
+//   if (auto t = (*c)->try_cached(req)) use(*t);  // a fresh cached token, no message, no wait
+//
+// Cached tokens are read from the snapshot token_service publishes (actors/token_snapshot.hpp):
+// try_cached, and get_token before it sends anything, serve a fresh cached token on the
+// caller's thread at the cost of a hash lookup and a copy.
 
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -68,9 +74,20 @@ public:
   /// actor_system.
   ~client();
 
-  /// Asks for a token; `done` runs once, on a module thread, with the token or the error.
+  /// Asks for a token; `done` runs once with the token or the error. A fresh cached token
+  /// (what try_cached returns) is handed to `done` on the calling thread before get_token
+  /// returns (unless `done` itself calls get_token more than a few levels deep: then, and
+  /// for everything else, `done` runs later on a module thread). So `done` must not take a
+  /// lock the caller holds around get_token.
   void get_token(token_request request, std::function<void(token_outcome)> done);
-  /// Asks for a token and waits for it. Never call it from an actor or a module callback.
+  /// The cached token for `request` if one is fresh (before its refresh time by the module's
+  /// wall clock), read from the snapshot token_service publishes: no message, no wait, no
+  /// lock a writer holds. Empty for a miss, a request with claims or force_refresh, a token
+  /// past its refresh time, or one the module would refuse; the caller then uses get_token
+  /// (which renews a token past its refresh time and reports errors). Any thread.
+  std::optional<token_result> try_cached(const token_request& request) const;
+  /// Asks for a token and waits for it (a fresh cached token is returned at once). Never call
+  /// it from an actor or a module callback.
   token_outcome get_token_blocking(token_request request);
   /// The module's counters and gauges (blocking, bounded by one second).
   stats_snapshot stats();
@@ -93,6 +110,9 @@ private:
   /// One long-lived actor that turns get_token calls into requests to the module (spawning an
   /// actor per call cost most of the callback API's throughput and tail latency).
   caf::actor bridge_;
+  /// What token_service publishes, and the wall clock its tokens are judged by.
+  std::shared_ptr<token_snapshot> snapshot_;
+  std::shared_ptr<platform::wall_clock> wall_;
   std::chrono::milliseconds shutdown_timeout_{5000};
   /// Bounds the capability query (module_config::imds_timeout).
   std::chrono::milliseconds imds_timeout_{10000};

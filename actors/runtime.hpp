@@ -17,6 +17,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 
 #include "msiv2/actors/artifact_store.hpp"
+#include "msiv2/actors/token_snapshot.hpp"
 #include "msiv2/io/http.hpp"
 #include "msiv2/messages/protocol.hpp"
 #include "msiv2/platform/clock.hpp"
@@ -185,6 +186,9 @@ struct runtime_deps {
   std::shared_ptr<stats_registry> stats;
   /// The cache directory shared with this user's other processes; null: memory only.
   std::shared_ptr<artifact_store> files;
+  /// Where token_service publishes its cached tokens for lock-free readers
+  /// (msiv2::client::try_cached); null: nothing is published.
+  std::shared_ptr<token_snapshot> snapshot;
 };
 
 using deps_ptr = std::shared_ptr<const runtime_deps>;

@@ -178,7 +178,7 @@ void update_gauges(self_ptr self) {
   std::int64_t expires = std::numeric_limits<std::int64_t>::max();
   std::int64_t renews = expires;
   for (auto& [k, e] : st.cache) {
-    expires = std::min(expires, e.result.expires_on);
+    expires = std::min(expires, e.token->result.expires_on);
     renews = std::min(renews, e.life.renew_at_ms / 1000);
   }
   if (st.cache.empty()) {
@@ -192,9 +192,27 @@ void update_gauges(self_ptr self) {
   }
 }
 
-void erase_entry(self_ptr self, const std::string& cache_key) {
+/// Publishes the staged changes of the snapshot (before anything that depends on them is
+/// answered).
+void publish(self_ptr self) {
+  if (auto& snap = self->state.deps->snapshot)
+    snap->commit();
+}
+
+/// Drops a cached token; `publish_now` false when the caller publishes a batch itself.
+void erase_entry(self_ptr self, const std::string& cache_key, bool publish_now = true) {
+  auto& st = self->state;
   cancel_timer(self, cache_key);
-  self->state.cache.erase(cache_key);
+  auto i = st.cache.find(cache_key);
+  if (i == st.cache.end())
+    return;
+  if (auto& snap = st.deps->snapshot) {
+    auto& tok = *i->second.token;
+    snap->erase(tok.identity, tok.resource, tok.type);
+  }
+  st.cache.erase(i);
+  if (publish_now)
+    publish(self);
 }
 
 /// A new certificate for an identity makes its older tokens unreachable: drop them.
@@ -211,9 +229,11 @@ void note_x5t(self_ptr self, const std::string& identity_key, const std::string&
       stale.push_back(k);
   }
   for (auto& k : stale)
-    erase_entry(self, k);
-  if (!stale.empty())
+    erase_entry(self, k, false);
+  if (!stale.empty()) {
+    publish(self);
     note_cache_size(self);
+  }
 }
 
 void start_chain(self_ptr self, const std::string& key);
@@ -429,13 +449,28 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
   if (cacheable) {
     auto cache_key = key + "\n" + x5t;
     auto& e = st.cache[cache_key];
-    e.result = res;
+    auto tok = std::make_shared<published_token>();
+    tok->identity = fl.request.identity;
+    tok->resource = fl.request.resource;
+    tok->type = fl.request.type;
+    tok->result = res;
+    tok->result.source = token_source::cache;
+    tok->renew_at_ms = life.renew_at_ms;
+    // A renewal is not a use: an idle token stays idle.
+    tok->last_used_ms.store(e.token ? e.token->last_used_ms.load(std::memory_order_relaxed) : now,
+                            std::memory_order_relaxed);
+    tok->hash = token_snapshot::hash_of(tok->identity, tok->resource, tok->type);
+    e.token = tok;
     e.life = life;
     e.client_capabilities = fl.request.client_capabilities;
     e.failed_renewals = 0;
     if (st.wires && st.wires->timer)
       self->send(st.wires->timer, schedule_atom::value, cache_key, life.renew_at_ms,
                  caf::actor_cast<caf::actor>(self));
+    if (auto& snap = st.deps->snapshot) {
+      snap->put(std::move(tok));
+      publish(self);
+    }
     note_cache_size(self);
   }
   for (auto& w : fl.waiters)
@@ -648,6 +683,11 @@ caf::error normalize_token_request(token_request& req) {
 token_service::behavior_type
 token_service_impl(token_service::stateful_pointer<token_service_state> self, deps_ptr deps) {
   self->state.deps = std::move(deps);
+  // A new incarnation starts with an empty cache: readers stop seeing the old one's tokens.
+  if (auto& snap = self->state.deps->snapshot) {
+    snap->clear();
+    snap->commit();
+  }
   // Answer every waiter when the actor stops, whatever the reason (pitfall 4).
   auto flights = self->state.flights;
   self->attach_functor([=](const caf::error& reason) {
@@ -702,17 +742,17 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
           auto i = st.cache.find(st.key_buf);
           if (i != st.cache.end()) {
             auto& e = i->second;
-            switch (e.life.at(st.deps->wall->now_ms())) {
+            auto now_ms = st.deps->wall->now_ms();
+            switch (e.life.at(now_ms)) {
               case platform::freshness::fresh: {
                 st.deps->stats->add(hits_key());
-                token_result out = e.result;
-                out.source = token_source::cache;
-                return out;
+                e.token->touch(now_ms);
+                return e.token->result;
               }
               case platform::freshness::due: {
                 st.deps->stats->add(hits_key());
-                token_result out = e.result;
-                out.source = token_source::cache;
+                e.token->touch(now_ms);
+                token_result out = e.token->result;
                 renew(self, i->first, true);
                 return out;
               }
@@ -736,6 +776,9 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
     [=](stats_atom) -> stats_snapshot {
       update_gauges(self);
       auto snap = self->state.deps->stats->snapshot();
+      if (auto& published = self->state.deps->snapshot)
+        if (auto n = published->hits(); n > 0)
+          snap.counters[hits_key()] += n; // hits served without a message
       snap.gauges["msiv2_token_flights"] = static_cast<double>(self->state.flights->size());
       return snap;
     },

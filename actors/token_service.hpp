@@ -6,7 +6,10 @@
 // (single-flight): cert_issuer -> token_exchanger for mtls_pop (no probe: getplatformmetadata
 // itself tells v2 from v1-only and no IMDS, as MSAL .NET does), token_exchanger over IMDS v1
 // for bearer. The header-less probe answers the capability query only. Tokens are renewed by the lifecycle rule, in the background, when a
-// request finds them due or when renewal_timer says so.
+// request finds them due or when renewal_timer says so. After every change to its
+// cache it publishes the cache to deps->snapshot (actors/token_snapshot.hpp), before it answers
+// anything that depends on the change, so readers on other threads find fresh tokens without a
+// message.
 
 #include <cstdint>
 #include <memory>
@@ -65,7 +68,9 @@ struct token_service_state {
   /// resource, type, no claims; then the x5t#S256), so the entry keeps no copies of them:
   /// see cache_key_parts() in token_service.cpp.
   struct entry {
-    token_result result;
+    /// The token and its request key, shared with the readers of deps->snapshot (immutable;
+    /// a renewal replaces it).
+    published_token_ptr token;
     platform::lifecycle life;
     /// Of the request that got the token (not part of the key); used again to renew it.
     std::vector<std::string> client_capabilities;

@@ -138,4 +138,93 @@ BOOST_AUTO_TEST_CASE(destructor_answers_pending_callbacks_with_shutting_down) {
   BOOST_CHECK(describe(t.error()).code == error_code::shutting_down);
 }
 
+BOOST_AUTO_TEST_CASE(try_cached_misses_until_a_token_is_cached_then_serves_it_without_a_message) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  BOOST_CHECK(!(*c)->try_cached(pop()));
+  auto a = (*c)->get_token_blocking(pop());
+  BOOST_REQUIRE(a);
+  auto hit = (*c)->try_cached(pop());
+  BOOST_REQUIRE(hit);
+  BOOST_CHECK_EQUAL(hit->access_token, "token-1");
+  BOOST_CHECK(hit->source == token_source::cache);
+  auto scoped = pop();
+  scoped.resource += "/.default";
+  BOOST_CHECK((*c)->try_cached(scoped));
+  auto bearer = pop();
+  bearer.type = token_type::bearer;
+  BOOST_CHECK(!(*c)->try_cached(bearer));
+  auto claims = pop();
+  claims.claims = R"({"access_token":{"nbf":{"essential":true,"value":"1"}}})";
+  BOOST_CHECK(!(*c)->try_cached(claims));
+  auto forced = pop();
+  forced.force_refresh = true;
+  BOOST_CHECK(!(*c)->try_cached(forced));
+  BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+  auto s = (*c)->stats();
+  BOOST_CHECK_EQUAL(s.counters["msiv2_cache_hits_total{artifact=\"access_token\"}"], 2u);
+}
+
+BOOST_AUTO_TEST_CASE(get_token_serves_a_cached_token_on_the_calling_thread_before_returning) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  BOOST_REQUIRE((*c)->get_token_blocking(pop()));
+  std::optional<token_outcome> got;
+  std::thread::id tid;
+  (*c)->get_token(pop(), [&](token_outcome t) {
+    got = std::move(t);
+    tid = std::this_thread::get_id();
+  });
+  BOOST_REQUIRE(got);
+  BOOST_REQUIRE(*got);
+  BOOST_CHECK_EQUAL((*got)->access_token, "token-1");
+  BOOST_CHECK((*got)->source == token_source::cache);
+  BOOST_CHECK(tid == std::this_thread::get_id());
+  BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+}
+
+BOOST_AUTO_TEST_CASE(callbacks_that_ask_again_from_a_cached_hit_nest_only_a_few_levels_deep) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  BOOST_REQUIRE((*c)->get_token_blocking(pop()));
+  // A chain of 200 calls, each asked from the previous one's callback: served on the
+  // caller's thread up to a bounded depth, then through the module, never a deep stack.
+  // Each call happens after the previous callback started, so the plain counters are never
+  // touched by two threads at once; the nesting depth is per thread.
+  struct chain_state {
+    client* cl = nullptr;
+    int left = 200;
+    std::atomic<int> deepest{0};
+    int failures = 0;
+    std::promise<void> done;
+  };
+  auto st = std::make_shared<chain_state>();
+  st->cl = c->get();
+  std::function<void()> next;
+  next = [st, &next] {
+    st->cl->get_token(pop(), [st, &next](token_outcome t) {
+      static thread_local int depth = 0;
+      ++depth;
+      if (depth > st->deepest.load())
+        st->deepest.store(depth);
+      if (!t)
+        ++st->failures;
+      bool last = --st->left == 0;
+      if (!last)
+        next();
+      --depth;
+      if (last)
+        st->done.set_value();
+    });
+  };
+  next();
+  BOOST_REQUIRE(st->done.get_future().wait_for(10s) == std::future_status::ready);
+  BOOST_CHECK_EQUAL(st->failures, 0);
+  BOOST_CHECK_LE(st->deepest.load(), 9);
+  BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

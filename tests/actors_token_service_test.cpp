@@ -127,9 +127,23 @@ struct fixture : test::actor_fixture {
   script_ptr s = std::make_shared<script>();
   caf::actor probe_a, certs_a, exchanger_a, timer_a;
   token_service service;
+  /// What token_service publishes for lock-free readers (every test runs with it).
+  std::shared_ptr<token_snapshot> published = std::make_shared<token_snapshot>();
 
   fixture() {
     s->wall = wall;
+  }
+
+  /// deps() with the snapshot.
+  deps_ptr deps_with_snapshot() const {
+    auto d = std::make_shared<runtime_deps>(*deps());
+    d->snapshot = published;
+    return d;
+  }
+
+  /// What a reader on another thread would get now.
+  std::optional<token_result> read(const token_request& r) const {
+    return published->find(r, wall_ms());
   }
 
   /// Spawns the doubles and the service (after a test edited `config`).
@@ -138,7 +152,7 @@ struct fixture : test::actor_fixture {
     certs_a = keep(sys.spawn(cert_double, s));
     exchanger_a = keep(sys.spawn(exchanger_double, s));
     timer_a = keep(sys.spawn(timer_double, s));
-    service = keep(sys.spawn(token_service_impl, deps()));
+    service = keep(sys.spawn(token_service_impl, deps_with_snapshot()));
     wire();
   }
 
@@ -751,6 +765,95 @@ BOOST_AUTO_TEST_CASE(rewiring_after_a_peer_restart_fails_flights_waiting_on_the_
   BOOST_CHECK(describe(a->error).description.find("token_exchanger") != std::string::npos);
   s->hold = false;
   BOOST_CHECK(get(pop()).value);
+}
+
+// The snapshot read path (issue 16): what readers see after each change, before anything that
+// depends on the change is answered.
+
+BOOST_AUTO_TEST_CASE(a_cached_token_is_published_for_readers_when_it_is_answered) {
+  start();
+  BOOST_CHECK(!read(pop()));
+  auto first = get(pop("https://vault.azure.net/.default"));
+  BOOST_REQUIRE(first.value);
+  auto seen = read(pop());
+  BOOST_REQUIRE(seen);
+  BOOST_CHECK_EQUAL(seen->access_token, "token-1");
+  BOOST_CHECK(seen->source == token_source::cache);
+  BOOST_CHECK_EQUAL(seen->binding->x5t_s256, "x5t-A");
+  BOOST_CHECK(!read(pop("https://storage.azure.com")));
+  // Hits served from the snapshot are counted with the actor's own.
+  get(pop());
+  auto snap = request<stats_snapshot>(service, stats_atom::value);
+  run();
+  BOOST_REQUIRE(snap->value);
+  BOOST_CHECK_EQUAL(snap->value->counters["msiv2_cache_hits_total{artifact=\"access_token\"}"], 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_claims_token_is_never_published) {
+  start();
+  auto r = pop();
+  r.claims = R"({"access_token":{"nbf":{"essential":true,"value":"1"}}})";
+  get(r);
+  BOOST_CHECK(!read(pop()));
+  BOOST_CHECK_EQUAL(published->size(), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_new_certificate_unpublishes_the_old_tokens_before_any_answer) {
+  start();
+  get(pop("https://vault.azure.net"));
+  BOOST_REQUIRE(read(pop("https://vault.azure.net")));
+  s->x5t = "x5t-B";
+  s->hold = true;
+  auto storage = ask(pop("https://storage.azure.com"));
+  run();
+  // cert_issuer answered with the new certificate; the exchange is still held, and the vault
+  // token bound to the old certificate is already gone for readers.
+  BOOST_CHECK(!storage->answered());
+  BOOST_CHECK(!read(pop("https://vault.azure.net")));
+  BOOST_CHECK_EQUAL(published->size(), 0u);
+  release();
+  BOOST_REQUIRE(storage->value);
+  auto seen = read(pop("https://storage.azure.com"));
+  BOOST_REQUIRE(seen);
+  BOOST_CHECK_EQUAL(seen->binding->x5t_s256, "x5t-B");
+}
+
+BOOST_AUTO_TEST_CASE(readers_leave_a_due_token_to_token_service_which_republishes_its_renewal) {
+  start();
+  get(pop());
+  advance(1801s); // past the refresh time (half-life with the fixture's midpoint jitter)
+  BOOST_CHECK(!read(pop()));
+  s->hold = true;
+  auto due = get(pop());
+  BOOST_CHECK(due.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(due.value->access_token, "token-1");
+  release();
+  auto seen = read(pop());
+  BOOST_REQUIRE(seen);
+  BOOST_CHECK_EQUAL(seen->access_token, "token-2");
+}
+
+BOOST_AUTO_TEST_CASE(an_expired_token_is_unpublished_when_token_service_drops_it) {
+  start();
+  get(pop());
+  advance(3300s);
+  s->hold = true;
+  auto a = ask(pop());
+  run();
+  BOOST_CHECK_EQUAL(published->size(), 0u);
+  release();
+  BOOST_REQUIRE(a->value);
+  BOOST_CHECK_EQUAL(read(pop())->access_token, "token-2");
+}
+
+BOOST_AUTO_TEST_CASE(a_restarted_token_service_unpublishes_its_predecessors_tokens) {
+  start();
+  get(pop());
+  BOOST_REQUIRE(read(pop()));
+  auto successor = keep(sys.spawn(token_service_impl, deps_with_snapshot()));
+  run();
+  BOOST_CHECK(!read(pop()));
+  BOOST_CHECK_EQUAL(published->size(), 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

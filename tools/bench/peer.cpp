@@ -78,20 +78,27 @@ void run_peer(const options& o, std::vector<row>& out) {
   std::condition_variable cv;
   bool done = false;
   std::string err;
+  // A cached token's callback runs on the calling thread, inside get_token: the next call is
+  // made after the lock is released.
   std::function<void()> next = [&] {
     auto s0 = steady::now();
     ch->client->get_token(req, [&, s0](token_outcome t) {
       auto d = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - s0).count();
-      std::lock_guard<std::mutex> g{mtx};
-      if (!t)
-        err = why(t);
-      ns.push_back(static_cast<std::uint32_t>(d));
-      if (!t || static_cast<int>(ns.size()) == n) {
-        done = true;
-        cv.notify_all();
-      } else {
-        next();
+      bool more = false;
+      {
+        std::lock_guard<std::mutex> g{mtx};
+        if (!t)
+          err = why(t);
+        ns.push_back(static_cast<std::uint32_t>(d));
+        if (!t || static_cast<int>(ns.size()) == n) {
+          done = true;
+          cv.notify_all();
+        } else {
+          more = true;
+        }
       }
+      if (more)
+        next();
     });
   };
   next();
