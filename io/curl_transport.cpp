@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <simdjson.h>
@@ -245,6 +247,47 @@ struct curl_transport::impl {
   std::map<const client_identity*, identity_pool> pools;
   std::uint64_t use_tick = 0;
   std::vector<CURLSH*> retired_shares;
+  /// CA files seen by setup(): what stat() said, and when a change was last noticed.
+  struct ca_file_seen {
+    struct stat st {};
+    clock_type::time_point changed{};
+    bool ever_changed = false;
+  };
+  std::unordered_map<std::string, ca_file_seen> ca_files;
+
+  // How long curl may reuse the multi's cached X509 store built from `path` (seconds; -1:
+  // as long as it likes). curl keeps one store per multi, keyed by the file's path only, and
+  // parsing the file per connection was a visible share of the herd's client CPU. A store
+  // built before the file last changed (the simulator rewrites its CA file when restarted)
+  // must not be reused: the timeout is the time since that change was noticed, so any store
+  // older than it has expired (0 in the first second: that transfer parses the file and
+  // caches nothing). A path never seen to change keeps its store.
+  long ca_cache_timeout(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+      return 0; // curl reports the unreadable file; cache nothing
+    auto now = clock_type::now();
+    auto [it, fresh] = ca_files.try_emplace(path);
+    auto& seen = it->second;
+    if (fresh) {
+      seen.st = st;
+    } else if (st.st_ino != seen.st.st_ino || st.st_dev != seen.st.st_dev
+               || st.st_size != seen.st.st_size || st.st_mtim.tv_sec != seen.st.st_mtim.tv_sec
+               || st.st_mtim.tv_nsec != seen.st.st_mtim.tv_nsec
+               || st.st_ctim.tv_sec != seen.st.st_ctim.tv_sec
+               || st.st_ctim.tv_nsec != seen.st.st_ctim.tv_nsec) {
+      seen.st = st;
+      seen.changed = now;
+      seen.ever_changed = true;
+    }
+    if (ca_files.size() > 64) // bounded: forget the others (they start over as never seen)
+      for (auto i = ca_files.begin(); i != ca_files.end();)
+        i = i->first == path ? std::next(i) : ca_files.erase(i);
+    if (!seen.ever_changed)
+      return -1;
+    return static_cast<long>(
+      std::chrono::duration_cast<std::chrono::seconds>(now - seen.changed).count());
+  }
 
   ~impl() {
     if (multi != nullptr)
@@ -423,8 +466,7 @@ struct curl_transport::impl {
     } else if (!r.ca_file.empty()) {
       set(CURLOPT_CAINFO, "CURLOPT_CAINFO", r.ca_file.c_str());
       set(CURLOPT_CAPATH, "CURLOPT_CAPATH", static_cast<const char*>(nullptr));
-      // The simulator rewrites its CA file when restarted: never trust a cached store.
-      set(CURLOPT_CA_CACHE_TIMEOUT, "CURLOPT_CA_CACHE_TIMEOUT", 0L);
+      set(CURLOPT_CA_CACHE_TIMEOUT, "CURLOPT_CA_CACHE_TIMEOUT", ca_cache_timeout(r.ca_file));
     }
 
     if (r.identity) {
