@@ -763,6 +763,41 @@ BOOST_AUTO_TEST_CASE(https_trusts_the_given_ca_by_blob_or_file_and_fails_with_an
   BOOST_TEST(server.seen().size() == 2u);
 }
 
+// The CA store curl builds from a file is cached per transport (not parsed per connection);
+// a file replaced under the same path (a restarted simulator writes a new CA) is trusted, and
+// the old one no longer, from the next connection on.
+BOOST_AUTO_TEST_CASE(a_ca_file_replaced_under_the_same_path_is_used_from_the_next_connection) {
+  test_server first(true), second(true), third(true);
+  auto transport = make_transport();
+  char dir[] = "/tmp/msiv2-io-ca-XXXXXX";
+  BOOST_REQUIRE(mkdtemp(dir) != nullptr);
+  std::string path = std::string(dir) + "/ca.pem";
+  auto write_ca = [&](const std::string& pem) {
+    std::string tmp = path + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    BOOST_REQUIRE(f != nullptr);
+    BOOST_REQUIRE(std::fwrite(pem.data(), 1, pem.size(), f) == pem.size());
+    std::fclose(f);
+    BOOST_REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0);
+  };
+  auto via_file = [&](test_server& server) {
+    auto r = get(server.url("/hello"));
+    r.ca_file = path;
+    return send_and_wait(*transport, r);
+  };
+  write_ca(pki().pem_a());
+  auto trusted = via_file(first);
+  BOOST_TEST(trusted.status == 200, describe(trusted));
+  write_ca(pki().pem_b()); // another CA: the servers' certificates no longer verify
+  auto refused = via_file(second);
+  BOOST_TEST((refused.error == transport_error::tls_failed), describe(refused));
+  write_ca(pki().pem_a());
+  auto again = via_file(third);
+  BOOST_TEST(again.status == 200, describe(again));
+  std::remove(path.c_str());
+  rmdir(dir);
+}
+
 BOOST_AUTO_TEST_CASE(client_certificate_reaches_the_server_through_the_ssl_ctx_callback) {
   test_server server(true, client_certs::any);
   auto transport = make_transport();
