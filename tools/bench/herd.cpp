@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -41,6 +42,13 @@ sim::config herd_config(int identities) {
     c.user_identities.push_back(id);
   }
   return c;
+}
+
+// CPU time of the calling thread so far (the easy client runs libcurl and OpenSSL on it).
+double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
 // CPU time (user + system) of this whole process so far, both ends of the herd included.
@@ -208,7 +216,7 @@ void run_herd(const options& o, std::vector<row>& out) {
 
   // --- baseline: one request at a time behind one lock ---
   int sample = std::max(1, std::min(o.quick ? 2 : o.herd_sample, identities));
-  double base_ms = 0;
+  double base_ms = 0, easy_cpu_ms = 0;
   {
     sim_host host(herd_config(identities));
     inject_latencies(host.sim(), 1, 30, 20);
@@ -221,6 +229,7 @@ void run_herd(const options& o, std::vector<row>& out) {
     std::map<std::pair<int, int>, std::string> tokens;
     std::string jwt;
     auto t0 = steady::now();
+    auto cpu0 = thread_cpu_ms();
     // The same calls as ours: no probe in front of mtls_pop requests.
     for (int rep = 0; rep < repeats; ++rep)
       for (int i = 0; i < sample; ++i)
@@ -242,6 +251,7 @@ void run_herd(const options& o, std::vector<row>& out) {
           tokens[{i, r}] = std::move(*t);
         }
     base_ms = ms_since(t0) * static_cast<double>(identities) / sample;
+    easy_cpu_ms = (thread_cpu_ms() - cpu0) * static_cast<double>(identities) / sample;
     auto bc = read_counts(host.sim());
     if (bc.certs != static_cast<std::uint64_t>(sample) || bc.attestations != 1 ||
         bc.tokens != static_cast<std::uint64_t>(sample * resources))
@@ -273,19 +283,42 @@ void run_herd(const options& o, std::vector<row>& out) {
                   static_cast<unsigned long long>(h.token_resumed));
     return std::string(sp);
   };
-  auto verdict = [&](const herd_run& h) {
-    return o.quick ? "info" : (base_ms / h.ms >= 50 && failed == 0 ? "PASS" : "MISS");
-  };
-  out.push_back({scen, "all requests answered", ours.ms, "ms", base_ms,
-                 "serialized client behind one lock", ">= 50x faster", verdict(ours),
-                 note + "; no binding key yet (made inside the clock, memory only)" + detail(ours),
-                 true});
-  out.push_back({scen, "all requests answered, per-boot key on disk", ours_keyed.ms, "ms", base_ms,
-                 "serialized client behind one lock", ">= 50x faster", verdict(ours_keyed),
+  // The herd's floor on 2 cores: the simulator's CPU (same calls) plus the CPU a minimal
+  // client needs for them (the easy client above, key made beforehand), spread over 2 cores.
+  const double net_tokens = static_cast<double>(identities) * resources;
+  auto client_cpu = [](const herd_run& h) { return h.cpu_ms - h.sim_cpu_ms; };
+  auto floor_of = [&](const herd_run& h) { return (h.sim_cpu_ms + easy_cpu_ms) / 2; };
+  char fl[300];
+  std::snprintf(fl, sizeof fl,
+                "2-core floor = (simulator CPU %.0f ms + minimal client CPU %.0f ms) / 2; "
+                "serialized client behind one lock: %.0f ms",
+                ours_keyed.sim_cpu_ms, easy_cpu_ms, base_ms);
+  out.push_back({scen, "all requests answered", ours.ms, "ms", floor_of(ours),
+                 "2-core CPU floor (simulator + minimal client)", "-", "info",
+                 note + "; no binding key yet (made inside the clock, memory only); " + fl +
+                   detail(ours)});
+  out.push_back({scen, "all requests answered, per-boot key on disk", ours_keyed.ms, "ms",
+                 floor_of(ours_keyed), "2-core CPU floor (simulator + minimal client)", "-",
+                 "info",
                  note + "; the binding key this boot's first process made is in the cache "
-                        "directory (certificates and the attestation are written there too)" +
-                   detail(ours_keyed),
-                 true});
+                        "directory (certificates and the attestation are written there too); " +
+                   fl + detail(ours_keyed)});
+  auto per_token = [&](double ms) { return ms * 1000.0 / net_tokens; };
+  char cn[300];
+  std::snprintf(cn, sizeof cn,
+                "client CPU = process CPU - the simulator's I/O threads over the herd, per token "
+                "fetched (%.0f); minimal client: the easy client's thread CPU for the same calls "
+                "(key made beforehand, one connection per host and certificate)",
+                net_tokens);
+  out.push_back({scen, "client CPU per token, per-boot key on disk",
+                 per_token(client_cpu(ours_keyed)), "us", per_token(easy_cpu_ms),
+                 "minimal libcurl-easy client, same calls", "<= 1.3x",
+                 o.quick ? "info"
+                         : (client_cpu(ours_keyed) <= 1.3 * easy_cpu_ms ? "PASS" : "MISS"),
+                 cn});
+  out.push_back({scen, "client CPU per token, no key yet", per_token(client_cpu(ours)), "us",
+                 per_token(easy_cpu_ms), "minimal libcurl-easy client, same calls", "", "info",
+                 std::string(cn) + "; includes the RSA-2048 key generation"});
 }
 
 } // namespace msiv2::bench
