@@ -206,10 +206,8 @@ void erase_entry(self_ptr self, const std::string& cache_key, bool publish_now =
   auto i = st.cache.find(cache_key);
   if (i == st.cache.end())
     return;
-  if (auto& snap = st.deps->snapshot) {
-    auto& tok = *i->second.token;
-    snap->erase(tok.identity, tok.resource, tok.type);
-  }
+  if (auto& snap = st.deps->snapshot)
+    snap->erase(*i->second.token);
   st.cache.erase(i);
   if (publish_now)
     publish(self);
@@ -456,6 +454,11 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     tok->result = res;
     tok->result.source = token_source::cache;
     tok->renew_at_ms = life.renew_at_ms;
+    // What check_binding lets a request ask of this token (the key store's strength is fixed
+    // for the module's life).
+    tok->binding = tok->type == token_type::mtls_pop && st.deps->keys
+                     ? st.deps->keys->strength()
+                     : binding_strength::bearer;
     // A renewal is not a use: an idle token stays idle.
     tok->last_used_ms.store(e.token ? e.token->last_used_ms.load(std::memory_order_relaxed) : now,
                             std::memory_order_relaxed);
@@ -809,9 +812,13 @@ token_service_impl(token_service::stateful_pointer<token_service_state> self, de
       for (auto& [k, e] : st.cache)
         if (!x5t.empty() && cache_key_parts(k).x5t == x5t)
           bound.push_back(k);
+      // One publication for all of them, before this handler returns: the exchanger sent this
+      // before its answer to the request that met the refusal (same sender, so it is handled
+      // first), hence a reader synchronized with any answer after it sees none of them.
       for (auto& k : bound)
-        erase_entry(self, k);
+        erase_entry(self, k, false);
       if (!bound.empty()) {
+        publish(self);
         note_cache_size(self);
         st.deps->log->write(platform::log_level::warning, "token_service",
                             "dropped " + std::to_string(bound.size()) +

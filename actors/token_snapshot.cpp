@@ -89,6 +89,8 @@ std::optional<token_result> token_snapshot::find(const token_request& req,
       continue;
     if (now_ms >= tok.renew_at_ms)
       return std::nullopt; // due: token_service serves it and starts the renewal
+    if (req.min_binding > tok.binding)
+      return std::nullopt; // token_service answers binding_too_weak
     tok.touch(now_ms);
     hits_[this_thread_stripe(hit_stripes)].n.fetch_add(1, std::memory_order_relaxed);
     return tok.result;
@@ -126,23 +128,20 @@ void token_snapshot::put(published_token_ptr tok) {
   ++staged_size_;
 }
 
-void token_snapshot::erase(const managed_identity& id, std::string_view resource,
-                           token_type type) {
-  auto h = hash_of(id, resource, type);
+void token_snapshot::erase(const published_token& tok) {
+  auto h = tok.hash;
   auto idx = h % shard_count;
-  // Look in the committed shard first: erasing an absent key copies nothing.
+  auto is_it = [&](const slot& x) { return x.first == h && x.second.get() == &tok; };
+  // Look in the committed shard first: erasing an absent token copies nothing.
   const shard& look = staged_[idx] ? *staged_[idx] : *committed_[idx];
-  bool present = false;
-  for (auto i = first_of(look, h); i != look.end() && i->first == h; ++i)
-    if (i->second->matches(id, resource, type)) {
-      present = true;
-      break;
-    }
-  if (!present)
+  auto found = first_of(look, h);
+  while (found != look.end() && found->first == h && !is_it(*found))
+    ++found;
+  if (found == look.end() || !is_it(*found))
     return;
   auto& s = writable(idx);
   for (auto i = first_of(s, h); i != s.end() && i->first == h; ++i)
-    if (i->second->matches(id, resource, type)) {
+    if (i->second.get() == &tok) {
       s.erase(i);
       --staged_size_;
       return;

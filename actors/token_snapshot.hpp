@@ -69,7 +69,16 @@ struct published_token {
   /// Served by readers while wall time < renew_at_ms (afterwards only token_service serves it,
   /// and starts its renewal).
   std::int64_t renew_at_ms = 0;
-  /// Wall ms of the last use (readers and token_service store it, relaxed; an LRU reads it).
+  /// The strongest binding_strength a request may ask for (token_request::min_binding) and
+  /// still be served this token: the key store's strength for an mtls_pop token, bearer for a
+  /// bearer token. Readers miss on a stronger minimum, so the request goes to token_service,
+  /// which refuses it with binding_too_weak as for a request that finds no token.
+  binding_strength binding = binding_strength::bearer;
+  /// Wall ms of the last use: every hit stores it (readers on any thread and token_service,
+  /// relaxed, only forward). token_service's idle/LRU eviction reads it from the cache entry's
+  /// token (`entry.token->last_used_ms.load(std::memory_order_relaxed)`) when it decides what
+  /// to drop or whether an idle token is worth renewing: hits served here count as use. A
+  /// renewal copies it into the new token (a renewal is not a use).
   mutable std::atomic<std::int64_t> last_used_ms{0};
   /// token_snapshot::hash_of(identity, resource, type).
   std::size_t hash = 0;
@@ -107,7 +116,7 @@ public:
 
   /// The token published for `req` if it is still before its refresh time at `now_ms`; empty
   /// for a miss, a request with claims or force_refresh, or one token_service would refuse
-  /// (non-positive timeout). The request is keyed as token_service keys it (a trailing
+  /// (non-positive timeout, a min_binding stronger than the token's binding). The request is keyed as token_service keys it (a trailing
   /// "/.default" of the resource is ignored); nothing else is validated, because only
   /// validated keys are ever published. A hit is counted and marks the token used.
   std::optional<token_result> find(const token_request& req, std::int64_t now_ms) const;
@@ -120,8 +129,9 @@ public:
 
   /// Stages `tok` (replacing the token of the same key).
   void put(published_token_ptr tok);
-  /// Stages the removal of the token of this key, if any.
-  void erase(const managed_identity& id, std::string_view resource, token_type type);
+  /// Stages the removal of `tok` (the same object put() staged), if it is still there: a
+  /// newer token of the same key is left alone.
+  void erase(const published_token& tok);
   /// Stages the removal of every token.
   void clear();
   /// Publishes what was staged since the last commit (nothing to do when nothing was).

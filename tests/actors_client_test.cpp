@@ -35,7 +35,7 @@ caf::behavior peer_double(caf::event_based_actor* self, std::shared_ptr<peers> p
       c->x5t_s256 = "x5t-A";
       return credential_ptr{c};
     },
-    [=](exchange_atom, exchange_request&) -> caf::result<token_result> {
+    [=](exchange_atom, exchange_request& req) -> caf::result<token_result> {
       int n = ++p->exchanges;
       if (n == 1)
         p->first_exchange.set_value();
@@ -46,6 +46,7 @@ caf::behavior peer_double(caf::event_based_actor* self, std::shared_ptr<peers> p
       token_result t;
       t.access_token = "token-" + std::to_string(n);
       t.expires_on = p->wall->now_s() + 3600;
+      t.correlation_id = req.request.correlation_id; // as token_exchanger does
       return t;
     },
     [=](schedule_atom, std::string&, std::int64_t, caf::actor&) {},
@@ -225,6 +226,62 @@ BOOST_AUTO_TEST_CASE(callbacks_that_ask_again_from_a_cached_hit_nest_only_a_few_
   BOOST_CHECK_EQUAL(st->failures, 0);
   BOOST_CHECK_LE(st->deepest.load(), 9);
   BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_cached_token_never_reaches_a_request_asking_a_stronger_binding) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p)); // software keys
+  BOOST_REQUIRE(c);
+  BOOST_REQUIRE((*c)->get_token_blocking(pop()));
+  auto strong = pop();
+  strong.min_binding = binding_strength::hardware_key;
+  BOOST_CHECK(!(*c)->try_cached(strong));
+  auto blocking = (*c)->get_token_blocking(strong);
+  BOOST_REQUIRE(!blocking);
+  BOOST_CHECK(describe(blocking.error()).code == error_code::binding_too_weak);
+  std::promise<token_outcome> answered;
+  (*c)->get_token(strong, [&](token_outcome t) { answered.set_value(std::move(t)); });
+  auto f = answered.get_future();
+  BOOST_REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  auto cb = f.get();
+  BOOST_REQUIRE(!cb);
+  BOOST_CHECK(describe(cb.error()).code == error_code::binding_too_weak);
+  // What the key store gives is still served from the snapshot.
+  auto met = pop();
+  met.min_binding = binding_strength::software_key;
+  BOOST_CHECK((*c)->try_cached(met));
+  BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_snapshot_hit_names_the_correlation_id_of_the_calls_that_got_the_token) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  auto first = pop();
+  first.correlation_id = "first-request";
+  auto a = (*c)->get_token_blocking(first);
+  BOOST_REQUIRE(a);
+  BOOST_CHECK_EQUAL(a->correlation_id, "first-request");
+  auto later = pop();
+  later.correlation_id = "later-request";
+  auto hit = (*c)->try_cached(later);
+  BOOST_REQUIRE(hit);
+  BOOST_CHECK_EQUAL(hit->correlation_id, "first-request");
+  std::optional<token_outcome> inline_hit;
+  (*c)->get_token(later, [&](token_outcome t) { inline_hit = std::move(t); });
+  BOOST_REQUIRE(inline_hit && *inline_hit);
+  BOOST_CHECK_EQUAL((*inline_hit)->correlation_id, "first-request");
+  BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
+}
+
+BOOST_AUTO_TEST_CASE(capabilities_still_answer_beside_the_snapshot_path) {
+  auto p = std::make_shared<peers>();
+  auto c = client::create(options(p));
+  BOOST_REQUIRE(c);
+  auto caps = (*c)->capabilities();
+  BOOST_REQUIRE(caps);
+  BOOST_CHECK(caps->imds == imds_availability::v2);
+  BOOST_CHECK(caps->strongest == binding_strength::software_key);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -36,6 +36,10 @@ struct script {
   std::int64_t lifetime_s = 3600;
   /// Hold exchanges until the double gets ok_atom.
   bool hold = false;
+  /// When set, the next exchange first tells `service` to drop the tokens bound to its
+  /// certificate (what token_exchanger does on AADSTS500181), then answers.
+  bool not_bound_once = false;
+  caf::actor service;
   std::vector<std::pair<caf::response_promise, exchange_request>> held;
 
   std::vector<std::pair<std::string, std::int64_t>> schedules;
@@ -46,6 +50,7 @@ struct script {
     t.access_token = "token-" + std::to_string(exchanges);
     t.type = r.request.type;
     t.expires_on = wall->now_s() + lifetime_s;
+    t.correlation_id = r.request.correlation_id; // as token_exchanger does
     if (r.cred) {
       auto b = std::make_shared<token_binding>();
       b->x5t_s256 = r.cred->x5t_s256;
@@ -90,6 +95,10 @@ caf::behavior exchanger_double(caf::event_based_actor* self, script_ptr s) {
     [=](exchange_atom, exchange_request& r) -> caf::result<token_result> {
       ++s->exchanges;
       s->exchange_requests.push_back(r);
+      if (s->not_bound_once && r.cred) {
+        s->not_bound_once = false;
+        self->send(s->service, evict_atom::value, r.cred->x5t_s256);
+      }
       if (s->hold) {
         auto rp = self->make_response_promise();
         s->held.emplace_back(rp, r);
@@ -545,7 +554,7 @@ BOOST_AUTO_TEST_CASE(every_leg_of_a_request_carries_one_correlation_id) {
   const auto id = s->credential_requests[0].correlation_id;
   BOOST_CHECK_EQUAL(id.size(), 36u); // a UUID made for the request
   BOOST_CHECK_EQUAL(s->exchange_requests.at(0).request.correlation_id, id);
-  BOOST_CHECK_EQUAL(got.value->correlation_id.empty(), true); // the double sets none
+  BOOST_CHECK_EQUAL(got.value->correlation_id, id); // the double echoes it, as the exchanger does
   // The embedder's own id is used as given.
   auto r = pop("https://storage.azure.com");
   r.correlation_id = "embedder-id-42";
@@ -854,6 +863,102 @@ BOOST_AUTO_TEST_CASE(a_restarted_token_service_unpublishes_its_predecessors_toke
   run();
   BOOST_CHECK(!read(pop()));
   BOOST_CHECK_EQUAL(published->size(), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_request_asking_a_stronger_binding_than_the_cached_token_is_not_served_it) {
+  start(); // the inline key store: software_key
+  BOOST_REQUIRE(get(pop()).value);
+  auto strong = pop();
+  strong.min_binding = binding_strength::hardware_key;
+  BOOST_CHECK(!read(strong)); // readers leave it to token_service...
+  auto got = get(strong);     // ...which refuses it, as without a cached token
+  BOOST_REQUIRE(got.error);
+  BOOST_CHECK(code_of(got.error) == error_code::binding_too_weak);
+  auto bearer = pop();
+  bearer.type = token_type::bearer;
+  BOOST_REQUIRE(get(bearer).value);
+  bearer.min_binding = binding_strength::software_key;
+  BOOST_CHECK(!read(bearer));
+  BOOST_CHECK(code_of(get(bearer).error) == error_code::binding_too_weak);
+  // What the key store gives is served to readers.
+  auto met = pop();
+  met.min_binding = binding_strength::software_key;
+  BOOST_CHECK(read(met));
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+}
+
+BOOST_AUTO_TEST_CASE(aadsts500181_unpublishes_the_certificates_tokens_before_the_retry_answers) {
+  start();
+  s->service = caf::actor_cast<caf::actor>(service);
+  BOOST_REQUIRE(get(pop("https://vault.azure.net")).value);
+  BOOST_REQUIRE(get(pop("https://storage.azure.com")).value);
+  auto bearer = pop("https://vault.azure.net");
+  bearer.type = token_type::bearer;
+  BOOST_REQUIRE(get(bearer).value);
+  BOOST_REQUIRE(read(pop("https://storage.azure.com")));
+  // A forced refresh of vault meets AADSTS500181: the exchanger tells token_service, then asks
+  // once more (held here) before it answers.
+  s->not_bound_once = true;
+  s->hold = true;
+  auto forced = pop("https://vault.azure.net");
+  forced.force_refresh = true;
+  auto a = ask(forced);
+  run();
+  BOOST_CHECK(!a->answered());
+  // The eviction is done: no reader gets a token bound to x5t-A; the bearer token stays.
+  BOOST_CHECK(!read(pop("https://vault.azure.net")));
+  BOOST_CHECK(!read(pop("https://storage.azure.com")));
+  BOOST_CHECK(read(bearer));
+  BOOST_CHECK_EQUAL(published->size(), 1u);
+  auto version = published->version();
+  release();
+  BOOST_REQUIRE(a->value);
+  // The retry's token is published; storage's is not back.
+  auto seen = read(pop("https://vault.azure.net"));
+  BOOST_REQUIRE(seen);
+  BOOST_CHECK_EQUAL(seen->access_token, a->value->access_token);
+  BOOST_CHECK(!read(pop("https://storage.azure.com")));
+  BOOST_CHECK_GT(published->version(), version);
+}
+
+BOOST_AUTO_TEST_CASE(a_token_whose_renewals_fail_stays_published_until_its_usable_time_ends) {
+  // The other drop paths (expiry found by a request, a new certificate, a restart,
+  // AADSTS500181) have tests above. A renewal that fails while the token is still usable
+  // leaves it to token_service (due: readers miss) and published; the retry that finds it past
+  // its usable time drops and unpublishes it.
+  start();
+  BOOST_REQUIRE(get(pop()).value);
+  advance(1801s);
+  s->exchange_error = make_msiv2_error(error_code::token_refused, "refused", 400);
+  auto due = get(pop()); // served (due), starts the renewal, which fails
+  BOOST_REQUIRE(due.value);
+  BOOST_CHECK_EQUAL(published->size(), 1u);
+  // Past the token's usable time the next retry drops it and unpublishes it.
+  advance(3600s);
+  BOOST_CHECK_EQUAL(published->size(), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_snapshot_hit_carries_the_same_correlation_id_as_a_message_path_hit) {
+  start();
+  auto first = pop();
+  first.correlation_id = "the-calls-that-got-it";
+  BOOST_REQUIRE(get(first).value);
+  auto later = pop();
+  later.correlation_id = "a-later-request";
+  auto via_message = get(later);
+  BOOST_REQUIRE(via_message.value);
+  auto via_snapshot = read(later);
+  BOOST_REQUIRE(via_snapshot);
+  BOOST_CHECK_EQUAL(via_message.value->correlation_id, "the-calls-that-got-it");
+  BOOST_CHECK_EQUAL(via_snapshot->correlation_id, via_message.value->correlation_id);
+  // A renewal's token carries the renewal's own id, on both paths.
+  advance(1801s);
+  get(pop());
+  auto renewed = read(pop());
+  BOOST_REQUIRE(renewed);
+  BOOST_CHECK_NE(renewed->correlation_id, "the-calls-that-got-it");
+  BOOST_CHECK_EQUAL(renewed->correlation_id.size(), 36u);
+  BOOST_CHECK_EQUAL(get(pop()).value->correlation_id, renewed->correlation_id);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -32,8 +32,10 @@ token_request request_for(const std::string& resource,
 published_token_ptr token_for(const std::string& resource, const std::string& access,
                               std::int64_t renew_at = now0 + 60'000,
                               managed_identity who = managed_identity::system(),
-                              token_type type = token_type::mtls_pop) {
+                              token_type type = token_type::mtls_pop,
+                              binding_strength binding = binding_strength::bearer) {
   auto t = std::make_shared<published_token>();
+  t->binding = binding;
   t->identity = std::move(who);
   t->resource = resource;
   t->type = type;
@@ -132,11 +134,12 @@ BOOST_AUTO_TEST_CASE(a_hit_marks_the_shared_token_used_and_only_moves_forward) {
 BOOST_AUTO_TEST_CASE(put_replaces_erase_removes_clear_empties_each_in_one_publication) {
   token_snapshot s;
   s.put(token_for("https://a.example.com", "a-1"));
-  s.put(token_for("https://b.example.com", "b-1"));
+  auto b1 = token_for("https://b.example.com", "b-1");
+  s.put(b1);
   s.commit();
   s.put(token_for("https://a.example.com", "a-2"));
-  s.erase(managed_identity::system(), "https://b.example.com", token_type::mtls_pop);
-  s.erase(managed_identity::system(), "https://absent.example.com", token_type::mtls_pop);
+  s.erase(*b1);
+  s.erase(*token_for("https://absent.example.com", "never-put"));
   // Staged, not published: readers still see the first view.
   BOOST_CHECK_EQUAL(s.find(request_for("https://a.example.com"), now0)->access_token, "a-1");
   BOOST_CHECK(s.find(request_for("https://b.example.com"), now0));
@@ -151,11 +154,49 @@ BOOST_AUTO_TEST_CASE(put_replaces_erase_removes_clear_empties_each_in_one_public
   BOOST_CHECK(!s.find(request_for("https://a.example.com"), now0));
 }
 
+BOOST_AUTO_TEST_CASE(erasing_a_replaced_token_leaves_its_successor_published) {
+  token_snapshot s;
+  auto old = token_for("https://vault.azure.net", "old");
+  s.put(old);
+  s.commit();
+  s.put(token_for("https://vault.azure.net", "new"));
+  s.commit();
+  s.erase(*old); // e.g. the entry of a certificate already replaced
+  s.commit();
+  BOOST_CHECK_EQUAL(s.size(), 1u);
+  auto got = s.find(request_for("https://vault.azure.net"), now0);
+  BOOST_REQUIRE(got);
+  BOOST_CHECK_EQUAL(got->access_token, "new");
+}
+
+BOOST_AUTO_TEST_CASE(a_request_asking_a_stronger_binding_than_the_token_has_misses) {
+  token_snapshot s;
+  s.put(token_for("https://vault.azure.net", "pop", now0 + 60'000, managed_identity::system(),
+                  token_type::mtls_pop, binding_strength::software_key));
+  s.put(token_for("https://vault.azure.net", "bearer", now0 + 60'000, managed_identity::system(),
+                  token_type::bearer));
+  s.commit();
+  auto r = request_for("https://vault.azure.net");
+  r.min_binding = binding_strength::software_key;
+  BOOST_CHECK(s.find(r, now0));
+  r.min_binding = binding_strength::hardware_key;
+  BOOST_CHECK(!s.find(r, now0));
+  r.min_binding = binding_strength::attested_hardware_key;
+  BOOST_CHECK(!s.find(r, now0));
+  auto b = request_for("https://vault.azure.net", managed_identity::system(), token_type::bearer);
+  BOOST_CHECK(s.find(b, now0));
+  b.min_binding = binding_strength::software_key;
+  BOOST_CHECK(!s.find(b, now0));
+  BOOST_CHECK_EQUAL(s.hits(), 2u);
+}
+
 BOOST_AUTO_TEST_CASE(ten_thousand_tokens_published_one_by_one_are_all_found_and_erased) {
   token_snapshot s;
   const int n = 10'000;
+  std::vector<published_token_ptr> put;
   for (int i = 0; i < n; ++i) {
-    s.put(token_for(resource_n(i), "tok-" + std::to_string(i)));
+    put.push_back(token_for(resource_n(i), "tok-" + std::to_string(i)));
+    s.put(put.back());
     s.commit();
   }
   BOOST_CHECK_EQUAL(s.size(), static_cast<std::size_t>(n));
@@ -167,7 +208,7 @@ BOOST_AUTO_TEST_CASE(ten_thousand_tokens_published_one_by_one_are_all_found_and_
   }
   BOOST_CHECK_EQUAL(found, n);
   for (int i = 0; i < n; i += 2)
-    s.erase(managed_identity::system(), resource_n(i), token_type::mtls_pop);
+    s.erase(*put[i]);
   s.commit();
   int left = 0;
   for (int i = 0; i < n; ++i)
@@ -204,8 +245,11 @@ BOOST_AUTO_TEST_CASE(readers_racing_evictions_never_get_an_evicted_token) {
   for (auto& e : evicted)
     e.store(-1);
   auto access = [](int key, int gen) { return std::to_string(key) + ":" + std::to_string(gen); };
-  for (int k = 0; k < keys; ++k)
-    s.put(token_for(resource_n(k), access(k, 0)));
+  std::vector<published_token_ptr> live;
+  for (int k = 0; k < keys; ++k) {
+    live.push_back(token_for(resource_n(k), access(k, 0)));
+    s.put(live.back());
+  }
   s.commit();
 
   std::atomic<int> stale{0};
@@ -233,10 +277,11 @@ BOOST_AUTO_TEST_CASE(readers_racing_evictions_never_get_an_evicted_token) {
     std::vector<int> gen(keys, 0);
     for (int i = 0; i < rounds; ++i) {
       int k = i % keys;
-      s.erase(managed_identity::system(), resource_n(k), token_type::mtls_pop);
+      s.erase(*live[k]);
       s.commit();
       evicted[k].store(gen[k], std::memory_order_release);
-      s.put(token_for(resource_n(k), access(k, ++gen[k])));
+      live[k] = token_for(resource_n(k), access(k, ++gen[k]));
+      s.put(live[k]);
       s.commit();
     }
   });
