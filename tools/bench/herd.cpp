@@ -11,6 +11,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -102,6 +103,28 @@ double threads_cpu_ms(const std::string& name) {
   return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+/// Profiling the herd window only: with $MSIV2_BENCH_PERF_CTL naming the control FIFO of
+/// `perf record --control=fifo:CTL[,ACK] -D -1` (and $MSIV2_BENCH_PERF_ACK its ack FIFO), perf
+/// is enabled while the herd with the per-boot key runs and disabled after it (see
+/// tools/herd_profile.sh).
+void perf_window(bool on) {
+  const char* ctl = std::getenv("MSIV2_BENCH_PERF_CTL");
+  if (ctl == nullptr || *ctl == '\0')
+    return;
+  if (FILE* f = std::fopen(ctl, "w")) {
+    std::fputs(on ? "enable\n" : "disable\n", f);
+    std::fclose(f);
+  }
+  const char* ack = std::getenv("MSIV2_BENCH_PERF_ACK");
+  if (ack != nullptr && *ack != '\0')
+    if (FILE* f = std::fopen(ack, "r")) {
+      char buf[16];
+      if (std::fgets(buf, sizeof buf, f) == nullptr)
+        buf[0] = '\0';
+      std::fclose(f);
+    }
+}
+
 std::string resource(int r) { return "https://resource-" + std::to_string(r) + ".example.com"; }
 
 struct counts {
@@ -141,6 +164,8 @@ herd_run run_ours(int identities, int resources, int repeats, bool key_on_disk) 
     cache_dir = dir_with_key_file(host.state_dir() + "/cache", key->get());
   }
   auto ch = make_client(host.urls(), true, 2, nullptr, cache_dir);
+  if (key_on_disk)
+    perf_window(true);
   auto t0 = steady::now();
   double cpu0 = process_cpu_ms();
   double sim_cpu0 = threads_cpu_ms("msiv2-sim-io");
@@ -164,6 +189,8 @@ herd_run run_ours(int identities, int resources, int repeats, bool key_on_disk) 
   h.ms = ms_since(t0);
   h.cpu_ms = process_cpu_ms() - cpu0;
   h.sim_cpu_ms = threads_cpu_ms("msiv2-sim-io") - sim_cpu0;
+  if (key_on_disk)
+    perf_window(false);
   h.calls = read_counts(host.sim());
   if (auto* ct = dynamic_cast<io::curl_transport*>(ch->transport.get()))
     h.transport = ct->counters();
