@@ -109,7 +109,12 @@ tpm_attestation::~tpm_attestation() {
     s_->stopping = true;
   }
   s_->cv.notify_all();
-  worker_.join();
+  // The last owner may be a callback running on the worker itself (as in tpm_key_store): the
+  // worker then ends on its own, since it holds `s_` and sees `stopping`.
+  if (worker_.get_id() == std::this_thread::get_id())
+    worker_.detach();
+  else
+    worker_.join();
 }
 
 void tpm_attestation::run(std::shared_ptr<shared> s) {
