@@ -15,6 +15,8 @@
 #include <openssl/ssl.h>
 #include <simdjson.h>
 
+#include "io/http_parse.hpp"
+
 namespace msiv2::io {
 
 // Why one curl share per client identity: a connection (and a TLS session) made with one
@@ -137,42 +139,18 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-    s.remove_suffix(1);
-  return s;
-}
-
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<transfer*>(user);
   std::size_t n = size * count;
-  std::string_view line(data, n);
-  if (line.rfind("HTTP/", 0) == 0) {
-    // A new status line (after 100 Continue or a proxy's CONNECT answer): fields restart.
-    t->response_headers.fields.clear();
+  if (read_header_line(std::string_view(data, n), t->response_headers)
+      == header_line::status_line) {
     // The connection is attached to the transfer only while it runs: note now whether its
     // handshake resumed a session (counted when this transfer opened the connection).
     curl_tlssessioninfo* tls = nullptr;
     if (curl_easy_getinfo(t->easy, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls != nullptr
         && tls->backend == CURLSSLBACKEND_OPENSSL && tls->internals != nullptr)
       t->tls_resumed = SSL_session_reused(static_cast<SSL*>(tls->internals)) == 1;
-    return n;
   }
-  if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
-    // obsolete line folding: continues the previous field's value
-    if (!t->response_headers.fields.empty()) {
-      auto more = trim(line);
-      if (!more.empty())
-        t->response_headers.fields.back().second.append(" ").append(more);
-    }
-    return n;
-  }
-  auto colon = line.find(':');
-  if (colon != std::string_view::npos)
-    t->response_headers.add(std::string(trim(line.substr(0, colon))),
-                            std::string(trim(line.substr(colon + 1))));
   return n;
 }
 

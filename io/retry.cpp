@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
-#include <ctime>
 #include <string>
+
+#include "io/http_parse.hpp"
 
 namespace msiv2::io {
 
@@ -55,35 +56,13 @@ std::optional<milliseconds> imds_delay(retry_state& s, const http_response& r, b
   return jittered(milliseconds(1000 << retries_done), draw);
 }
 
-/// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT").
-std::optional<std::int64_t> parse_http_date(const std::string& text) {
-  std::tm tm{};
-  const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  if (end == nullptr || *end != '\0')
-    return std::nullopt;
-  return static_cast<std::int64_t>(timegm(&tm));
-}
-
 } // namespace
 
 std::optional<milliseconds> retry_after(const http_response& r, std::int64_t now_unix_s) {
   auto v = r.headers.get("Retry-After");
   if (!v)
     return std::nullopt;
-  std::string text(*v);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
-    text.pop_back();
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
-    text.erase(text.begin());
-  if (!text.empty() && std::all_of(text.begin(), text.end(),
-                                   [](unsigned char c) { return std::isdigit(c) != 0; })) {
-    if (text.size() > 9)
-      return std::nullopt;
-    return milliseconds(std::stoll(text) * 1000);
-  }
-  if (auto when = parse_http_date(text))
-    return milliseconds(std::max<std::int64_t>(0, *when - now_unix_s) * 1000);
-  return std::nullopt;
+  return parse_retry_after(*v, now_unix_s);
 }
 
 std::optional<milliseconds> next_retry_delay(retry_leg leg, retry_state& state,

@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "io/http.hpp"
+#include "io/http_parse.hpp"
 #include "platform/keys.hpp"
 #include "platform/x509.hpp"
 
@@ -123,6 +124,32 @@ BOOST_AUTO_TEST_CASE(failure_and_status_responses_say_what_they_are) {
   BOOST_TEST(s.status == 404);
   BOOST_TEST(s.body == "nope");
   BOOST_TEST(std::string(io::to_string(io::transport_error::other)) == "other");
+}
+
+BOOST_AUTO_TEST_CASE(header_lines_restart_on_a_status_line_fold_and_trim) {
+  io::http_headers h;
+  BOOST_TEST(static_cast<int>(io::read_header_line("HTTP/1.1 100 Continue\r\n", h)) ==
+             static_cast<int>(io::header_line::status_line));
+  BOOST_TEST(static_cast<int>(io::read_header_line("X-Early: 1\r\n", h)) ==
+             static_cast<int>(io::header_line::field));
+  BOOST_TEST(static_cast<int>(io::read_header_line("HTTP/1.1 200 OK\r\n", h)) ==
+             static_cast<int>(io::header_line::status_line));
+  BOOST_TEST(h.fields.empty());
+  io::read_header_line("Server : \t Microsoft-IIS/10.0 \r\n", h);
+  io::read_header_line("WWW-Authenticate: Bearer\r\n", h);
+  BOOST_TEST(static_cast<int>(io::read_header_line("\t realm=\"x\"\r\n", h)) ==
+             static_cast<int>(io::header_line::continuation));
+  BOOST_TEST(static_cast<int>(io::read_header_line("no colon here\r\n", h)) ==
+             static_cast<int>(io::header_line::ignored));
+  BOOST_TEST(static_cast<int>(io::read_header_line("\r\n", h)) ==
+             static_cast<int>(io::header_line::ignored));
+  BOOST_TEST(h.fields.size() == 2u);
+  BOOST_TEST(std::string(h.get("server").value_or("")) == "Microsoft-IIS/10.0");
+  BOOST_TEST(std::string(h.get("www-authenticate").value_or("")) == "Bearer realm=\"x\"");
+  io::http_headers empty;
+  BOOST_TEST(static_cast<int>(io::read_header_line(" folded first\r\n", empty)) ==
+             static_cast<int>(io::header_line::ignored));
+  BOOST_TEST(empty.fields.empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

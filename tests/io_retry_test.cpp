@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "io/http_parse.hpp"
 #include "io/retry.hpp"
 
 using namespace msiv2::io;
@@ -117,6 +118,23 @@ BOOST_AUTO_TEST_CASE(malformed_retry_after_is_ignored) {
   BOOST_CHECK(!retry_after(r, 0));
   BOOST_TEST(schedule(retry_leg::token_endpoint, r) == (std::vector<long>{1000}),
              boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(retry_after_values_parse_without_a_response) {
+  BOOST_TEST(parse_retry_after(" 12 ", 0).value_or(milliseconds(-1)).count() == 12'000);
+  BOOST_TEST(parse_retry_after("999999999", 0).value_or(milliseconds(-1)).count() ==
+             999'999'999'000);
+  BOOST_TEST(!parse_retry_after("1000000000", 0));
+  BOOST_TEST(!parse_retry_after("-1", 0));
+  BOOST_TEST(!parse_retry_after("", 0));
+  const std::int64_t date = 784111777; // Sun, 06 Nov 1994 08:49:37 GMT
+  BOOST_TEST(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").value_or(0) == date);
+  BOOST_TEST(!parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT trailing"));
+  BOOST_TEST(!parse_http_date(std::string(100, ' ') + "Sun, 06 Nov 1994 08:49:37 GMT"));
+  BOOST_TEST(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date - 5)
+               .value_or(milliseconds(-1)).count() == 5000);
+  BOOST_TEST(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date + 5)
+               .value_or(milliseconds(-1)).count() == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
