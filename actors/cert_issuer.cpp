@@ -8,6 +8,7 @@
 
 #include <caf/send.hpp>
 
+#include "actors/imds_parse.hpp"
 #include "actors/persisted.hpp"
 #include "io/json.hpp"
 #include "messages/errors.hpp"
@@ -31,15 +32,6 @@ bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
-bool icontains(std::string_view hay, std::string_view needle) {
-  if (needle.size() > hay.size())
-    return false;
-  for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i)
-    if (::strncasecmp(hay.data() + i, needle.data(), needle.size()) == 0)
-      return true;
-  return false;
-}
-
 std::string selector(const managed_identity& id) {
   switch (id.kind) {
     case identity_kind::system_assigned: return {};
@@ -52,33 +44,6 @@ std::string selector(const managed_identity& id) {
 
 std::string status_label(const io::http_response& r) {
   return r.ok() ? std::to_string(r.status) : io::to_string(r.error);
-}
-
-/// The upstream's own correlation id when its error body has one, else our request id.
-std::string correlation_of(const io::http_response& r, const std::string& request_id) {
-  if (auto doc = io::json_object::parse(r.body, "error response"))
-    for (const char* name : {"correlationId", "correlation_id"})
-      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-        return **v;
-  return request_id;
-}
-
-/// What the upstream said, for people: the error description of its body, or the transport
-/// failure.
-std::string upstream_says(const io::http_response& r) {
-  if (!r.ok())
-    return std::string(io::to_string(r.error)) + " (" + r.error_message + ")";
-  std::string out = "HTTP " + std::to_string(r.status);
-  if (auto doc = io::json_object::parse(r.body, "error response")) {
-    for (const char* name : {"error_description", "message", "error"})
-      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty()) {
-        auto text = **v;
-        if (text.size() > 300)
-          text.resize(300);
-        return out + ": " + text;
-      }
-  }
-  return out;
 }
 
 caf::actor_clock::time_point time_of(deadline d) {
@@ -100,71 +65,11 @@ flight* find_flight(self_ptr self, const std::string& key, std::uint64_t id) {
   return i != self->state.flights.end() && i->second.id == id ? &i->second : nullptr;
 }
 
-result<platform_metadata> read_metadata(const io::http_response& r) {
-  auto server = r.headers.get("Server");
-  if (!server || !icontains(*server, "IMDS"))
-    return fail("the answer carries no Server header naming IMDS (Server: '" +
-                std::string(server.value_or("")) +
-                "'): something other than IMDS answered; check the IMDS address "
-                "(AZURE_POD_IDENTITY_AUTHORITY_HOST) and that no proxy intercepts it");
-  return parse_platform_metadata(r.body);
-}
-
-/// issuecredential's answer checked against protocol.md §6. `key_mismatch` tells that the
-/// certificate certifies another key than ours.
+/// issuecredential's answer for flight `f` (see read_credential_answer).
 result<credential> read_credential(const io::http_response& r, const flight& f,
                                    std::int64_t now_s, bool& key_mismatch) {
-  auto doc = io::json_object::parse(r.body, "issuecredential response");
-  if (!doc)
-    return doc.fail();
-  std::string v[5];
-  const char* names[5] = {"client_id", "tenant_id", "certificate", "identity_type",
-                          "mtls_authentication_endpoint"};
-  for (int i = 0; i < 5; ++i) {
-    auto s = doc->required_string(names[i]);
-    if (!s)
-      return s.fail();
-    v[i] = std::move(*s);
-  }
-  const auto& meta = *f.metadata;
-  if (!iequals(v[0], meta.client_id) || !iequals(v[1], meta.tenant_id))
-    return fail("issuecredential response: client_id/tenant_id differ from getplatformmetadata's");
-  auto der = platform::base64_decode(v[2]);
-  if (!der)
-    return fail("issuecredential response: certificate is not base64: " + der.error());
-  auto info = platform::inspect_certificate(*der);
-  if (!info)
-    return fail("issuecredential response: certificate: " + info.error());
-  if (info->spki_der != f.key->spki_der) {
-    key_mismatch = true;
-    return fail("issuecredential response: the certificate does not certify our binding key");
-  }
-  if (auto ok = platform::validate_binding_certificate(*info, f.key->spki_der, v[0], now_s); !ok)
-    return fail("issuecredential response: " + ok.error());
-  std::string endpoint = v[4];
-  while (!endpoint.empty() && endpoint.back() == '/')
-    endpoint.pop_back();
-  auto parts = io::split_url(endpoint);
-  auto authority_end = endpoint.find('/', endpoint.find("://") + 3);
-  if (!parts || parts->scheme != "https" ||
-      endpoint.substr(0, authority_end).find('@') != std::string::npos)
-    return fail("issuecredential response: mtls_authentication_endpoint must be an https URL "
-                "without user-info");
-  credential c;
-  c.identity = f.identity;
-  c.metadata = meta;
-  c.client_id = v[0];
-  c.tenant_id = v[1];
-  c.identity_type = v[3];
-  c.mtls_endpoint = endpoint;
-  c.certificate_der = std::move(*der);
-  c.x5t_s256 = info->x5t_s256;
-  c.not_before_ms = info->not_before * 1000;
-  c.not_after_ms = info->not_after * 1000;
-  c.token_not_after_ms = info->token_not_after * 1000;
-  c.attested = f.attestation.has_value();
-  c.key = *f.key;
-  return c;
+  credential_expectation want{f.identity, *f.metadata, *f.key, f.attestation.has_value()};
+  return read_credential_answer(r.body, want, now_s, &key_mismatch);
 }
 
 void send_current(self_ptr self, const std::string& key);
@@ -446,7 +351,7 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
   auto& st = self->state;
   auto& f = st.flights.at(key);
   count(self, "imds_metadata", r);
-  auto corr = correlation_of(r, f.request_id);
+  auto corr = correlation_of(r.body, f.request_id);
   if (r.ok())
     st.imds_answered = true;
   if (!r.ok() && !st.imds_answered) {
@@ -472,7 +377,7 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
     return;
   }
   if (r.ok() && r.status == 200) {
-    auto meta = read_metadata(r);
+    auto meta = read_metadata_answer(r);
     if (!meta) {
       fail_flight(self, key, make_msiv2_error(error_code::metadata_failed, meta.error(), 200, corr));
       return;
@@ -481,7 +386,7 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
     continue_flight(self, key);
     return;
   }
-  if (r.ok() && r.status == 400 && icontains(r.body, "identity")) {
+  if (r.ok() && r.status == 400 && contains_ignoring_case(r.body, "identity")) {
     fail_flight(self, key,
                 make_msiv2_error(error_code::identity_not_found,
                                  "IMDS does not know the identity " + to_string(f.identity) +
@@ -525,7 +430,7 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
   auto& st = self->state;
   auto& f = st.flights.at(key);
   count(self, "imds_issue", r);
-  auto corr = correlation_of(r, f.request_id);
+  auto corr = correlation_of(r.body, f.request_id);
   if (r.ok())
     st.imds_answered = true;
   if (r.ok() && r.status == 200) {
@@ -552,7 +457,7 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
     return;
   }
   if (r.ok() && r.status == 400 && st.deps->attestation && f.attestation && !f.reattested &&
-      icontains(r.body, "attestation")) {
+      contains_ignoring_case(r.body, "attestation")) {
     // The issuer refused our attestation token: drop it, attest again once, retry once.
     f.reattested = true;
     st.deps->stats->add("msiv2_remediations_total");
@@ -718,35 +623,6 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
 }
 
 } // namespace
-
-result<platform_metadata> parse_platform_metadata(std::string_view body) {
-  auto doc = io::json_object::parse(body, "getplatformmetadata response");
-  if (!doc)
-    return doc.fail();
-  platform_metadata m;
-  auto client = doc->required_string("clientId");
-  auto tenant = doc->required_string("tenantId");
-  auto endpoint = doc->required_string("attestationEndpoint");
-  auto cu = doc->required_object("cuId");
-  for (const std::string* e : {client ? nullptr : &client.error(), tenant ? nullptr : &tenant.error(),
-                               endpoint ? nullptr : &endpoint.error(), cu ? nullptr : &cu.error()})
-    if (e != nullptr)
-      return fail(*e);
-  if (!platform::is_guid(*client) || !platform::is_guid(*tenant))
-    return fail("malformed getplatformmetadata response: clientId and tenantId must be GUIDs");
-  auto vm = cu->optional_string("vmId");
-  auto vmss = cu->optional_string("vmssId");
-  if (!vm || !vmss)
-    return fail(!vm ? vm.error() : vmss.error());
-  platform::cu_id id{vm->value_or(""), vmss->value_or("")};
-  if (id.vm_id.empty() && id.vmss_id.empty())
-    return fail("malformed getplatformmetadata response: cuId has neither vmId nor vmssId");
-  m.client_id = std::move(*client);
-  m.tenant_id = std::move(*tenant);
-  m.attestation_endpoint = std::move(*endpoint);
-  m.cuid_json = platform::cu_id_json(id);
-  return m;
-}
 
 std::string certificate_cache_key(const managed_identity& id, bool attested) {
   return to_string(id) + (attested ? "|attested" : "|plain");

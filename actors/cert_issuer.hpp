@@ -26,6 +26,7 @@
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
 
+#include "actors/imds_parse.hpp"
 #include "actors/interfaces.hpp"
 #include "io/retry.hpp"
 #include "platform/lifecycle.hpp"
@@ -101,11 +102,6 @@ struct cert_issuer_state {
 /// The behavior of the cert_issuer actor.
 cert_issuer::behavior_type cert_issuer_impl(cert_issuer::stateful_pointer<cert_issuer_state> self,
                                             deps_ptr deps);
-
-/// getplatformmetadata's JSON body read and checked (protocol.md §2: clientId and tenantId
-/// GUIDs, attestationEndpoint, cuId with vmId or vmssId), with cuId in its CSR form. The
-/// demo's wire walkthrough and the bench's floor client use it too.
-result<platform_metadata> parse_platform_metadata(std::string_view body);
 
 /// The cache key (and renewal artifact id) of an identity's certificate.
 std::string certificate_cache_key(const managed_identity& id, bool attested);
