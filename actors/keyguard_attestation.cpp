@@ -24,7 +24,7 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
          ",\"signature\":" + platform::json_quote(platform::base64_encode(*signature)) + "}";
 }
 
-result<attestation_token> read_keyguard_answer(const std::string& body,
+result<attestation_token> read_keyguard_answer(std::string_view body,
                                                const std::string& expected_key_id) {
   auto doc = io::json_object::parse(body, "attestation response");
   if (!doc)

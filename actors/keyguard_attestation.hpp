@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "actors/runtime.hpp"
 #include "io/http.hpp"
@@ -27,7 +28,7 @@ result<std::string> keyguard_request_body(const key_ref& key, const std::string&
 /// when present; issued_at_ms is 0 without iat). With `expected_key_id`, a JWT whose key_id
 /// claim names another key is refused (a JWT without key_id is accepted: only the simulated
 /// protocol promises that claim).
-result<attestation_token> read_keyguard_answer(const std::string& body,
+result<attestation_token> read_keyguard_answer(std::string_view body,
                                                const std::string& expected_key_id = {});
 
 /// Why an attestation call failed, for the error a person reads: "attestation service <endpoint>

@@ -1,7 +1,8 @@
 #include "actors/token_exchanger.hpp"
 
+#include "actors/token_parse.hpp"
+
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <iterator>
 #include <string_view>
@@ -13,7 +14,6 @@
 #include "messages/errors.hpp"
 #include "platform/binding.hpp"
 #include "platform/encoding.hpp"
-#include "platform/jwt.hpp"
 #include "platform/lifecycle.hpp"
 
 namespace msiv2 {
@@ -25,13 +25,6 @@ using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
 constexpr const char* component = "token_exchanger";
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -215,64 +208,6 @@ void send_attempt(self_ptr self, const deps_ptr& deps, std::uint64_t job_id) {
 
 // -- answers -----------------------------------------------------------------------------------
 
-/// The OAuth error members of an error body (any of them may be empty).
-struct oauth_error_body {
-  std::string error;
-  std::string description;
-  std::string correlation_id;
-  std::vector<std::int64_t> codes;
-};
-
-oauth_error_body read_oauth_error(const io::http_response& r) {
-  oauth_error_body out;
-  auto doc = io::json_object::parse(r.body, "token endpoint error");
-  if (!doc)
-    return out;
-  auto str = [&](std::string_view name) {
-    auto v = doc->optional_string(name);
-    return v && *v ? **v : std::string();
-  };
-  out.error = str("error");
-  out.description = str("error_description");
-  if (out.description.empty())
-    out.description = str("message");
-  out.correlation_id = str("correlation_id");
-  if (out.correlation_id.empty())
-    out.correlation_id = str("correlationId");
-  if (auto codes = doc->find("error_codes"); codes && codes->type == io::json_type::array) {
-    std::string digits;
-    for (char c : codes->text + ",") {
-      if (std::isdigit(static_cast<unsigned char>(c)) != 0) {
-        digits += c;
-      } else if (!digits.empty()) {
-        if (auto n = io::parse_decimal_int64(digits))
-          out.codes.push_back(*n);
-        digits.clear();
-      }
-    }
-  }
-  return out;
-}
-
-bool has_code(const oauth_error_body& e, std::int64_t code) {
-  return std::find(e.codes.begin(), e.codes.end(), code) != e.codes.end();
-}
-
-/// AADSTS500181: the presented certificate is not the one the token is bound to.
-constexpr std::int64_t not_bound_code = 500181;
-/// AADSTS1000901: the certificate is past its token_not_after.
-constexpr std::int64_t token_not_after_code = 1000901;
-
-/// invalid_client, or an AADSTS code saying the client certificate is bad (1000610-1000614:
-/// time range, issuer, claim value, jku header, signature) or past its token_not_after
-/// (1000901): evict it and re-mint once.
-bool certificate_refused(const oauth_error_body& e) {
-  if (e.error == "invalid_client" || has_code(e, token_not_after_code))
-    return true;
-  return std::any_of(e.codes.begin(), e.codes.end(),
-                     [](std::int64_t c) { return c >= 1000610 && c <= 1000614; });
-}
-
 /// The connection was reset while the TLS handshake that presented our certificate ran (as
 /// MSAL .NET, a reason to re-mint): curl reports it as a TLS failure naming the reset.
 bool handshake_reset(const io::http_response& r) {
@@ -290,71 +225,29 @@ std::string with_upstream(const std::string& what, const oauth_error_body& e) {
   return out;
 }
 
-/// What the token response of a job is called in messages.
-std::string response_name(const exchange_job& job) {
-  return job.cred ? "token endpoint response" : "IMDS v1 token response";
-}
-
 /// invalid_response: "malformed <leg> response: <why>" (json_object's errors carry that prefix
 /// already), with the status and our correlation id.
 caf::error invalid_response(const exchange_job& job, const std::string& why, int status) {
-  const std::string prefix = "malformed " + response_name(job) + ": ";
+  const std::string prefix = std::string("malformed ") + token_response_name(job.cred != nullptr) + ": ";
   return make_msiv2_error(error_code::invalid_response,
                           why.rfind("malformed ", 0) == 0 ? why : prefix + why, status,
                           job.correlation_id);
 }
 
-/// Parses a 200 answer: of the mTLS token endpoint (§7: expires_in relative, number or
-/// numeric string; optional ext_expires_in and refresh_in; an mtls_pop token bound to our
-/// certificate) or of IMDS v1 (§8: every value a string; expires_on in Unix seconds).
+/// A 200 answer of the job's upstream (read_token_answer), as the token_result handed out:
+/// an mtls_pop token carries its binding, and the renewal time is planned with jitter.
 caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job& job,
                                         const io::http_response& r) {
   const bool mtls = job.cred != nullptr;
-  auto doc = io::json_object::parse(r.body, response_name(job));
-  if (!doc)
-    return invalid_response(job, doc.error(), r.status);
-  auto type = doc->required_string("token_type");
-  auto token = doc->required_string("access_token");
-  const char* expiry_name = mtls ? "expires_in" : "expires_on";
-  auto expiry = doc->required_integer_or_numeric_string(expiry_name);
-  result<std::optional<std::int64_t>> none = std::optional<std::int64_t>{};
-  auto ext = mtls ? doc->optional_integer_or_numeric_string("ext_expires_in") : none;
-  auto refresh_in = mtls ? doc->optional_integer_or_numeric_string("refresh_in") : none;
-  for (const std::string* e : {type ? nullptr : &type.error(), token ? nullptr : &token.error(),
-                               expiry ? nullptr : &expiry.error(), ext ? nullptr : &ext.error(),
-                               refresh_in ? nullptr : &refresh_in.error()})
-    if (e != nullptr)
-      return invalid_response(job, *e, r.status);
   // A v1 job is always a bearer request (mtls_pop is never downgraded).
   const auto want = job.req.request.type;
-  if (!iequals(*type, to_string(want)))
-    return invalid_response(job,
-                            "member \"token_type\" is \"" + *type + "\" but \"" +
-                              to_string(want) + "\" was requested",
-                            r.status);
+  token_answer_expectation expect{mtls, want, mtls ? job.cred->x5t_s256 : std::string()};
   const auto now_ms = deps->wall->now_ms();
-  const std::int64_t expires_at_ms = mtls ? now_ms + *expiry * 1000 : *expiry * 1000;
-  if (mtls && *expiry <= 0)
-    return invalid_response(job, "member \"expires_in\" is not positive", r.status);
-  if (!mtls && expires_at_ms <= now_ms)
-    return invalid_response(job, "member \"expires_on\" is not in the future", r.status);
-  if (*refresh_in && **refresh_in <= 0)
-    return invalid_response(job, "member \"refresh_in\" is not positive", r.status);
+  auto answer = read_token_answer(r.body, expect, now_ms);
+  if (!answer)
+    return invalid_response(job, answer.error(), r.status);
   token_result out;
   if (want == token_type::mtls_pop) {
-    auto claims = platform::read_jwt_claims(*token);
-    if (!claims)
-      return invalid_response(job,
-                              "member \"access_token\" is not a readable JWT: " + claims.error(),
-                              r.status);
-    if (claims->cnf_x5t_s256 != job.cred->x5t_s256)
-      return invalid_response(job,
-                              claims->cnf_x5t_s256.empty()
-                                ? "member \"access_token\" has no cnf x5t#S256 claim"
-                                : "member \"access_token\" is bound to another certificate "
-                                  "(cnf x5t#S256 " + claims->cnf_x5t_s256 + ", ours " +
-                                    job.cred->x5t_s256 + ")",
-                              r.status);
     auto binding = std::make_shared<token_binding>();
     binding->certificate_chain = {job.cred->certificate_der};
     binding->x5t_s256 = job.cred->x5t_s256;
@@ -365,13 +258,11 @@ caf::expected<token_result> read_answer(const deps_ptr& deps, const exchange_job
   // The nominal refresh point, without jitter: token_service plans the renewal from it and
   // draws the jitter once. Drawing here as well spread renewals over twice the rule's window
   // (+-10 min instead of +-5 for a 24 h token; found by msiv2-fleet --check).
-  auto plan = platform::plan_lifecycle(
-    now_ms, expires_at_ms,
-    *refresh_in ? std::optional<std::int64_t>(**refresh_in * 1000) : std::nullopt,
-    [](std::int64_t, std::int64_t) { return std::int64_t{0}; });
-  out.access_token = std::move(*token);
+  auto plan = platform::plan_lifecycle(now_ms, answer->expires_at_ms, answer->refresh_in_ms,
+                                       [](std::int64_t, std::int64_t) { return std::int64_t{0}; });
+  out.access_token = std::move(answer->access_token);
   out.type = want;
-  out.expires_on = expires_at_ms / 1000;
+  out.expires_on = answer->expires_at_ms / 1000;
   out.refresh_on = plan.renew_at_ms / 1000;
   out.source = token_source::network;
   out.correlation_id = job.correlation_id;
@@ -537,7 +428,7 @@ void on_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
     return;
   }
   const bool mtls = job.cred != nullptr;
-  auto upstream_error = r.ok() ? read_oauth_error(r) : oauth_error_body{};
+  auto upstream_error = r.ok() ? read_oauth_error(r.body) : oauth_error_body{};
   const auto correlation =
     upstream_error.correlation_id.empty() ? job.correlation_id : upstream_error.correlation_id;
   if (mtls && !r.ok() && r.error == io::transport_error::tls_client_cert_rejected) {
