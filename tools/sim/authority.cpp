@@ -141,63 +141,33 @@ private:
 
 response authority_impl::issue_credential(const request& req, const identity& who) {
   const std::int64_t now = now_();
-  auto members = detail::read_string_members(req.body, {"csr", "attestation_token"});
-  if (!members)
-    return bad_request(members.error());
-
-  const auto csr_it = members->find("csr");
-  if (csr_it == members->end())
-    return bad_request("csr is missing");
-  const std::string& csr_b64 = csr_it->second;
-  if (csr_b64.empty())
-    return bad_request("csr is empty");
-  if (csr_b64.find("-----") != std::string::npos)
-    return bad_request("csr must be base64 of the DER, without PEM armour");
-  if (csr_b64.find_first_of("\r\n") != std::string::npos)
-    return bad_request("csr must not contain line breaks");
-  auto der = platform::base64_decode(csr_b64);
-  if (!der)
-    return bad_request("csr is not valid base64: " + der.error());
-
-  auto csr = platform::parse_csr(*der, cfg_.csr_profile);
-  if (!csr)
-    return bad_request(csr.error());
-  if (auto sig = platform::verify_csr_signature(*csr); !sig)
-    return bad_request(sig.error());
-  if (!iequals(csr->client_id, who.client_id))
-    return bad_request("CSR subject CN must equal the client id of the requested identity");
-  if (!iequals(csr->tenant_id, cfg_.tenant_id))
-    return bad_request("CSR subject DC must equal the tenant id");
-  if (csr->cuid_json != platform::cu_id_json({cfg_.vm_id, cfg_.vmss_id}))
-    return bad_request("CSR cuId attribute must equal the cuId of getplatformmetadata");
-
-  auto subject_key = platform::public_key_from_der(csr->spki_der);
-  if (!subject_key)
-    return bad_request("CSR public key: " + subject_key.error());
-  if (!is_rsa_2048_or_more(subject_key->get()))
-    return bad_request("CSR public key must be RSA with at least 2048 bits");
+  auto checked = detail::read_issue_request(
+    req.body, {who.client_id, cfg_.tenant_id, platform::cu_id_json({cfg_.vm_id, cfg_.vmss_id}),
+               cfg_.csr_profile});
+  if (!checked)
+    return bad_request(checked.error());
+  const auto& subject_key = checked->subject_key;
 
   bool attested = false;
   std::string attestation_type;
   if (cfg_.attestation != attestation_policy::off) {
-    const auto att = members->find("attestation_token");
-    const bool present = att != members->end() && !att->second.empty();
+    const bool present = !checked->attestation_token.empty();
     if (!present && cfg_.attestation == attestation_policy::required)
       return bad_request(missing_attestation);
     if (present) {
-      auto kid = platform::key_id(subject_key->get());
+      auto kid = platform::key_id(subject_key.get());
       if (!kid)
         return server_error("CSR key id: " + kid.error());
-      auto checked = check_attestation(att->second, *kid, now);
-      if (!checked)
-        return bad_request(checked.error());
+      auto att = check_attestation(checked->attestation_token, *kid, now);
+      if (!att)
+        return bad_request(att.error());
       attested = true;
-      attestation_type = std::move(*checked);
+      attestation_type = std::move(*att);
     }
   }
 
   platform::issue_params params;
-  params.subject_key = subject_key->get();
+  params.subject_key = subject_key.get();
   params.subject_cn = who.client_id;
   params.subject_dc = cfg_.tenant_id;
   params.not_before = now;

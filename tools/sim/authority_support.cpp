@@ -6,7 +6,9 @@
 
 #include <simdjson.h>
 
+#include "platform/csr.hpp"
 #include "platform/encoding.hpp"
+#include "platform/keys.hpp"
 
 namespace msiv2::sim::detail {
 
@@ -117,6 +119,46 @@ std::string to_lower(std::string_view s) {
   std::string out(s);
   for (char& c : out)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+result<issue_request> read_issue_request(std::string_view body, const csr_expectation& want) {
+  auto members = read_string_members(body, {"csr", "attestation_token"});
+  if (!members)
+    return members.fail();
+  const auto csr_it = members->find("csr");
+  if (csr_it == members->end())
+    return fail("csr is missing");
+  const std::string& csr_b64 = csr_it->second;
+  if (csr_b64.empty())
+    return fail("csr is empty");
+  if (csr_b64.find("-----") != std::string::npos)
+    return fail("csr must be base64 of the DER, without PEM armour");
+  if (csr_b64.find_first_of("\r\n") != std::string::npos)
+    return fail("csr must not contain line breaks");
+  auto der = platform::base64_decode(csr_b64);
+  if (!der)
+    return fail("csr is not valid base64: " + der.error());
+  auto csr = platform::parse_csr(*der, want.profile);
+  if (!csr)
+    return csr.fail();
+  if (auto sig = platform::verify_csr_signature(*csr); !sig)
+    return sig.fail();
+  if (!iequals(csr->client_id, want.client_id))
+    return fail("CSR subject CN must equal the client id of the requested identity");
+  if (!iequals(csr->tenant_id, want.tenant_id))
+    return fail("CSR subject DC must equal the tenant id");
+  if (csr->cuid_json != want.cuid_json)
+    return fail("CSR cuId attribute must equal the cuId of getplatformmetadata");
+  auto subject_key = platform::public_key_from_der(csr->spki_der);
+  if (!subject_key)
+    return fail("CSR public key: " + subject_key.error());
+  if (EVP_PKEY_is_a(subject_key->get(), "RSA") != 1 || EVP_PKEY_get_bits(subject_key->get()) < 2048)
+    return fail("CSR public key must be RSA with at least 2048 bits");
+  issue_request out;
+  out.subject_key = std::move(*subject_key);
+  if (auto att = members->find("attestation_token"); att != members->end())
+    out.attestation_token = att->second;
   return out;
 }
 

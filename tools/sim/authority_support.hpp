@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "platform/csr.hpp"
+#include "platform/openssl.hpp"
 #include "platform/result.hpp"
 #include "tools/sim/http.hpp"
 
@@ -25,6 +27,25 @@ using string_members = std::map<std::string, std::string, std::less<>>;
 /// JSON object is an error naming it ("csr must be a string").
 result<string_members> read_string_members(std::string_view body,
                                            std::initializer_list<std::string_view> wanted);
+
+/// What the CSR of an issuecredential request must name.
+struct csr_expectation {
+  std::string client_id; ///< the requested identity's client id (subject CN, any case)
+  std::string tenant_id; ///< the tenant (subject DC, any case)
+  std::string cuid_json; ///< getplatformmetadata's cuId in its CSR form (byte for byte)
+  platform::csr_profile profile = platform::csr_profile::strict; ///< which CSR encodings pass
+};
+
+/// An issuecredential request body, read and checked.
+struct issue_request {
+  platform::pkey_ptr subject_key;  ///< the CSR's public key: RSA, at least 2048 bits
+  std::string attestation_token;   ///< empty when absent or empty
+};
+
+/// Reads an issuecredential body (protocol.md §4): {"csr": base64 DER without PEM armour or
+/// line breaks, "attestation_token"?}; the CSR must parse, carry a valid self-signature and
+/// name `want`'s client id, tenant and cuId. The error is the description of the 400 answer.
+result<issue_request> read_issue_request(std::string_view body, const csr_expectation& want);
 
 /// Parameters of an application/x-www-form-urlencoded body, decoded, in order.
 using form_fields = std::vector<std::pair<std::string, std::string>>;
