@@ -43,8 +43,10 @@ result<attestation_token> read_keyguard_answer(std::string_view body,
                 ", not the attested key " + expected_key_id);
   attestation_token out;
   out.jwt = std::move(*jwt);
-  out.expires_at_ms = *claims->exp * 1000;
-  out.issued_at_ms = claims->iat ? *claims->iat * 1000 : 0;
+  // Claims from upstream: a time whose milliseconds do not fit in 64 bits is refused.
+  if (__builtin_mul_overflow(*claims->exp, std::int64_t{1000}, &out.expires_at_ms) ||
+      (claims->iat && __builtin_mul_overflow(*claims->iat, std::int64_t{1000}, &out.issued_at_ms)))
+    return fail("malformed attestation response: member \"token\" has an exp or iat out of range");
   if (out.issued_at_ms != 0 && out.issued_at_ms >= out.expires_at_ms)
     return fail("malformed attestation response: member \"token\" has an iat not before its exp");
   return out;

@@ -257,8 +257,11 @@ decoded<attestation_token> decode_attestation(std::string_view bytes, const std:
     return refuse<T>(refusal::invalid, "the attestation token has no exp claim");
   T t;
   t.jwt = std::move(*jwt);
-  t.expires_at_ms = *claims->exp * 1000;
-  t.issued_at_ms = (claims->iat ? *claims->iat : *iat) * 1000;
+  // Times from a file: milliseconds that do not fit in 64 bits are refused.
+  if (__builtin_mul_overflow(*claims->exp, std::int64_t{1000}, &t.expires_at_ms) ||
+      __builtin_mul_overflow(claims->iat ? *claims->iat : *iat, std::int64_t{1000},
+                             &t.issued_at_ms))
+    return refuse<T>(refusal::invalid, "the attestation token has an exp or iat out of range");
   if (now_ms >= t.expires_at_ms)
     return refuse<T>(refusal::expired, "the attestation token expired at " +
                                          std::to_string(*claims->exp) + " (Unix s)");

@@ -11,6 +11,14 @@ namespace msiv2 {
 
 namespace {
 
+/// `s` seconds in milliseconds; nullopt when that does not fit in 64 bits.
+std::optional<std::int64_t> seconds_to_ms(std::int64_t s) {
+  std::int64_t ms = 0;
+  if (__builtin_mul_overflow(s, std::int64_t{1000}, &ms))
+    return std::nullopt;
+  return ms;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
@@ -88,7 +96,15 @@ result<token_answer> read_token_answer(std::string_view body,
   if (!iequals(*type, to_string(want.want)))
     return fail("member \"token_type\" is \"" + *type + "\" but \"" + to_string(want.want) +
                 "\" was requested");
-  const std::int64_t expires_at_ms = mtls ? now_ms + *expiry * 1000 : *expiry * 1000;
+  // Values from upstream: arithmetic that would overflow is refused, not wrapped.
+  const auto expiry_ms = seconds_to_ms(*expiry);
+  std::int64_t expires_at_ms = expiry_ms.value_or(0);
+  if (!expiry_ms || (mtls && __builtin_add_overflow(now_ms, *expiry_ms, &expires_at_ms)))
+    return fail(std::string("member \"") + expiry_name + "\" is out of range");
+  const auto refresh_in_ms =
+    *refresh_in ? seconds_to_ms(**refresh_in) : std::optional<std::int64_t>(0);
+  if (!refresh_in_ms)
+    return fail("member \"refresh_in\" is out of range");
   if (mtls && *expiry <= 0)
     return fail("member \"expires_in\" is not positive");
   if (!mtls && expires_at_ms <= now_ms)
@@ -109,7 +125,7 @@ result<token_answer> read_token_answer(std::string_view body,
   out.access_token = std::move(*token);
   out.expires_at_ms = expires_at_ms;
   if (*refresh_in)
-    out.refresh_in_ms = **refresh_in * 1000;
+    out.refresh_in_ms = *refresh_in_ms;
   return out;
 }
 

@@ -45,7 +45,8 @@ std::optional<std::int64_t> parse_http_date(std::string_view text) {
   const std::string copy(text);
   std::tm tm{};
   const char* end = strptime(copy.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  if (end == nullptr || *end != '\0')
+  // An IMF-fixdate has a four-digit year; a longer one would overflow later arithmetic.
+  if (end == nullptr || *end != '\0' || tm.tm_year > 9999 - 1900)
     return std::nullopt;
   return static_cast<std::int64_t>(timegm(&tm));
 }

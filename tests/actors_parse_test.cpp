@@ -227,6 +227,30 @@ BOOST_AUTO_TEST_CASE(token_answer_refuses_lifetimes_that_are_not_ahead) {
   BOOST_TEST(!future->refresh_in_ms);
 }
 
+BOOST_AUTO_TEST_CASE(lifetimes_whose_milliseconds_overflow_are_refused_not_wrapped) {
+  // Found by tests/fuzz (fuzz_token_answer, fuzz_attestation under UBSan): seconds * 1000 and
+  // now + expires_in were signed overflows for values near INT64_MAX.
+  const std::int64_t now_ms = now_s * 1000;
+  token_answer_expectation bearer{true, token_type::bearer, {}};
+  for (const char* body :
+       {R"({"token_type":"Bearer","access_token":"a","expires_in":9223372036854775807})",
+        R"({"token_type":"Bearer","access_token":"a","expires_in":"9223372036854775"})",
+        R"({"token_type":"Bearer","access_token":"a","expires_in":60,"refresh_in":9223372036854775807})"}) {
+    auto r = read_token_answer(body, bearer, now_ms);
+    BOOST_REQUIRE_MESSAGE(!r, body);
+    BOOST_TEST(contains(r.error(), "out of range"), r.error());
+  }
+  token_answer_expectation v1{false, token_type::bearer, {}};
+  auto far = read_token_answer(
+    R"({"token_type":"Bearer","access_token":"a","expires_on":"9223372036854775807"})", v1, now_ms);
+  BOOST_REQUIRE(!far);
+  BOOST_TEST(contains(far.error(), "\"expires_on\" is out of range"), far.error());
+  auto jwt = unsigned_jwt(R"({"exp":9223372036854775807,"key_id":"k1"})");
+  auto att = read_keyguard_answer(R"({"token":")" + jwt + "\"}", "k1");
+  BOOST_REQUIRE(!att);
+  BOOST_TEST(contains(att.error(), "out of range"), att.error());
+}
+
 BOOST_AUTO_TEST_CASE(attestation_answer_and_error_body_are_read_without_a_transport) {
   auto jwt = unsigned_jwt(R"({"exp":2000,"iat":1000,"key_id":"k1"})");
   auto ok = read_keyguard_answer(R"({"token":")" + jwt + "\"}", "k1");

@@ -152,4 +152,13 @@ BOOST_AUTO_TEST_CASE(header_lines_restart_on_a_status_line_fold_and_trim) {
   BOOST_TEST(empty.fields.empty());
 }
 
+BOOST_AUTO_TEST_CASE(http_dates_past_year_9999_are_refused) {
+  // Found by tests/fuzz (fuzz_http_header): strptime takes any number of year digits, and a
+  // Retry-After date far in the future overflowed the delay arithmetic.
+  BOOST_TEST(io::parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").has_value());
+  BOOST_TEST(!io::parse_http_date("Sat, 01 Jan 10000 00:00:00 GMT"));
+  BOOST_TEST(!io::parse_http_date("Mon, 01 Jan 99999999999 00:00:00 GMT"));
+  BOOST_TEST(!io::parse_retry_after("Mon, 01 Jan 99999999999 00:00:00 GMT", 0));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
