@@ -5,10 +5,10 @@
 #   tools/fuzz.sh --seconds 600 jwt    one target for ten minutes
 #   tools/fuzz.sh --list               the targets
 # Per target it prints executions, coverage (cov: edges, ft: features), corpus size and
-# crashes; it exits 1 when a target crashed (the input is kept in build-fuzz/crashes/<target>/),
-# 77 when clang cannot be installed. New inputs found go to build-fuzz/corpus/<target>/ (the
-# committed seeds in tests/fuzz/corpus/ are only read). Installs clang-14 and
-# libclang-rt-14-dev (Debian 12's default clang) when missing.
+# crashes; it exits 1 when a target crashed (the input is kept in build-fuzz/crashes/<target>/).
+# New inputs found go to build-fuzz/corpus/<target>/ (the committed seeds in tests/fuzz/corpus/
+# are only read). tools/setup.sh --fuzz installs clang-14 and libclang-rt-14-dev (Debian 12's
+# default clang) when missing and builds every target.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,29 +38,8 @@ for t in "${targets[@]}"; do
   [ -f "$root/tests/fuzz/fuzz_$t.cpp" ] || { echo "fuzz.sh: no target '$t' (try --list)" >&2; exit 2; }
 done
 
-"$root/tools/setup.sh" --no-build
-packages=(clang-14 libclang-rt-14-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "fuzz.sh: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; }; then
-    echo "fuzz.sh: SKIP: cannot install ${missing[*]} (clang with libFuzzer)" >&2
-    exit 77
-  fi
-fi
-
+"$root/tools/setup.sh" --fuzz
 dir="$root/build-fuzz"
-if [ ! -f "$dir/build.ninja" ]; then
-  CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$dir" -G Ninja -DMSIV2_FUZZ=ON \
-    -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" >/dev/null
-fi
-cmake --build "$dir" -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

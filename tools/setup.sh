@@ -4,6 +4,7 @@
 #   tools/setup.sh              -> build/          (RelWithDebInfo)
 #   tools/setup.sh --sanitize   -> build-asan/     (ASan + UBSan)
 #   tools/setup.sh --tsan       -> build-tsan/     (ThreadSanitizer)
+#   tools/setup.sh --fuzz       -> build-fuzz/     (the libFuzzer targets; installs clang-14)
 #   tools/setup.sh --no-build   -> packages only
 set -euo pipefail
 
@@ -14,8 +15,9 @@ for arg in "$@"; do
   case "$arg" in
     --sanitize) variant=asan ;;
     --tsan) variant=tsan ;;
+    --fuzz) variant=fuzz ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,6 +32,8 @@ packages=(
   # that each test starts on a free loopback port; they never use the package's own service).
   dpkg-dev prometheus
 )
+# tools/fuzz.sh: Debian 12's default clang with libFuzzer and its sanitizer runtimes.
+[ "$variant" != fuzz ] || packages+=(clang-14 libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -51,6 +55,9 @@ case "$variant" in
   # Sanitizer builds at -O1: compile faster than -O2, run far faster than -O0.
   asan) dir="$root/build-asan"; flags=(-DMSIV2_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g") ;;
   tsan) dir="$root/build-tsan"; flags=(-DMSIV2_TSAN=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g") ;;
+  # Only the fuzz targets (tests/fuzz/), with clang, ASan + UBSan (tests/fuzz/CMakeLists.txt).
+  fuzz) dir="$root/build-fuzz"; flags=(-DMSIV2_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g"
+          -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14) ;;
 esac
 
 if [ ! -f "$dir/build.ninja" ]; then
