@@ -5,6 +5,8 @@
 // Part 1 drives io/ and platform/ directly, one call after another, so that every wire step
 // is visible. Part 2 runs the real runtime (msiv2::client and its actors) against the same
 // simulator with lifetimes of seconds, and shows caching and renewals over --duration seconds.
+// Part 3, when swtpm is installed, runs the runtime with its binding key in a software TPM
+// (key store tpm, TPM key attestation) and through a simulated reboot.
 
 #include "tools/demo.hpp"
 
@@ -23,9 +25,14 @@
 #include <thread>
 #include <vector>
 
+#include <openssl/err.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+
 #include "actors/cert_issuer.hpp"
 #include "actors/client.hpp"
 #include "actors/keyguard_attestation.hpp"
+#include "actors/tpm_key_store.hpp"
 #include "io/curl_transport.hpp"
 #include "io/http.hpp"
 #include "io/json.hpp"
@@ -34,8 +41,11 @@
 #include "platform/jwt.hpp"
 #include "platform/keys.hpp"
 #include "platform/binding.hpp"
+#include "platform/tpm_key.hpp"
+#include "platform/tpm_provider.hpp"
 #include "platform/x509.hpp"
 #include "tools/sim/server.hpp"
+#include "tools/swtpm_process.hpp"
 
 namespace msiv2::tools {
 
@@ -635,6 +645,319 @@ void run_runtime_part(sim::simulator& s, timeline& tl, int duration) {
   transport->shutdown();
 }
 
+// --- part 3: the hardware path (a binding key in a TPM 2.0) --------------------------------
+
+/// The upstream calls the simulator counted (answered 200, and the header-less probes).
+struct upstream_calls {
+  std::uint64_t metadata = 0, attestation = 0, issue = 0, token = 0, probe = 0;
+
+  static upstream_calls of(sim::simulator& s) {
+    return {s.count("imds_metadata", 200), s.count("attestation", 200), s.count("imds_issue"),
+            s.count("token", 200), s.count("imds_metadata", 400)};
+  }
+  upstream_calls since(const upstream_calls& before) const {
+    return {metadata - before.metadata, attestation - before.attestation, issue - before.issue,
+            token - before.token, probe - before.probe};
+  }
+  std::uint64_t total() const { return metadata + attestation + issue + token + probe; }
+  std::string describe() const {
+    return std::to_string(total()) + " upstream calls: getplatformmetadata "
+           + std::to_string(metadata) + ", attestation " + std::to_string(attestation)
+           + ", issuecredential " + std::to_string(issue) + ", token " + std::to_string(token)
+           + ", probe " + std::to_string(probe);
+  }
+};
+
+/// What trying to take the private key out of an EVP_PKEY gives: the refusals, or a failure
+/// naming the form in which the key came out.
+result<std::string> try_export(EVP_PKEY* key) {
+  ERR_clear_error();
+  unsigned char* der = nullptr;
+  const int der_len = i2d_PrivateKey(key, &der);
+  OPENSSL_free(der);
+  const std::string der_error = platform::drain_openssl_errors("i2d_PrivateKey");
+  platform::bio_ptr bio(BIO_new(BIO_s_mem()));
+  const int pem_ok =
+    PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
+  const auto pem_bytes = BIO_pending(bio.get());
+  platform::drain_openssl_errors("PEM_write_bio_PrivateKey");
+  OSSL_PARAM* params = nullptr;
+  const int todata_ok = EVP_PKEY_todata(key, EVP_PKEY_KEYPAIR, &params);
+  OSSL_PARAM_free(params);
+  platform::drain_openssl_errors("EVP_PKEY_todata");
+  if (der_len > 0)
+    return fail("i2d_PrivateKey wrote " + std::to_string(der_len) + " bytes of private key");
+  if (pem_ok == 1 || pem_bytes > 0)
+    return fail("PEM_write_bio_PrivateKey wrote the private key");
+  if (todata_ok == 1)
+    return fail("EVP_PKEY_todata exported the key pair");
+  return "refused: i2d_PrivateKey (" + der_error + "), PEM_write_bio_PrivateKey, "
+         "EVP_PKEY_todata(KEYPAIR)";
+}
+
+class hardware_part {
+public:
+  explicit hardware_part(timeline& tl) : tl_(tl) {}
+
+  void run() {
+    tl_.section("part 3: the hardware path (binding key in a TPM 2.0, TPM attestation, reboot)");
+    const std::string why = swtpm_process::unavailable();
+    if (!why.empty()) {
+      std::printf("  hardware part skipped: no software TPM: %s\n", why.c_str());
+      return;
+    }
+    char root[] = "/tmp/msiv2-demo-tpm-XXXXXX";
+    if (::mkdtemp(root) == nullptr) {
+      tl_.step("work directory", fail(std::string("mkdtemp: ") + std::strerror(errno)));
+      return;
+    }
+    dir_ = root;
+    run_steps();
+    // Stopped in this order also on every early return: modules, transport, simulator, swtpm
+    // (by its pid), then the files.
+    module_.reset();
+    if (transport_)
+      transport_->shutdown();
+    if (sim_)
+      sim_->stop();
+    if (tpm_) {
+      const auto pid = tpm_->pid();
+      auto stopped = tpm_->stop();
+      tl_.step("swtpm stopped by its pid",
+               stopped ? result<std::string>("pid " + std::to_string(pid))
+                       : result<std::string>(stopped.fail()));
+      tpm_.reset();
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+private:
+  void run_steps() {
+    auto tpm = swtpm_process::start(dir_ + "/swtpm");
+    if (!tl_.step("software TPM (swtpm) on loopback",
+                  tpm ? result<std::string>("pid " + std::to_string((*tpm)->pid()) + ", TCTI "
+                                            + (*tpm)->tcti() + ", state by tools/swtpm.sh init")
+                      : result<std::string>(tpm.fail())))
+      return;
+    tpm_ = std::move(*tpm);
+
+    sim::config cfg;
+    cfg.attestation = sim::attestation_policy::required;
+    cfg.tpm_ek_ca = tpm_->ek_ca(); // the TPM attestation service trusts swtpm's local EK CA
+    auto started = sim::simulator::start(cfg);
+    if (!tl_.step("msiv2-sim with TPM attestation (--tpm-ek-ca, attestation required)",
+                  started ? result<std::string>("attestation " + (*started)->urls().attestation
+                                                + "/attest/tpm/{challenge,proof}")
+                          : result<std::string>(started.fail())))
+      return;
+    sim_ = std::move(*started);
+    auto made = io::curl_transport::create();
+    if (!tl_.step("HTTP transport", made ? result<std::string>("curl")
+                                         : result<std::string>(made.fail())))
+      return;
+    transport_ = std::move(*made);
+    boot_id_file_ = dir_ + "/boot_id";
+    cache_dir_ = dir_ + "/cache";
+    if (!write_boot_id())
+      return;
+
+    // First boot: a TPM key, attested by the TPM, and a certificate for it.
+    if (!start_module("module on boot 1: key_store tpm, attest"))
+      return;
+    auto before = upstream_calls::of(*sim_);
+    auto t0 = clock_type::now();
+    auto first = module_->get_token_blocking(request());
+    const double first_ms = ms_since(t0);
+    if (!tl_.step("first mtls_pop token (TPM key made, TPM-attested, certificate)",
+                  first ? result<std::string>(fmt_ms(first_ms) + ", "
+                                              + upstream_calls::of(*sim_).since(before).describe())
+                        : result<std::string>(fail(render(first.error())))))
+      return;
+    if (!first->binding || !first->binding->key) {
+      tl_.step("the token's binding", fail("an mtls_pop token without a binding key"));
+      return;
+    }
+    EVP_PKEY* key = first->binding->key->get();
+    show_key_in_tpm(key);
+    tl_.step("export of the TPM key's private half", try_export(key));
+    show_bound(*first, key);
+    call_resource("resource call over mTLS (TLS client signature in the TPM)", *first);
+    const std::string x5t = first->binding->x5t_s256;
+    const std::string key_id = first->binding->key->key_id();
+    module_.reset(); // the process ends with the boot
+
+    // A reboot: a new boot id, the TPM restarted on its state (volatile objects gone).
+    tl_.section("simulated reboot: new boot id, swtpm restarted on the same state, new module");
+    if (!write_boot_id())
+      return;
+    const auto old_pid = tpm_->pid();
+    auto stopped = tpm_->stop();
+    auto again = stopped ? tpm_->start_again() : result<void>(stopped.fail());
+    if (!tl_.step("swtpm stopped (swtpm_ioctl -s, pid " + std::to_string(old_pid)
+                    + ") and started again",
+                  again ? result<std::string>("pid " + std::to_string(tpm_->pid())
+                                              + ", same state and TCTI")
+                        : result<std::string>(again.fail())))
+      return;
+    if (!start_module("module on boot 2: same cache directory"))
+      return;
+    before = upstream_calls::of(*sim_);
+    t0 = clock_type::now();
+    auto next = module_->get_token_blocking(request());
+    const double next_ms = ms_since(t0);
+    const auto calls = upstream_calls::of(*sim_).since(before);
+    if (!tl_.step("first token after the reboot",
+                  next ? result<std::string>(fmt_ms(next_ms))
+                       : result<std::string>(fail(render(next.error())))))
+      return;
+    const bool two = calls.metadata == 1 && calls.token == 1 && calls.total() == 2;
+    tl_.step("upstream calls of it (simulator counters)",
+             two ? result<std::string>(calls.describe() + ": metadata + token only")
+                 : result<std::string>(fail(calls.describe() + ", expected getplatformmetadata "
+                                            "+ token only")));
+    const bool same = next->binding && next->binding->x5t_s256 == x5t && next->binding->key
+                      && next->binding->key->key_id() == key_id;
+    tl_.step("same TPM key and persisted certificate adopted",
+             same ? result<std::string>("key id " + key_id.substr(0, 16) + "..., x5t#S256 "
+                                        + short_x5t(x5t))
+                  : result<std::string>(fail("a different key or certificate after the reboot")));
+    if (next->binding && next->binding->key)
+      call_resource("resource call with it", *next);
+  }
+
+  bool write_boot_id() {
+    const std::string id = platform::uuid_v4();
+    std::FILE* f = std::fopen(boot_id_file_.c_str(), "w");
+    const bool ok = f != nullptr && std::fprintf(f, "%s\n", id.c_str()) > 0;
+    if (f != nullptr)
+      std::fclose(f);
+    return tl_.step("boot id", ok ? result<std::string>(id + " (" + boot_id_file_ + ")")
+                                  : result<std::string>(fail("cannot write " + boot_id_file_)));
+  }
+
+  bool start_module(const std::string& what) {
+    client_options opts;
+    opts.config.imds_base_url = sim_->urls().imds;
+    opts.config.ca_file = sim_->urls().ca_file;
+    opts.config.cache_dir = cache_dir_;
+    opts.config.boot_id_path = boot_id_file_;
+    opts.config.key_store = key_store_choice::tpm;
+    opts.config.tpm_tcti = tpm_->tcti();
+    opts.config.attest = true; // the client builds TPM key attestation for the TPM store
+    opts.config.eager_key = true;
+    opts.transport = transport_;
+    auto c = client::create(std::move(opts));
+    if (!tl_.step(what, c ? result<std::string>("TCTI " + tpm_->tcti() + ", cache " + cache_dir_)
+                          : result<std::string>(c.fail())))
+      return false;
+    module_ = std::move(*c);
+    return true;
+  }
+
+  token_request request() const {
+    token_request r;
+    r.resource = "https://management.azure.com";
+    r.timeout = std::chrono::seconds(120); // TPM key generation on swtpm takes seconds
+    return r;
+  }
+
+  void show_key_in_tpm(EVP_PKEY* key) {
+    auto ref = platform::tpm_pkey_reference(key);
+    if (!ref) {
+      tl_.step("the binding key lives in the TPM", fail(ref.error()));
+      return;
+    }
+    auto pub = platform::tpm_key_public(ref->blob);
+    std::error_code ec;
+    const bool blob_file = std::filesystem::exists(cache_dir_ + "/" + tpm_key_file_name, ec);
+    const bool pem_file = std::filesystem::exists(cache_dir_ + "/binding-key.pem", ec);
+    char attrs[16];
+    std::snprintf(attrs, sizeof attrs, "0x%08x", pub ? pub->attributes : 0u);
+    tl_.step("the binding key lives in the TPM",
+             platform::is_tpm_pkey(key) && pub && blob_file && !pem_file
+               ? result<std::string>("EVP_PKEY of provider msiv2-tpm on " + ref->tpm.tcti
+                                     + ", attributes " + attrs
+                                     + " (fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|"
+                                       "noDA|sign); the cache holds only the TPM-wrapped "
+                                     + tpm_key_file_name)
+               : result<std::string>(fail(!pub ? pub.error()
+                                               : pem_file ? "a binding-key.pem is in the cache"
+                                                          : "no " + std::string(tpm_key_file_name)
+                                                              + " in the cache")));
+  }
+
+  void show_bound(const token_result& tok, EVP_PKEY* key) {
+    auto claims = platform::read_jwt_claims(tok.access_token);
+    const auto& chain = tok.binding->certificate_chain;
+    auto info = chain.empty() ? result<platform::cert_info>(fail("no certificate"))
+                              : platform::inspect_certificate(chain.front());
+    auto key_spki = platform::public_key_der(key);
+    tl_.step("token bound to the TPM key", [&]() -> result<std::string> {
+      if (!claims)
+        return fail("access token: " + claims.error());
+      if (!info)
+        return fail("binding certificate: " + info.error());
+      if (!key_spki)
+        return fail("TPM key: " + key_spki.error());
+      const std::string thumbprint = platform::x5t_s256(chain.front());
+      if (claims->cnf_x5t_s256 != thumbprint)
+        return fail("cnf x5t#S256 " + claims->cnf_x5t_s256 + " is not the certificate's "
+                    + thumbprint);
+      if (info->spki_der != *key_spki)
+        return fail("the certificate's public key is not the TPM key");
+      return "cnf x5t#S256 " + short_x5t(thumbprint) + " = SHA-256 of the certificate, whose "
+             "public key is the TPM key";
+    }());
+    std::string type;
+    for (const auto& c : sim_->pki().issued())
+      if (c.x5t_s256 == tok.binding->x5t_s256)
+        type = c.attestation_type;
+    tl_.step("certificate issued for a TPM-attested key",
+             tok.binding->attested && type == "tpm"
+               ? result<std::string>("the CSR carried the TPM attestation JWT "
+                                     "(attestation_type tpm): attested_hardware_key")
+               : result<std::string>(fail("attestation_type '" + type + "'")));
+  }
+
+  void call_resource(const std::string& what, const token_result& tok) {
+    auto identity = io::client_identity::create(tok.binding->certificate_chain,
+                                                platform::share_key(tok.binding->key->get()));
+    if (!identity) {
+      tl_.step(what, fail(identity.error()));
+      return;
+    }
+    io::http_request req;
+    req.url = sim_->urls().resource + "/api/whoami";
+    req.ca_file = sim_->urls().ca_file;
+    req.timeout = std::chrono::milliseconds(20000);
+    req.headers.set("Authorization", "mtls_pop " + tok.access_token);
+    req.headers.set("x-ms-tokenboundauth", "true");
+    req.identity = *identity;
+    auto r = fetch(*transport_, std::move(req));
+    tl_.step(what, r.ok() && r.status == 200 ? result<std::string>("HTTP 200: accepted")
+                                             : result<std::string>(fail(describe(r) + " "
+                                                                        + r.body.substr(0, 120))));
+  }
+
+  static double ms_since(clock_type::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+  }
+
+  static std::string fmt_ms(double ms) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f ms", ms);
+    return buf;
+  }
+
+  timeline& tl_;
+  std::string dir_, boot_id_file_, cache_dir_;
+  std::unique_ptr<swtpm_process> tpm_;
+  std::unique_ptr<sim::simulator> sim_;
+  std::shared_ptr<io::transport> transport_;
+  std::unique_ptr<client> module_;
+};
+
 const char* usage =
   "usage: msiv2-sim demo [--duration S]\n"
   "  Starts msiv2-sim on loopback (certificate 40 s, token 12 s, attestation 30 s, attestation\n"
@@ -645,7 +968,13 @@ const char* usage =
   "     remediated with bypass_cache;\n"
   "  2. runs the msiv2 runtime (msiv2::client) for several identities and resources, asking\n"
   "     once a second for S seconds (default 60, at least 5) and calling the resource each\n"
-  "     time: a timeline of renewals and certificate changes, then a summary.\n"
+  "     time: a timeline of renewals and certificate changes, then a summary;\n"
+  "  3. when swtpm is installed (else one line says why this part is skipped): the hardware\n"
+  "     path on a software TPM on loopback (tools/swtpm.sh init, swtpm stopped by its pid):\n"
+  "     key_store tpm with TPM key attestation, the key in the TPM refusing export, the token\n"
+  "     bound to it and accepted by the resource, then a simulated reboot (new boot id, swtpm\n"
+  "     restarted on its state, a new module) whose first token costs getplatformmetadata +\n"
+  "     token only, judged by the simulator's counters.\n"
   "  Exits 1 if any step fails.\n";
 
 } // namespace
@@ -804,6 +1133,8 @@ int run_demo(int argc, char** argv) {
   run_runtime_part(s, tl, duration);
   print_counters(s, "part 2: upstream calls of the runtime (simulator counters)");
   s.stop();
+
+  hardware_part(tl).run();
   std::printf("\n%d passed, %d failed\n", tl.passed(), tl.failed());
   return tl.failed() == 0 ? 0 : 1;
 }

@@ -116,6 +116,7 @@ void run_memory(const options& o, std::vector<row>& out);
 void run_warm(const options& o, std::vector<row>& out);
 void run_multi(const options& o, std::vector<row>& out);
 void run_peer(const options& o, std::vector<row>& out);
+void run_tpm_key(const options& o, std::vector<row>& out);
 /// The memory child: measures itself against the simulator at `imds` and prints JSON.
 int memory_child(const std::string& imds, const std::string& ca_file, int tokens, int settle_ms);
 

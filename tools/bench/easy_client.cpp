@@ -163,6 +163,22 @@ result<easy_binding> easy_client::mint(EVP_PKEY* key, const std::string& selecto
   return b;
 }
 
+result<void> easy_client::metadata(const std::string& selector) {
+  std::string sel = selector.empty() ? "" : "&" + selector;
+  auto meta = perform(handle_for("imds"), "GET",
+                      imds_ + "/metadata/identity/getplatformmetadata?" + v2_query + sel,
+                      {"Metadata: true", "x-ms-client-request-id: " + platform::uuid_v4()}, "",
+                      nullptr);
+  if (!meta)
+    return fail(meta.error());
+  if (meta->status != 200)
+    return fail("getplatformmetadata: HTTP " + std::to_string(meta->status));
+  auto parsed = parse_platform_metadata(meta->body);
+  if (!parsed)
+    return fail(parsed.error());
+  return ok();
+}
+
 result<std::string> easy_client::token(const easy_binding& b, const std::string& resource) {
   auto body = "grant_type=client_credentials&client_id=" + platform::url_encode(b.client_id) +
               "&scope=" + platform::url_encode(resource + "/.default") + "&token_type=mtls_pop";

@@ -39,6 +39,9 @@ public:
   /// *attestation_jwt when it attested.
   result<easy_binding> mint(EVP_PKEY* key, const std::string& selector, bool attest,
                             std::string* attestation_jwt);
+  /// getplatformmetadata alone (`selector` as for mint): what a client that holds a
+  /// certificate still calls before the token endpoint.
+  result<void> metadata(const std::string& selector);
   /// POST the token endpoint over mTLS; the access token.
   result<std::string> token(const easy_binding& b, const std::string& resource);
 
