@@ -12,10 +12,13 @@
 
 namespace msiv2 {
 
-result<key_ref> tpm_key_ref(const platform::tpm_config& cfg, const platform::tpm_key_blob& blob) {
+result<key_ref> tpm_key_ref(const platform::tpm_config& cfg, const platform::tpm_key_blob& blob,
+                            bool self_test) {
   auto key = platform::tpm_pkey(cfg, blob);
   if (!key)
     return key.fail();
+  if (!self_test)
+    return software_key_ref(std::move(*key));
   // The self-test: PSS with salt 32 is what the CSR and TLS 1.3 need; a TPM that signs PSS with
   // another salt length (some may use the maximum) would make certificates and handshakes fail
   // later and far from the cause.
@@ -157,7 +160,7 @@ result<std::optional<key_ref>> tpm_key_store::shared::read_file(std::string& why
     replace = true;
     return std::optional<key_ref>();
   }
-  auto ref = tpm_key_ref(settings.tpm, *blob);
+  auto ref = tpm_key_ref(settings.tpm, *blob, /*self_test=*/false);
   if (!ref)
     return ref.fail();
   return std::optional<key_ref>(std::move(*ref));

@@ -106,9 +106,13 @@ private:
   std::thread worker_;
 };
 
-/// A key_ref for a TPM key (SPKI and key id from a software copy of its public half), proven by
-/// the self-test: one PSS SHA-256 signature in the TPM that verifies in software with salt 32.
-result<key_ref> tpm_key_ref(const platform::tpm_config& cfg, const platform::tpm_key_blob& blob);
+/// A key_ref for a TPM key (SPKI and key id from a software copy of its public half). With
+/// `self_test`, proven first: one PSS SHA-256 signature in the TPM that verifies in software
+/// with salt 32. A new key is tested; a key read back from its file is not (the process that
+/// made it tested it on this same TPM, and the file's key loading proves it is that TPM), which
+/// keeps the first token after a reboot at one TPM signature: the TLS handshake's.
+result<key_ref> tpm_key_ref(const platform::tpm_config& cfg, const platform::tpm_key_blob& blob,
+                            bool self_test = true);
 
 /// The cache file name of the TPM key blob.
 inline constexpr const char* tpm_key_file_name = "binding-key.tpm";
