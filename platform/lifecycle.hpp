@@ -28,6 +28,21 @@ struct lifecycle {
   freshness at(std::int64_t now_ms) const noexcept;
 };
 
+/// The latest Unix time (seconds) taken from an upstream or a file: 9999-12-31T23:59:59Z. A
+/// later one is refused: its milliseconds, or a duration from now to it on a nanosecond
+/// clock, would overflow (review M1).
+inline constexpr std::int64_t max_unix_seconds = 253402300799;
+
+/// Unix seconds from outside as Unix milliseconds; nullopt outside [0, max_unix_seconds].
+std::optional<std::int64_t> unix_seconds_to_ms(std::int64_t seconds) noexcept;
+
+/// A relative lifetime in seconds from outside (expires_in, refresh_in) as milliseconds,
+/// clamped into [0, max_ms] without overflow whatever the value.
+std::int64_t clamp_seconds_to_ms(std::int64_t seconds, std::int64_t max_ms) noexcept;
+
+/// a + b, saturating at the limits of int64 instead of overflowing.
+std::int64_t saturating_add(std::int64_t a, std::int64_t b) noexcept;
+
 /// Draws a uniform integer in [lo, hi]; the real one is platform::random_between (CSPRNG).
 using jitter_source = std::function<std::int64_t(std::int64_t lo, std::int64_t hi)>;
 
