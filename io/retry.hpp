@@ -12,8 +12,8 @@
 #include <optional>
 #include <string>
 
-#include "io/http.hpp"
-#include "platform/lifecycle.hpp"
+#include "msiv2/io/http.hpp"
+#include "msiv2/platform/lifecycle.hpp"
 
 namespace msiv2::io {
 
