@@ -428,9 +428,10 @@ struct curl_transport::impl {
     }
   }
 
-  // Configures the easy handle; an error message when the request cannot be sent.
-  result<void> setup(transfer& t) {
-    const http_request& r = t.request;
+  // Whether the request can be sent at all (its own fields, nothing about the network).
+  // Checked before the deadline logic and before it waits for a slot: a request with a zero
+  // timeout is the caller's mistake (other, saying which field), not a timeout.
+  static result<void> validate(const http_request& r) {
     if (r.timeout.count() <= 0)
       return msiv2::fail("timeout must be positive");
     if (r.connect_timeout.count() <= 0)
@@ -441,7 +442,13 @@ struct curl_transport::impl {
       return msiv2::fail("unsupported method");
     if (bodyless && !r.body.empty())
       return msiv2::fail("a " + r.method + " request cannot carry a body");
+    return {};
+  }
 
+  // Configures the easy handle of a validated request; an error message when it cannot be
+  // sent.
+  result<void> setup(transfer& t) {
+    const http_request& r = t.request;
     t.easy = curl_easy_init();
     if (t.easy == nullptr)
       return msiv2::fail("curl_easy_init failed");
@@ -538,6 +545,10 @@ struct curl_transport::impl {
   // it for a slot of the pool without an easy handle.
   void start(std::unique_ptr<transfer> t) {
     t->id = ++next_transfer_id;
+    if (auto valid = validate(t->request); !valid) {
+      fail(*t, transport_error::other, valid.error());
+      return;
+    }
     if (t->request.identity) {
       auto pool = pool_for(t->request.identity);
       if (!pool) {
