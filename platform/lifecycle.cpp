@@ -36,7 +36,9 @@ std::int64_t saturating_add(std::int64_t a, std::int64_t b) noexcept {
 }
 
 freshness lifecycle::at(std::int64_t now_ms) const noexcept {
-  if (now_ms >= usable_until_ms)
+  // An empty plan (its lifetime was not positive) is expired at every time, also at a time
+  // before its t0: a clock behind the issuer's does not make it usable.
+  if (usable_until_ms <= valid_from_ms || now_ms >= usable_until_ms)
     return freshness::expired;
   if (now_ms >= renew_at_ms)
     return freshness::due;

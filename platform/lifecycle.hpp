@@ -24,7 +24,8 @@ struct lifecycle {
   std::int64_t renew_at_ms = 0;     ///< r = t0 + L/2 (or refresh_in) + j
   std::int64_t usable_until_ms = 0; ///< u = t1 - min(5 min, L/10)
 
-  /// The state at `now_ms`.
+  /// The state at `now_ms`. A plan whose lifetime was not positive (usable_until at or
+  /// before valid_from) is expired whatever `now_ms` is.
   freshness at(std::int64_t now_ms) const noexcept;
 };
 
@@ -48,8 +49,8 @@ using jitter_source = std::function<std::int64_t(std::int64_t lo, std::int64_t h
 
 /// Plans an artifact valid from `t0_ms` to `t1_ms`. With L = t1 - t0 and J = min(5 min, L/10):
 /// renew_at = t0 + (refresh_in_ms when given, else L/2) + j with j uniform in [-J, +J],
-/// clamped into [t0, usable_until]; usable_until = t1 - J. A non-positive L gives an artifact
-/// that is expired from the start.
+/// clamped into [t0, usable_until]; usable_until = t1 - J. A non-positive L (t1 at or before
+/// t0, or t1 - t0 below int64's range) gives an artifact that is expired at every time.
 lifecycle plan_lifecycle(std::int64_t t0_ms, std::int64_t t1_ms,
                          std::optional<std::int64_t> refresh_in_ms, const jitter_source& draw);
 
