@@ -32,6 +32,23 @@ namespace {
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
+/// How much more memory and time a sanitizer's build takes for the same work (shadow memory
+/// and allocator metadata; instrumented code): ThreadSanitizer documents 5-10x memory and
+/// 5-15x time, AddressSanitizer about 3x memory and 2x time. The RSS bound and the slack past
+/// the deadline below are the normal build's (the figures of issue 13), scaled by the lower
+/// ends under a sanitizer, whose pass is there for races and memory errors. Measured under TSan
+/// on the shared 2-core machine: RSS +95 to +124 MiB, worst request 1.5 s past its deadline.
+#if defined(__SANITIZE_THREAD__)
+constexpr std::int64_t sanitizer_memory_factor = 5;
+constexpr std::int64_t sanitizer_time_factor = 5;
+#elif defined(__SANITIZE_ADDRESS__)
+constexpr std::int64_t sanitizer_memory_factor = 3;
+constexpr std::int64_t sanitizer_time_factor = 2;
+#else
+constexpr std::int64_t sanitizer_memory_factor = 1;
+constexpr std::int64_t sanitizer_time_factor = 1;
+#endif
+
 /// Resident set size of this process, in bytes.
 std::int64_t rss_bytes() {
   std::ifstream statm("/proc/self/statm");
@@ -135,11 +152,11 @@ BOOST_AUTO_TEST_CASE(fifty_thousand_requests_to_a_silent_server_end_at_their_dea
   BOOST_CHECK_EQUAL(t.timeouts, n);
   BOOST_CHECK_MESSAGE(t.other == 0, t.first_other);
   // Each ended within 1 s of its own deadline (200 ms after it was sent).
-  BOOST_CHECK_LE(t.worst_elapsed.count(), (200ms + 1s).count() * 1000);
+  BOOST_CHECK_LE(t.worst_elapsed.count(), (200ms + sanitizer_time_factor * 1s).count() * 1000);
   // Easy handles only for transfers that had a slot: never more than the pool's bound alive.
   BOOST_CHECK_LE(c.peak_easy_handles, options.max_connections_per_identity);
   BOOST_CHECK_LE(c.easy_handles_created, n / 100);
-  BOOST_CHECK_LT(rss_after - rss_before, 50 * 1024 * 1024);
+  BOOST_CHECK_LT(rss_after - rss_before, sanitizer_memory_factor * 50 * 1024 * 1024);
 }
 
 BOOST_AUTO_TEST_CASE(beyond_max_pending_requests_send_answers_overloaded_at_once) {
