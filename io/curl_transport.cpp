@@ -1,9 +1,13 @@
 #include "io/curl_transport.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -39,6 +43,16 @@ namespace msiv2::io {
 // read into the share's session cache, so the connections opened next resume that session
 // (no certificate signatures on either side) instead of each doing a full handshake. A
 // waiting transfer keeps its own deadline (see launch()).
+//
+// Why a waiting transfer has no easy handle: a burst of N requests for one identity used to
+// hold N initialized easy handles (and header lists) while only a few could run (review H2).
+// The handle is made in launch(), when the transfer has a slot. Waiting transfers are found by
+// id (waiting_index) and their deadlines sit in one min-heap, so a loop iteration does no work
+// per waiting transfer: it pops the deadlines that passed and looks at the heads of the pools'
+// queues. A transfer that expires while queued is answered at once and left in its queue as a
+// finished tombstone, dropped when it reaches the head. send() refuses a request at once
+// (transport_error::other, "overloaded: ...") while options.max_pending_requests are queued, waiting or
+// running.
 
 namespace {
 
@@ -62,6 +76,9 @@ struct transfer {
   http_request request;
   completion done;
   clock_type::time_point started;
+  std::uint64_t id = 0;      // I/O thread: names it in the waiting index and deadline heap
+  bool admitted = false;     // counted in impl::pending (answered ones leave the count)
+  bool finished = false;     // answered while still in its pool's waiting queue (expired)
   CURL* easy = nullptr;
   curl_slist* header_list = nullptr;
   identity_pool* pool = nullptr;
@@ -72,13 +89,25 @@ struct transfer {
   std::string body;
   bool too_large = false;
   std::string tls_setup_error;
-  char error_buffer[CURL_ERROR_SIZE] = {};
+  // Made with the easy handle: a waiting transfer stays small.
+  std::unique_ptr<char[]> error_buffer;
 
   transfer(http_request r, completion d)
       : request(std::move(r)), done(std::move(d)), started(clock_type::now()) {}
+  // Counts the easy handles alive (set when one is made).
+  std::atomic<std::size_t>* live_easy = nullptr;
+
+  void free_easy() {
+    if (easy == nullptr)
+      return;
+    curl_easy_cleanup(easy);
+    easy = nullptr;
+    if (live_easy != nullptr)
+      --*live_easy;
+  }
+
   ~transfer() {
-    if (easy != nullptr)
-      curl_easy_cleanup(easy);
+    free_easy();
     if (header_list != nullptr)
       curl_slist_free_all(header_list);
   }
@@ -220,8 +249,19 @@ struct curl_transport::impl {
   bool stopping = false;
   transport_counters stats;
 
+  std::size_t pending = 0;  // admitted requests not answered yet
+  std::atomic<std::size_t> live_easy{0};
+
   // I/O thread only.
   std::unordered_map<transfer*, std::unique_ptr<transfer>> active;
+  std::uint64_t next_transfer_id = 0;
+  // Transfers waiting for a slot of their pool, by id (the pool's queue owns them).
+  std::unordered_map<std::uint64_t, transfer*> waiting_index;
+  // (deadline, id) of waiting transfers, earliest first; entries of launched ones are stale.
+  std::priority_queue<std::pair<clock_type::time_point, std::uint64_t>,
+                      std::vector<std::pair<clock_type::time_point, std::uint64_t>>,
+                      std::greater<>>
+    waiting_deadlines;
   std::map<const client_identity*, identity_pool> pools;
   std::uint64_t use_tick = 0;
   std::vector<CURLSH*> retired_shares;
@@ -290,6 +330,11 @@ struct curl_transport::impl {
   void complete(transfer& t, http_response r, long new_connections = 0) {
     r.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t.started);
     count_completion(r, new_connections, t.tls_resumed);
+    if (t.admitted) {
+      t.admitted = false;
+      std::lock_guard<std::mutex> guard(mutex);
+      --pending;
+    }
     auto done = std::move(t.done);
     if (done)
       done(std::move(r));
@@ -340,7 +385,8 @@ struct curl_transport::impl {
   // there are more than options.max_identity_pools.
   void trim_pools() {
     for (auto it = pools.begin(); it != pools.end();) {
-      if (it->second.in_flight == 0 && it->second.identity.use_count() == 1) {
+      if (it->second.in_flight == 0 && it->second.waiting.empty()
+          && it->second.identity.use_count() == 1) {
         close_pool(it->second);
         it = pools.erase(it);
       } else {
@@ -350,7 +396,8 @@ struct curl_transport::impl {
     while (pools.size() > options.max_identity_pools) {
       auto oldest = pools.end();
       for (auto it = pools.begin(); it != pools.end(); ++it)
-        if (it->second.in_flight == 0 && (oldest == pools.end() || it->second.last_used < oldest->second.last_used))
+        if (it->second.in_flight == 0 && it->second.waiting.empty()
+            && (oldest == pools.end() || it->second.last_used < oldest->second.last_used))
           oldest = it;
       if (oldest == pools.end())
         break;
@@ -359,9 +406,10 @@ struct curl_transport::impl {
     }
   }
 
-  // Configures the easy handle; an error message when the request cannot be sent.
-  result<void> setup(transfer& t) {
-    const http_request& r = t.request;
+  // Whether the request can be sent at all (its own fields, nothing about the network).
+  // Checked before the deadline logic and before it waits for a slot: a request with a zero
+  // timeout is the caller's mistake (other, saying which field), not a timeout.
+  static result<void> validate(const http_request& r) {
     if (r.timeout.count() <= 0)
       return msiv2::fail("timeout must be positive");
     if (r.connect_timeout.count() <= 0)
@@ -372,10 +420,22 @@ struct curl_transport::impl {
       return msiv2::fail("unsupported method");
     if (bodyless && !r.body.empty())
       return msiv2::fail("a " + r.method + " request cannot carry a body");
+    return {};
+  }
 
+  // Configures the easy handle of a validated request; an error message when it cannot be
+  // sent.
+  result<void> setup(transfer& t) {
+    const http_request& r = t.request;
     t.easy = curl_easy_init();
     if (t.easy == nullptr)
       return msiv2::fail("curl_easy_init failed");
+    t.live_easy = &live_easy;
+    {
+      std::lock_guard<std::mutex> guard(mutex);
+      ++stats.easy_handles_created;
+      stats.peak_easy_handles = std::max<std::uint64_t>(stats.peak_easy_handles, ++live_easy);
+    }
 
     for (const auto& [name, value] : r.headers.fields) {
       if (name.empty() || name.find_first_of(": \t") != std::string::npos || !valid_header_text(name)
@@ -407,7 +467,9 @@ struct curl_transport::impl {
       }
     };
     set(CURLOPT_PRIVATE, "CURLOPT_PRIVATE", static_cast<void*>(&t));
-    set(CURLOPT_ERRORBUFFER, "CURLOPT_ERRORBUFFER", t.error_buffer);
+    t.error_buffer = std::make_unique<char[]>(CURL_ERROR_SIZE);
+    t.error_buffer[0] = '\0';
+    set(CURLOPT_ERRORBUFFER, "CURLOPT_ERRORBUFFER", t.error_buffer.get());
     set(CURLOPT_NOSIGNAL, "CURLOPT_NOSIGNAL", 1L);
     set(CURLOPT_URL, "CURLOPT_URL", r.url.c_str());
     set(CURLOPT_PROTOCOLS_STR, "CURLOPT_PROTOCOLS_STR", "http,https");
@@ -447,15 +509,7 @@ struct curl_transport::impl {
       set(CURLOPT_CA_CACHE_TIMEOUT, "CURLOPT_CA_CACHE_TIMEOUT", ca_cache_timeout(r.ca_file));
     }
 
-    if (r.identity) {
-      auto pool = pool_for(r.identity);
-      if (!pool)
-        return msiv2::fail(pool.error());
-      auto parts = split_url(r.url);
-      if (parts)
-        t.origin = parts->scheme + "://" + parts->host + ":" + parts->port;
-      t.pool = *pool;  // pinned before the easy handle joins the share; see release_pool()
-      ++t.pool->in_flight;
+    if (t.pool != nullptr) {  // pinned in start(), before the easy handle joins the share
       set(CURLOPT_SHARE, "CURLOPT_SHARE", t.pool->share);
       set(CURLOPT_SSL_CTX_FUNCTION, "CURLOPT_SSL_CTX_FUNCTION", on_ssl_ctx);
       set(CURLOPT_SSL_CTX_DATA, "CURLOPT_SSL_CTX_DATA", static_cast<void*>(&t));
@@ -465,18 +519,33 @@ struct curl_transport::impl {
     return ok();
   }
 
+  // Pins the transfer's identity pool (when it has an identity), then launches it or queues
+  // it for a slot of the pool without an easy handle.
   void start(std::unique_ptr<transfer> t) {
-    auto configured = setup(*t);
-    if (!configured) {
-      release_pool(*t);
-      fail(*t, transport_error::other, configured.error());
+    t->id = ++next_transfer_id;
+    if (auto valid = validate(t->request); !valid) {
+      fail(*t, transport_error::other, valid.error());
       return;
     }
-    if (t->pool != nullptr && !has_free_slot(*t->pool, t->origin)) {
+    if (t->request.identity) {
+      auto pool = pool_for(t->request.identity);
+      if (!pool) {
+        fail(*t, transport_error::other, pool.error());
+        return;
+      }
+      auto parts = split_url(t->request.url);
+      if (parts)
+        t->origin = parts->scheme + "://" + parts->host + ":" + parts->port;
+      t->pool = *pool;
+      ++t->pool->in_flight;
+    }
+    if (t->pool != nullptr && (!t->pool->waiting.empty() || !has_free_slot(*t->pool, t->origin))) {
       {
         std::lock_guard<std::mutex> guard(mutex);
         ++stats.queued_for_pool;
       }
+      waiting_index.emplace(t->id, t.get());
+      waiting_deadlines.emplace(deadline(*t), t->id);
       t->pool->waiting.push_back(std::move(t));
       return;
     }
@@ -504,6 +573,12 @@ struct curl_transport::impl {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline(*t) - clock_type::now());
     if (left.count() <= 0) {
       expire(*t);
+      return;
+    }
+    auto configured = setup(*t);
+    if (!configured) {
+      release_pool(*t);
+      fail(*t, transport_error::other, configured.error());
       return;
     }
     CURLcode c = curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
@@ -539,36 +614,61 @@ struct curl_transport::impl {
 
   // Starts waiting transfers where their pool has room; fails those past their deadline.
   // Returns the nearest deadline among those still waiting (time_point::max() if none).
+  // Drops the answered (expired) transfers at the head of `p`'s queue.
+  void drop_finished_front(identity_pool& p) {
+    std::size_t dropped = 0;
+    while (!p.waiting.empty() && p.waiting.front()->finished) {
+      p.waiting.pop_front();
+      ++dropped;
+    }
+    if (dropped > 0) {
+      std::lock_guard<std::mutex> guard(mutex);
+      pending -= dropped;
+    }
+  }
+
   clock_type::time_point service_waiting() {
-    auto nearest = clock_type::time_point::max();
     auto now = clock_type::now();
+    // Deadlines that passed: answered now, left in their queue as tombstones.
+    while (!waiting_deadlines.empty() && waiting_deadlines.top().first <= now) {
+      auto id = waiting_deadlines.top().second;
+      waiting_deadlines.pop();
+      auto it = waiting_index.find(id);
+      if (it == waiting_index.end())
+        continue;  // launched meanwhile
+      transfer* t = it->second;
+      waiting_index.erase(it);
+      t->finished = true;
+      // Answered now; it keeps its place in pending until its tombstone leaves the queue, so
+      // a pool stuck on slow transfers cannot pile up tombstones beyond the bound.
+      t->admitted = false;
+      expire(*t);
+    }
     for (auto& [key, p] : pools) {
-      if (p.waiting.empty())
-        continue;
-      std::deque<std::unique_ptr<transfer>> keep;
-      auto doomed = std::move(p.waiting);
-      p.waiting.clear();
-      for (auto& t : doomed) {
-        if (deadline(*t) <= now)
-          expire(*t);
-        else
-          keep.push_back(std::move(t));
-      }
-      // In order, except that one waiting for its origin's first transfer lets those
-      // behind it to other origins pass.
-      for (auto& t : keep) {
+      drop_finished_front(p);
+      // In order, except that one waiting for its origin's first transfer lets a few behind
+      // it (to other origins) pass; the scan never goes deeper than a few entries.
+      constexpr std::size_t max_scan = 8;
+      for (std::size_t i = 0; i < p.waiting.size() && i < max_scan;) {
         if (p.running >= options.max_connections_per_identity)
           break;
-        if (has_free_slot(p, t->origin))
-          launch(std::move(t));
-      }
-      for (auto& t : keep)
-        if (t != nullptr) {
-          nearest = std::min(nearest, deadline(*t));
-          p.waiting.push_back(std::move(t));
+        auto& t = p.waiting[i];
+        if (t->finished) {
+          ++i;
+          continue;
         }
+        if (!has_free_slot(p, t->origin)) {
+          ++i;
+          continue;
+        }
+        waiting_index.erase(t->id);
+        auto launching = std::move(t);
+        p.waiting.erase(p.waiting.begin() + static_cast<std::ptrdiff_t>(i));
+        launch(std::move(launching));
+      }
+      drop_finished_front(p);
     }
-    return nearest;
+    return waiting_deadlines.empty() ? clock_type::time_point::max() : waiting_deadlines.top().first;
   }
 
   // Answers every waiting transfer with `cancelled` (shutdown).
@@ -577,6 +677,8 @@ struct curl_transport::impl {
       auto doomed = std::move(p.waiting);
       p.waiting.clear();
       for (auto& t : doomed) {
+        if (t->finished)
+          continue;
         release_pool(*t);
         fail(*t, transport_error::cancelled, "transport shut down");
       }
@@ -587,10 +689,7 @@ struct curl_transport::impl {
   void release_pool(transfer& t) {
     if (t.pool == nullptr)
       return;
-    if (t.easy != nullptr) {
-      curl_easy_cleanup(t.easy);
-      t.easy = nullptr;
-    }
+    t.free_easy();
     if (t.launched) {
       --t.pool->running;
       auto& o = t.pool->origins[t.origin];
@@ -617,8 +716,8 @@ struct curl_transport::impl {
     }
 
     std::string detail = curl_easy_strerror(code);
-    if (t.error_buffer[0] != '\0')
-      detail += std::string(": ") + t.error_buffer;
+    if (t.error_buffer && t.error_buffer[0] != '\0')
+      detail += std::string(": ") + t.error_buffer.get();
     std::string where = describe(t.request) + ": ";
     auto failure = [&](transport_error kind, std::string why) {
       return http_response::failure(kind, where + why + " (" + detail + ")");
@@ -656,7 +755,7 @@ struct curl_transport::impl {
     }
     bool tls_or_io = is_tls_code(code) || code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR
                      || code == CURLE_GOT_NOTHING;
-    if (tls_or_io && (code == CURLE_SSL_CLIENTCERT || mentions_client_cert_alert(t.error_buffer))) {
+    if (tls_or_io && (code == CURLE_SSL_CLIENTCERT || (t.error_buffer && mentions_client_cert_alert(t.error_buffer.get())))) {
       if (t.request.identity)
         return failure(transport_error::tls_client_cert_rejected,
                        "the server rejected our TLS client certificate");
@@ -788,16 +887,28 @@ curl_transport::~curl_transport() {
 
 void curl_transport::send(http_request request, completion done) {
   auto t = std::make_unique<transfer>(std::move(request), std::move(done));
+  std::size_t refused_at = 0;
   {
     std::lock_guard<std::mutex> guard(impl_->mutex);
     ++impl_->stats.requests;
-    if (!impl_->stopping) {
+    if (!impl_->stopping && impl_->pending >= impl_->options.max_pending_requests) {
+      refused_at = impl_->pending;
+    } else if (!impl_->stopping) {
+      ++impl_->pending;
+      t->admitted = true;
       impl_->queue.push_back(std::move(t));
       // Under the lock: the I/O thread cleans the multi up only after seeing `stopping`.
       // A failed wakeup only delays the request until curl_multi_poll's 1 s timeout.
       (void)curl_multi_wakeup(impl_->multi);
       return;
     }
+  }
+  if (refused_at > 0) {
+    impl_->fail(*t, transport_error::other,
+                "overloaded: " + std::to_string(refused_at)
+                  + " requests are already pending in the transport "
+                    "(curl_transport_options::max_pending_requests); retry with backoff");
+    return;
   }
   impl_->fail(*t, transport_error::cancelled, "transport shut down");
 }

@@ -33,6 +33,10 @@ struct curl_transport_options {
   /// certificate decoding), so 1 used the least CPU and 4 the most, while 2 gave the shortest
   /// herd of the three (two calls of one identity in flight at once).
   std::size_t max_connections_per_identity = 2;
+  /// Requests accepted and not answered yet (queued, waiting for a slot of their pool, or
+  /// running). Beyond it send() answers at once, on the caller's thread, with
+  /// transport_error::other and a message that starts "overloaded:" (review H2).
+  std::size_t max_pending_requests = 10000;
 };
 
 /// What a curl_transport has done so far.
@@ -48,6 +52,10 @@ struct transport_counters {
   std::uint64_t tls_sessions_resumed = 0;
   /// Requests that had to wait for a slot of their identity's pool.
   std::uint64_t queued_for_pool = 0;
+  /// curl easy handles made (one per launched transfer: a waiting one has none), and the
+  /// most alive at once.
+  std::uint64_t easy_handles_created = 0;
+  std::uint64_t peak_easy_handles = 0;
 
   /// Completions that carried `kind`.
   std::uint64_t errors(transport_error kind) const {

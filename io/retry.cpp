@@ -98,7 +98,7 @@ std::optional<milliseconds> next_retry_delay(retry_leg leg, retry_state& state,
                  ? std::optional<milliseconds>(jittered(milliseconds(1000), draw))
                  : std::nullopt;
       if (auto after = retry_after(last, now_unix_s))
-        return *after;
+        return std::min(*after, state.max_retry_after);
       if (last.status == 429)
         return std::nullopt; // throttled without saying for how long: the caller backs off
       if (last.status >= 500 && last.status <= 599)
@@ -107,6 +107,117 @@ std::optional<milliseconds> next_retry_delay(retry_leg leg, retry_state& state,
     }
   }
   return std::nullopt;
+}
+
+milliseconds renewal_retry_delay(int failures, milliseconds base, milliseconds cap,
+                                 const platform::jitter_source& draw) {
+  std::int64_t ceiling = std::max<std::int64_t>(1, base.count());
+  for (int n = 1; n < failures && ceiling < cap.count(); ++n)
+    ceiling *= 2;
+  ceiling = std::min<std::int64_t>(ceiling, std::max<std::int64_t>(1, cap.count()));
+  return milliseconds(std::max<std::int64_t>(1, draw(0, ceiling)));
+}
+
+retry_governor::retry_governor(retry_governor_settings settings, platform::jitter_source draw)
+    : settings_(settings), draw_(std::move(draw)), tokens_(settings.budget) {}
+
+void retry_governor::refill_locked(time_point now) {
+  if (!started_) {
+    started_ = true;
+    refilled_at_ = now;
+    return;
+  }
+  if (now <= refilled_at_)
+    return;
+  auto minutes = std::chrono::duration<double, std::ratio<60>>(now - refilled_at_).count();
+  tokens_ = std::min(settings_.budget, tokens_ + minutes * settings_.refill_per_minute);
+  refilled_at_ = now;
+}
+
+bool retry_governor::take_retry(time_point now) {
+  std::lock_guard<std::mutex> guard(mutex_);
+  refill_locked(now);
+  if (tokens_ < 1.0) {
+    ++retries_refused_;
+    return false;
+  }
+  tokens_ -= 1.0;
+  return true;
+}
+
+bool retry_governor::admit(const std::string& upstream, time_point now) {
+  std::lock_guard<std::mutex> guard(mutex_);
+  auto i = circuits_.find(upstream);
+  if (i == circuits_.end() || !i->second.open)
+    return true;
+  auto& c = i->second;
+  if (now < c.reopen_at)
+    return false;
+  // Half-open: one probe at a time (a probe whose outcome never came back is replaced after
+  // another open period).
+  if (c.probing && now < c.probe_sent + settings_.circuit_open)
+    return false;
+  c.probing = true;
+  c.probe_sent = now;
+  return true;
+}
+
+void retry_governor::record(const std::string& upstream, bool failed, time_point now) {
+  std::lock_guard<std::mutex> guard(mutex_);
+  auto i = circuits_.find(upstream);
+  if (!failed) {
+    refill_locked(now);
+    if (i != circuits_.end() && i->second.open) {
+      // The upstream recovered (its probe succeeded): the retries that waited out the outage
+      // may go again, so the budget starts full.
+      tokens_ = settings_.budget;
+    } else {
+      tokens_ = std::min(settings_.budget, tokens_ + 1.0);
+    }
+    if (i != circuits_.end())
+      circuits_.erase(i);
+    return;
+  }
+  if (i == circuits_.end()) {
+    if (circuits_.size() >= settings_.max_upstreams)
+      return;
+    i = circuits_.emplace(upstream, circuit{}).first;
+  }
+  auto& c = i->second;
+  ++c.failures;
+  if (c.open || c.failures >= std::max(1, settings_.circuit_failures)) {
+    if (!c.open)
+      ++circuits_opened_;
+    c.open = true;
+    c.probing = false;
+    auto full = std::max<std::int64_t>(2, settings_.circuit_open.count());
+    c.reopen_at = now + milliseconds(draw_(full / 2, full));
+  }
+}
+
+std::optional<retry_governor::time_point>
+retry_governor::open_until(const std::string& upstream, time_point now) const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  auto i = circuits_.find(upstream);
+  if (i == circuits_.end() || !i->second.open)
+    return std::nullopt;
+  return std::max(now, i->second.reopen_at);
+}
+
+std::uint64_t retry_governor::retries_refused() const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  return retries_refused_;
+}
+
+std::uint64_t retry_governor::circuits_opened() const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  return circuits_opened_;
+}
+
+bool upstream_failed(const http_response& r) noexcept {
+  if (!r.ok())
+    return timed_out_or_unreachable(r);
+  return r.status >= 500 && r.status <= 599;
 }
 
 } // namespace msiv2::io

@@ -265,7 +265,7 @@ result<void> validate_binding_certificate(const cert_info& cert,
   if (!ascii_iequal(cert.subject_cn, client_id))
     return fail("binding certificate subject CN '" + cert.subject_cn + "' is not the client id '"
                 + std::string(client_id) + "'");
-  if (now_unix < cert.not_before)
+  if (now_unix < cert.not_before - not_before_skew_s)
     return fail("binding certificate is not valid yet (notBefore " + std::to_string(cert.not_before)
                 + ", now " + std::to_string(now_unix) + ")");
   if (now_unix > cert.not_after)

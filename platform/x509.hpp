@@ -46,8 +46,14 @@ result<cert_info> inspect_certificate(std::string_view der);
 /// base64url (no padding) of SHA-256 of the DER: the `x5t#S256` of RFC 8705.
 std::string x5t_s256(std::string_view cert_der);
 
+/// How far our clock may be behind the issuer's: a certificate whose notBefore is up to this
+/// many seconds ahead of now is accepted (review M8: a VM a second behind IMDS would refuse
+/// every fresh certificate otherwise).
+inline constexpr std::int64_t not_before_skew_s = 300;
+
 /// Client-side checks of a binding certificate (protocol.md §6): its public key equals
-/// `binding_spki_der`; subject CN equals `client_id` (case-insensitive); valid at `now_unix`;
+/// `binding_spki_der`; subject CN equals `client_id` (case-insensitive); valid at `now_unix`
+/// (notBefore with not_before_skew_s of tolerance);
 /// EKU, when present, allows clientAuth; key usage, when present, allows digitalSignature.
 result<void> validate_binding_certificate(const cert_info& cert,
                                           std::string_view binding_spki_der,

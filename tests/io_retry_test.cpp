@@ -1,5 +1,10 @@
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "io/http_parse.hpp"
@@ -135,6 +140,80 @@ BOOST_AUTO_TEST_CASE(retry_after_values_parse_without_a_response) {
                .value_or(milliseconds(-1)).count() == 5000);
   BOOST_TEST(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date + 5)
                .value_or(milliseconds(-1)).count() == 0);
+}
+
+// -- the retry governor and renewal backoff (review H3, M4) ------------------------------------
+
+namespace {
+
+/// Uniform draws from a seeded generator: the spread of delays is real, and reproducible.
+msiv2::platform::jitter_source seeded(std::uint64_t seed) {
+  auto rng = std::make_shared<std::mt19937_64>(seed);
+  return [rng](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(*rng);
+  };
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(retry_after_as_a_far_http_date_is_capped_and_does_not_overflow) {
+  http_response r = http_response::with_status(503);
+  r.headers.set("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT");
+  retry_state st;
+  st.max_retry_after = milliseconds(60'000);
+  auto d = next_retry_delay(retry_leg::token_endpoint, st, r, no_jitter, 1'800'000'000);
+  BOOST_REQUIRE(d);
+  BOOST_TEST(d->count() == 60'000);
+}
+
+BOOST_AUTO_TEST_CASE(renewal_retry_delays_have_full_jitter_up_to_the_cap) {
+  auto draw = seeded(20261203);
+  std::vector<std::int64_t> seen;
+  for (int i = 0; i < 2000; ++i)
+    seen.push_back(renewal_retry_delay(8, milliseconds(1000), milliseconds(60'000), draw).count());
+  auto [lo, hi] = std::minmax_element(seen.begin(), seen.end());
+  BOOST_TEST(*lo >= 1);
+  BOOST_TEST(*hi <= 60'000);
+  BOOST_TEST(*lo < 3'000); // spread over the whole range, not bunched at the cap
+  BOOST_TEST(*hi > 57'000);
+  BOOST_TEST(renewal_retry_delay(1, milliseconds(1000), milliseconds(60'000), draw).count() <= 1000);
+}
+
+BOOST_AUTO_TEST_CASE(circuit_opens_after_consecutive_failures_and_a_probe_closes_it) {
+  retry_governor_settings s;
+  s.circuit_failures = 3;
+  s.circuit_open = milliseconds(10'000);
+  retry_governor g(s, seeded(7));
+  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  const std::string up = "token_endpoint https://x";
+  for (int i = 0; i < 3; ++i) {
+    BOOST_TEST(g.admit(up, t));
+    g.record(up, true, t);
+  }
+  BOOST_TEST(!g.admit(up, t));
+  BOOST_TEST(!g.admit(up, t + std::chrono::seconds(4))); // open for at least half of 10 s
+  BOOST_TEST(g.admit("imds http://y", t));                // per upstream
+  BOOST_TEST(g.admit(up, t + std::chrono::seconds(10)));  // the probe
+  BOOST_TEST(!g.admit(up, t + std::chrono::seconds(10))); // one probe at a time
+  g.record(up, false, t + std::chrono::seconds(10));
+  BOOST_TEST(g.admit(up, t + std::chrono::seconds(10)));
+  BOOST_TEST(g.circuits_opened() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(retry_budget_refuses_beyond_its_size_and_refills_over_time) {
+  retry_governor_settings s;
+  s.budget = 5;
+  s.refill_per_minute = 60;
+  retry_governor g(s, seeded(7));
+  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  for (int i = 0; i < 5; ++i)
+    BOOST_TEST(g.take_retry(t));
+  BOOST_TEST(!g.take_retry(t));
+  BOOST_TEST(g.take_retry(t + std::chrono::seconds(1)));
+  BOOST_TEST(!g.take_retry(t + std::chrono::seconds(1)));
+  g.record("x", false, t + std::chrono::seconds(1)); // a success gives one back
+  BOOST_TEST(g.take_retry(t + std::chrono::seconds(1)));
+  BOOST_TEST(g.retries_refused() == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

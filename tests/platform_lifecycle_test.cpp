@@ -1,6 +1,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cstdint>
+#include <limits>
+#include <optional>
 
 #include "platform/encoding.hpp"
 #include "platform/lifecycle.hpp"
@@ -75,8 +77,10 @@ BOOST_AUTO_TEST_CASE(empty_or_inverted_lifetime_is_expired_at_once) {
   auto l = plan_lifecycle(5 * s, 5 * s, std::nullopt, fixed(0));
   BOOST_CHECK(l.at(5 * s) == freshness::expired);
   auto inverted = plan_lifecycle(10 * s, 5 * s, std::nullopt, fixed(0));
-  BOOST_CHECK(inverted.at(0) == freshness::fresh || inverted.at(10 * s) == freshness::expired);
+  // Also before its t0 (our clock behind the issuer's): never usable.
+  BOOST_CHECK(inverted.at(0) == freshness::expired);
   BOOST_CHECK(inverted.at(10 * s) == freshness::expired);
+  BOOST_CHECK(l.at(0) == freshness::expired);
 }
 
 BOOST_AUTO_TEST_CASE(csprng_draws_spread_renewals_across_the_whole_window) {
@@ -94,6 +98,34 @@ BOOST_AUTO_TEST_CASE(csprng_draws_spread_renewals_across_the_whole_window) {
   }
   BOOST_CHECK(low_seen);
   BOOST_CHECK(high_seen);
+}
+
+BOOST_AUTO_TEST_CASE(extreme_times_plan_without_overflow) {
+  auto zero = [](std::int64_t, std::int64_t) { return std::int64_t{0}; };
+  const auto max = std::numeric_limits<std::int64_t>::max();
+  const auto min = std::numeric_limits<std::int64_t>::min();
+  // A hostile iat of -2^63 with an exp of 2^63-1 (L would be 2^64).
+  auto huge = plan_lifecycle(min, max, std::nullopt, zero);
+  BOOST_CHECK_LE(huge.renew_at_ms, huge.usable_until_ms);
+  BOOST_CHECK_GE(huge.renew_at_ms, min);
+  auto late = plan_lifecycle(max - 10, max, std::int64_t{max}, zero);
+  BOOST_CHECK_LE(late.renew_at_ms, late.usable_until_ms);
+  BOOST_CHECK(plan_lifecycle(max, min, std::nullopt, zero).at(0) == freshness::expired);
+}
+
+BOOST_AUTO_TEST_CASE(upstream_seconds_convert_with_clamps_not_overflow) {
+  const auto max = std::numeric_limits<std::int64_t>::max();
+  BOOST_CHECK(!unix_seconds_to_ms(max));
+  BOOST_CHECK(!unix_seconds_to_ms(-1));
+  BOOST_CHECK(!unix_seconds_to_ms(max_unix_seconds + 1));
+  BOOST_CHECK_EQUAL(*unix_seconds_to_ms(1'800'000'000), 1'800'000'000'000);
+  BOOST_CHECK_EQUAL(clamp_seconds_to_ms(max, 172'800'000), 172'800'000);
+  BOOST_CHECK_EQUAL(clamp_seconds_to_ms(9'223'372'036'854'775, 172'800'000), 172'800'000);
+  BOOST_CHECK_EQUAL(clamp_seconds_to_ms(-1, 172'800'000), 0);
+  BOOST_CHECK_EQUAL(clamp_seconds_to_ms(3600, 172'800'000), 3'600'000);
+  BOOST_CHECK_EQUAL(saturating_add(max, 1), max);
+  BOOST_CHECK_EQUAL(saturating_add(std::numeric_limits<std::int64_t>::min(), -1),
+                    std::numeric_limits<std::int64_t>::min());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -297,6 +297,15 @@ BOOST_AUTO_TEST_CASE(validate_binding_accepts_a_matching_current_certificate) {
   BOOST_TEST(validate_binding_certificate(info, leaf_spki(), client, t0 + week).ok());
 }
 
+BOOST_AUTO_TEST_CASE(a_not_before_a_little_ahead_of_our_clock_is_accepted_ten_minutes_is_not) {
+  auto info = good_binding_info();
+  BOOST_TEST(validate_binding_certificate(info, leaf_spki(), client, t0 - 2).ok());
+  BOOST_TEST(validate_binding_certificate(info, leaf_spki(), client, t0 - not_before_skew_s).ok());
+  auto ahead = validate_binding_certificate(info, leaf_spki(), client, t0 - 600);
+  BOOST_REQUIRE(!ahead.ok());
+  BOOST_TEST(contains(ahead.error(), "not valid yet"));
+}
+
 BOOST_AUTO_TEST_CASE(validate_binding_names_each_broken_rule) {
   auto info = good_binding_info();
   auto error = [&](const cert_info& c, std::string_view spki, std::string_view id,
@@ -310,7 +319,7 @@ BOOST_AUTO_TEST_CASE(validate_binding_names_each_broken_rule) {
                                                      "binding key");
   BOOST_TEST(contains(error(info, leaf_spki(), "00000000-0000-0000-0000-000000000000", t0),
                       "subject CN"));
-  BOOST_TEST(contains(error(info, leaf_spki(), client, t0 - 1), "not valid yet"));
+  BOOST_TEST(contains(error(info, leaf_spki(), client, t0 - not_before_skew_s - 1), "not valid yet"));
   BOOST_TEST(contains(error(info, leaf_spki(), client, t0 + week + 1), "expired"));
   auto server_only = info;
   server_only.eku_client_auth = false;
