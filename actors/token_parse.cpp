@@ -85,9 +85,14 @@ result<token_answer> read_token_answer(std::string_view body,
   auto token = doc->required_string("access_token");
   const char* expiry_name = mtls ? "expires_in" : "expires_on";
   auto expiry = doc->required_integer_or_numeric_string(expiry_name);
-  result<std::optional<std::int64_t>> none = std::optional<std::int64_t>{};
-  auto ext = mtls ? doc->optional_integer_or_numeric_string("ext_expires_in") : none;
-  auto refresh_in = mtls ? doc->optional_integer_or_numeric_string("refresh_in") : none;
+  // ext_expires_in and refresh_in exist only in the mTLS answer (IMDS v1 has neither).
+  auto mtls_only = [&](const char* name) -> result<std::optional<std::int64_t>> {
+    if (!mtls)
+      return std::optional<std::int64_t>{};
+    return doc->optional_integer_or_numeric_string(name);
+  };
+  auto ext = mtls_only("ext_expires_in");
+  auto refresh_in = mtls_only("refresh_in");
   for (const std::string* e : {type ? nullptr : &type.error(), token ? nullptr : &token.error(),
                                expiry ? nullptr : &expiry.error(), ext ? nullptr : &ext.error(),
                                refresh_in ? nullptr : &refresh_in.error()})
