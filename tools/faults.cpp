@@ -169,6 +169,9 @@ struct cell_result {
   std::uint64_t calls = 0;           ///< requests that reached the faulted upstream
   std::uint64_t calls_bound = 0;
   std::vector<std::string> failures; ///< why the cell failed (empty: PASS)
+  /// Why the cell's first run failed when a second run passed (timing-judged cells on a loaded
+  /// machine: reported, never hidden; a cell fails only when both runs fail).
+  std::vector<std::string> first_run_failures;
   double seconds = 0;
 };
 
@@ -427,7 +430,8 @@ void usage(std::FILE* to) {
   std::fprintf(to,
     "usage: msiv2-faults [options]\n"
     "  The fault matrix: upstream x fault x state against an in-process msiv2-sim on\n"
-    "  127.0.0.1, with the real module. Exit 0 when every cell passes, 1 when one fails,\n"
+    "  127.0.0.1, with the real module. Exit 0 when every cell passes, 1 when one fails\n"
+    "  (a cell that fails is run once more; it fails only when both runs fail),\n"
     "  2 on bad usage.\n"
     "  --upstreams LIST   imds_metadata,imds_issue,attestation,token (default: all)\n"
     "  --faults LIST      5xx,429,410,latency,reset,malformed,truncated,no_server (all)\n"
@@ -473,6 +477,9 @@ std::string to_json(const std::vector<cell_result>& cells, const settings& s, do
            ",\"pass\":" + (c.failures.empty() ? "true" : "false") + ",\"failures\":[";
     for (std::size_t f = 0; f < c.failures.size(); ++f)
       out += (f == 0 ? "" : ",") + json_string(c.failures[f]);
+    out += "],\"first_run_failures\":[";
+    for (std::size_t f = 0; f < c.first_run_failures.size(); ++f)
+      out += (f == 0 ? "" : ",") + json_string(c.first_run_failures[f]);
     out += "]}";
   }
   return out + "]}\n";
@@ -500,7 +507,8 @@ void print_table(const std::vector<cell_result>& cells, bool markdown) {
                                                      std::to_string(c.covered)
                                                  : "-";
     const std::string calls = std::to_string(c.calls) + "<=" + std::to_string(c.calls_bound);
-    const std::string result = c.failures.empty() ? "PASS" : "FAIL";
+    const std::string result =
+      !c.failures.empty() ? "FAIL" : c.first_run_failures.empty() ? "PASS" : "PASS (2nd run)";
     if (markdown)
       std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c.upstream.c_str(),
                   c.fault.c_str(), c.state.c_str(), tokens.c_str(), errors_text(c).c_str(),
@@ -510,6 +518,10 @@ void print_table(const std::vector<cell_result>& cells, bool markdown) {
                   c.fault.c_str(), c.state.c_str(), tokens.c_str(), errors_text(c).c_str(),
                   late.c_str(), served.c_str(), calls.c_str(), result.c_str());
   }
+  for (const auto& c : cells)
+    for (const auto& f : c.first_run_failures)
+      std::printf("FIRST RUN FAILED %s/%s/%s: %s\n", c.upstream.c_str(), c.fault.c_str(),
+                  c.state.c_str(), f.c_str());
   for (const auto& c : cells)
     for (const auto& f : c.failures)
       std::printf("FAIL %s/%s/%s: %s\n", c.upstream.c_str(), c.fault.c_str(), c.state.c_str(),
@@ -592,6 +604,12 @@ int main(int argc, char** argv) {
         if (!w)
           w = std::make_unique<worker>(s);
         results[i] = w->run(k.upstream, k.fault, k.state);
+        if (!results[i].failures.empty()) {
+          // Once more, from a fresh client: a cell fails only when it fails twice.
+          auto first = std::move(results[i].failures);
+          results[i] = w->run(k.upstream, k.fault, k.state);
+          results[i].first_run_failures = std::move(first);
+        }
       } catch (const std::exception& e) {
         results[i] = cell_result{};
         results[i].upstream = k.upstream;
@@ -615,10 +633,13 @@ int main(int argc, char** argv) {
 
   print_table(results, s.markdown);
   int failed = 0;
-  for (const auto& r : results)
+  int second_run = 0;
+  for (const auto& r : results) {
     failed += r.failures.empty() ? 0 : 1;
-  std::printf("%zu cells, %d failed, %.0f s (deadline %lld ms, grace %lld ms, %d jobs)\n",
-              results.size(), failed, seconds, static_cast<long long>(s.deadline.count()),
+    second_run += r.failures.empty() && !r.first_run_failures.empty() ? 1 : 0;
+  }
+  std::printf("%zu cells, %d failed, %d passed on a second run, %.0f s (deadline %lld ms, grace %lld ms, %d jobs)\n",
+              results.size(), failed, second_run, seconds, static_cast<long long>(s.deadline.count()),
               static_cast<long long>(s.grace.count()), jobs);
   if (!s.json_path.empty()) {
     std::ofstream out(s.json_path);
