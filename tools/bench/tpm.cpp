@@ -327,7 +327,7 @@ void run_tpm_key(const options& o, std::vector<row>& out) {
   std::snprintf(note, sizeof note,
                 "median of %d reboots (new boot id; swtpm stopped with swtpm_ioctl -s and "
                 "started on its state); clock started before the client is created (eager key: "
-                "the key file is read and the TPM key loaded and self-tested while "
+                "the key file is read and the TPM key loaded, not self-tested again, while "
                 "getplatformmetadata runs); limit = floor %.1f + one TPM signature %.1f + 5 ms "
                 "= %.1f ms (overhead over the floor %.1f ms)",
                 reboots, m_floor, one_tpm_signature, m_floor + one_tpm_signature + 5,
