@@ -5,6 +5,7 @@
 #include <caf/send.hpp>
 
 #include "messages/errors.hpp"
+#include "platform/binding.hpp"
 
 namespace msiv2 {
 
@@ -64,6 +65,20 @@ key_manager::behavior_type key_manager_impl(key_manager::stateful_pointer<key_ma
   return {
     [=](caf::get_atom) -> caf::result<key_ref> {
       auto& st = self->state;
+      if (st.current && st.current->key && st.current->key->unusable()) {
+        // Its TPM refused to load it at a signature (cleared or replaced): never hand it out
+        // again; the key store replaces it (and deletes what certified it).
+        auto failed_id = st.current->key_id;
+        st.deps->log->write(platform::log_level::warning, "key_manager",
+                            "the binding key " + failed_id +
+                              " can no longer sign (its TPM refused to load it): replacing it");
+        auto res = wait();
+        if (st.in_flight == 0) {
+          st.current.reset();
+          start(std::move(failed_id));
+        }
+        return res;
+      }
       if (st.current) {
         st.deps->stats->add("msiv2_cache_hits_total{artifact=\"binding_key\"}");
         return *st.current;

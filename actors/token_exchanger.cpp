@@ -436,6 +436,17 @@ void on_answer(self_ptr self, const deps_ptr& deps, std::uint64_t job_id,
               correlation);
     return;
   }
+  if (mtls && !r.ok() && r.error == io::transport_error::tls_failed && job.cred->key.key &&
+      job.cred->key.key->unusable()) {
+    // Our side of the handshake failed: the TPM refused to load the binding key (its owner
+    // seed was cleared, or it is another TPM). The certificate is useless with it: re-mint,
+    // and the key manager replaces the key first.
+    remediate(self, deps, job_id, 0,
+              "the TPM no longer loads the binding key " + job.cred->key.key_id +
+                " (cleared or replaced), so the TLS handshake could not sign",
+              correlation);
+    return;
+  }
   if (mtls && !r.ok() && handshake_reset(r)) {
     remediate(self, deps, job_id, 0,
               "the connection was reset during the TLS handshake that presented the client "

@@ -152,14 +152,15 @@ result<std::optional<key_ref>> tpm_key_store::shared::read_file(std::string& why
     replace = true;
     return std::optional<key_ref>();
   }
-  bool refused = false;
-  if (auto loads = platform::check_tpm_key_loads(settings.tpm, *blob, &refused); !loads) {
-    if (!refused)
-      return loads.fail(); // the TPM is unreachable or broken: keep the file
-    why = path + ": the TPM no longer loads this key (" + loads.error() + ")";
-    replace = true;
-    return std::optional<key_ref>();
-  }
+  // The TPM must answer (an unreachable TPM is an error, or the software store under `auto`;
+  // the file is kept), but the key is not loaded here: its first signature (the TLS handshake
+  // of the first token call) is the load check. A TPM that refuses it there (cleared owner
+  // seed, another TPM) marks the key unusable; the token exchange then re-mints, the key
+  // manager asks rotate(), and rotate_from() replaces it. Loading it here too cost one more TPM
+  // operation (connect, storage key, load, flush) on every start, after a reboot ahead of the
+  // first token.
+  if (auto reachable = platform::probe_tpm(settings.tpm); !reachable)
+    return reachable.fail(); // the TPM is unreachable or broken: keep the file
   auto ref = tpm_key_ref(settings.tpm, *blob, /*self_test=*/false);
   if (!ref)
     return ref.fail();
@@ -253,7 +254,12 @@ result<key_ref> tpm_key_store::shared::rotate_from(const std::string& failed_id)
       return *current;
     }
   }
-  log(platform::log_level::warning, "rotating the TPM binding key away from " + failed_id);
+  if (current && current->key_id == failed_id && current->key && current->key->unusable())
+    log(platform::log_level::warning,
+        "TPM binding key replaced: the TPM no longer loads this key (" + failed_id
+          + "; the TPM was cleared or replaced): making a new one");
+  else
+    log(platform::log_level::warning, "rotating the TPM binding key away from " + failed_id);
   auto made = create_and_write(held);
   if (!made)
     return made;

@@ -21,6 +21,9 @@ public:
   EVP_PKEY* get() const noexcept { return key_.get(); }
   /// The key id of protocol.md §3.
   const std::string& key_id() const noexcept { return key_id_; }
+  /// True once the key is known never to sign again: a TPM key that its TPM refused to load
+  /// (the TPM was cleared or replaced). A software key is never unusable. Safe from any thread.
+  bool unusable() const noexcept;
 
 private:
   platform::pkey_ptr key_;

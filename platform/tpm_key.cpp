@@ -220,7 +220,8 @@ result<void> check_tpm_key_loads(const tpm_config& cfg, const tpm_key_blob& blob
 }
 
 result<std::string> tpm_sign_digest(const tpm_config& cfg, const tpm_key_blob& blob,
-                                    tpm_sig_scheme scheme, std::string_view digest) {
+                                    tpm_sig_scheme scheme, std::string_view digest,
+                                    bool* refused_by_tpm) {
   TPMI_ALG_HASH hash = TPM2_ALG_NULL;
   switch (digest.size()) {
     case 32: hash = TPM2_ALG_SHA256; break;
@@ -230,9 +231,11 @@ result<std::string> tpm_sign_digest(const tpm_config& cfg, const tpm_key_blob& b
       return fail("the TPM key signs SHA-256, SHA-384 or SHA-512 digests, not "
                   + std::to_string(digest.size()) + "-byte ones");
   }
-  return run_tpm<std::string>(cfg, "sign with the TPM binding key",
+  bool refused = false;
+  auto signed_digest = run_tpm<std::string>(cfg, "sign with the TPM binding key",
                               [&](tpm_connection& tpm) -> result<std::string> {
-    auto k = load_tpm_key(tpm, blob);
+    refused = false;
+    auto k = load_tpm_key(tpm, blob, &refused);
     if (!k)
       return k.fail();
     TPM2B_DIGEST d{};
@@ -254,6 +257,9 @@ result<std::string> tpm_sign_digest(const tpm_config& cfg, const tpm_key_blob& b
                                                      : sig->signature.rsassa;
     return std::string(reinterpret_cast<const char*>(rsa.sig.buffer), rsa.sig.size);
   });
+  if (refused_by_tpm != nullptr)
+    *refused_by_tpm = !signed_digest.ok() && refused;
+  return signed_digest;
 }
 
 std::string encode_tpm_key_blob(const tpm_key_blob& blob) {

@@ -72,9 +72,11 @@ result<tpm_loaded_key> load_tpm_key(tpm_connection& tpm, const tpm_key_blob& blo
 
 /// Signs `digest` (SHA-256, -384 or -512 by its length) with the key: loads it, TPM2_Sign,
 /// flushes. PSS uses the TPM's salt (digest length on a conforming TPM: see the self-test in
-/// tpm_key_store).
+/// tpm_key_store). `*refused_by_tpm` (when given) is set as by check_tpm_key_loads: the TPM
+/// answered that it cannot load the key, so no later signature can succeed either.
 result<std::string> tpm_sign_digest(const tpm_config& cfg, const tpm_key_blob& blob,
-                                    tpm_sig_scheme scheme, std::string_view digest);
+                                    tpm_sig_scheme scheme, std::string_view digest,
+                                    bool* refused_by_tpm = nullptr);
 
 /// Blob file format: "msiv2-tpm-key-v1\n" + base64 of each area on its own line.
 std::string encode_tpm_key_blob(const tpm_key_blob& blob);

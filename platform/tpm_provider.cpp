@@ -1,9 +1,11 @@
 #include "platform/tpm_provider.hpp"
 
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <memory>
 #include <new>
 
 #include <openssl/core_dispatch.h>
@@ -23,6 +25,8 @@ constexpr const char* param_tpm_public = "msiv2-tpm-public";
 constexpr const char* param_tpm_private = "msiv2-tpm-private";
 constexpr const char* param_tpm_tcti = "msiv2-tpm-tcti";
 constexpr const char* param_tpm_attempts = "msiv2-tpm-attempts";
+// Read only: 1 once the TPM refused to load the key (tpm_pkey_refused).
+constexpr const char* param_tpm_refused = "msiv2-tpm-refused";
 
 using md_ptr = std::unique_ptr<EVP_MD, ossl_deleter<EVP_MD, EVP_MD_free>>;
 
@@ -37,6 +41,10 @@ struct tpm_keydata {
   bool has_private = false;
   tpm_config cfg;
   tpm_key_blob blob;
+  // Set by a signature whose key the TPM refused to load (a new owner seed, another TPM): the
+  // key can never sign again. Shared with duplicates of this key data, which sign with the
+  // same blob.
+  std::shared_ptr<std::atomic<bool>> refused = std::make_shared<std::atomic<bool>>(false);
 };
 
 void* km_new(void*) {
@@ -60,6 +68,7 @@ void* km_dup(const void* src, int selection) {
     to->has_private = true;
     to->cfg = from->cfg;
     to->blob = from->blob;
+    to->refused = from->refused;
   }
   return to;
 }
@@ -189,6 +198,9 @@ int km_get_params(void* kd, OSSL_PARAM params[]) {
     if ((p = OSSL_PARAM_locate(params, param_tpm_tcti)) != nullptr
         && !OSSL_PARAM_set_utf8_string(p, k->cfg.tcti.c_str()))
       return 0;
+    if ((p = OSSL_PARAM_locate(params, param_tpm_refused)) != nullptr
+        && !OSSL_PARAM_set_int(p, k->refused->load() ? 1 : 0))
+      return 0;
   }
   return 1;
 }
@@ -204,6 +216,7 @@ const OSSL_PARAM* km_gettable_params(void*) {
     OSSL_PARAM_octet_string(param_tpm_public, nullptr, 0),
     OSSL_PARAM_octet_string(param_tpm_private, nullptr, 0),
     OSSL_PARAM_utf8_string(param_tpm_tcti, nullptr, 0),
+    OSSL_PARAM_int(param_tpm_refused, nullptr),
     OSSL_PARAM_END,
   };
   return table;
@@ -447,9 +460,13 @@ int sign_digest(tpm_sigctx* c, unsigned char* sig, size_t* siglen, size_t sigsiz
       return 0;
     }
   }
+  bool refused = false;
   auto r = tpm_sign_digest(c->key->cfg, c->key->blob, scheme,
-                           std::string_view(reinterpret_cast<const char*>(digest), digest_len));
+                           std::string_view(reinterpret_cast<const char*>(digest), digest_len),
+                           &refused);
   if (!r) {
+    if (refused)
+      c->key->refused->store(true);
     raise(r.error());
     return 0;
   }
@@ -620,6 +637,12 @@ result<pkey_ptr> tpm_pkey(const tpm_config& cfg, const tpm_key_blob& blob) {
 bool is_tpm_pkey(EVP_PKEY* key) {
   const OSSL_PROVIDER* prov = key != nullptr ? EVP_PKEY_get0_provider(key) : nullptr;
   return prov != nullptr && std::strcmp(OSSL_PROVIDER_get0_name(prov), tpm_provider_name) == 0;
+}
+
+bool tpm_pkey_refused(EVP_PKEY* key) {
+  int refused = 0;
+  return is_tpm_pkey(key) && EVP_PKEY_get_int_param(key, param_tpm_refused, &refused) == 1
+         && refused != 0;
 }
 
 result<tpm_key_reference> tpm_pkey_reference(EVP_PKEY* key) {

@@ -33,11 +33,18 @@ result<void> load_tpm_provider();
 
 /// An EVP_PKEY for the binding key in `blob`: its public half (n, e) readable as usual, its
 /// private operations run by the TPM of `cfg`. Export of the private key fails. Loads the
-/// provider when needed. Does not talk to the TPM (check_tpm_key_loads does).
+/// provider when needed. Does not talk to the TPM (check_tpm_key_loads does; so does its
+/// first signature, which tpm_pkey_refused reports on).
 result<pkey_ptr> tpm_pkey(const tpm_config& cfg, const tpm_key_blob& blob);
 
 /// True when `key` belongs to our provider (signs in a TPM).
 bool is_tpm_pkey(EVP_PKEY* key);
+
+/// True once a signature with `key` failed because the TPM refused to load it (a cleared owner
+/// seed, another TPM, a damaged blob): it will never sign again and must be replaced. False for
+/// a key that has not been refused (a TPM that could not be reached refuses nothing) and for
+/// keys that are not ours. Safe from any thread.
+bool tpm_pkey_refused(EVP_PKEY* key);
 
 /// Where a key of ours lives: its TPM and its wrapped blob (what the key file holds: useless
 /// without that TPM), for further TPM operations on it (TPM2_Certify).

@@ -9,6 +9,7 @@
 
 #include <optional>
 
+#include "platform/binding.hpp"
 #include "platform/csr.hpp"
 #include "platform/encoding.hpp"
 #include "platform/keys.hpp"
@@ -446,6 +447,10 @@ BOOST_AUTO_TEST_CASE(a_signature_while_the_tpm_is_down_fails_naming_the_tcti) {
   tpm.start();
   BOOST_REQUIRE(!sig.ok());
   BOOST_TEST(contains(sig.error(), tpm.tcti()), sig.error());
+  // A TPM that could not be reached refused nothing: the key stays usable, and signs again.
+  BOOST_TEST(!tpm_pkey_refused(key->get()));
+  BOOST_TEST(sign_pss_sha256(key->get(), "up again").ok());
+  BOOST_TEST(!tpm_pkey_refused(key->get()));
 }
 
 // Last: it clears the suite's TPM.
@@ -457,8 +462,23 @@ BOOST_AUTO_TEST_CASE(after_the_owner_seed_is_cleared_the_key_no_longer_loads) {
   BOOST_REQUIRE(!r.ok());
   BOOST_TEST(contains(r.error(), "Esys_Load(binding key)"), r.error());
   BOOST_TEST(contains(r.error(), "the TPM was cleared or replaced"), r.error());
+  // A key object made before the clear: its next signature is the load check. The TPM's
+  // refusal marks it (and what shares its key data) as never signing again.
   auto key = suite_pkey();
-  BOOST_TEST(!sign_pss_sha256(key.get(), "x").ok());
+  auto copy = pkey_ptr(EVP_PKEY_dup(key.get())); // the provider's own duplicate of its key data
+  BOOST_REQUIRE(copy);
+  BOOST_TEST(!tpm_pkey_refused(key.get()));
+  auto sig = sign_pss_sha256(key.get(), "x");
+  BOOST_REQUIRE(!sig.ok());
+  BOOST_TEST(contains(error_text(sig), "the TPM was cleared or replaced"), error_text(sig));
+  BOOST_TEST(tpm_pkey_refused(key.get()));
+  BOOST_TEST(tpm_pkey_refused(copy.get()));
+  BOOST_TEST(msiv2::binding_key(std::move(copy), "id").unusable());
+  // A software key is never unusable.
+  auto soft = generate_rsa_key(2048);
+  BOOST_REQUIRE(soft.ok());
+  BOOST_TEST(!tpm_pkey_refused(soft->get()));
+  BOOST_TEST(!msiv2::binding_key(std::move(*soft), "id").unusable());
   ERR_clear_error();
 }
 

@@ -11,7 +11,9 @@
 //     started again on its state, a new msiv2::client on the cache directory the first boot
 //     filled): its upstream calls (exactly getplatformmetadata + token) by the simulator's
 //     counters, and its time against the floor of the same two calls by the libcurl-easy
-//     client (software key, fresh connections), judged against floor + one TPM signature + 5 ms.
+//     client (software key, fresh connections), judged against floor + one TPM signature + 5 ms,
+//     where the signature is a first one after a TPM restart (what a reboot's handshake pays:
+//     libtpms expands the RSA key again after a restart, so it costs several warm ones).
 
 #include <openssl/err.h>
 
@@ -225,12 +227,25 @@ void run_tpm_key(const options& o, std::vector<row>& out) {
     tpm_sig.push_back(sign_ms(tpm_key.get(), data));
     soft_sig.push_back(sign_ms(soft_key.get(), data));
   }
-  const double one_tpm_signature = median(tpm_sig);
-  out.push_back({scen, "TPM signature (median)", one_tpm_signature, "ms", median(soft_sig),
+  out.push_back({scen, "TPM signature (median)", median(tpm_sig), "ms", median(soft_sig),
                  "software key (median)", "", "info",
                  "median of " + std::to_string(signs) + " RSA-PSS SHA-256 signatures through "
                  "EVP_DigestSign (our provider): each one TPM operation (connect, storage key, "
                  "load, TPM2_Sign, flush) against swtpm on loopback"});
+  // The first signature after a TPM restart: the one a reboot's first handshake makes.
+  std::vector<double> first_sig;
+  for (int i = 0; i < reboots; ++i) {
+    need(tpm->stop(), "swtpm stop");
+    need(tpm->start_again(), "swtpm start");
+    first_sig.push_back(sign_ms(tpm_key.get(), data));
+  }
+  const double one_tpm_signature = median(first_sig);
+  out.push_back({scen, "TPM signature after a TPM restart", one_tpm_signature, "ms",
+                 median(tpm_sig), "TPM signature (median, above)", "", "info",
+                 "median of " + std::to_string(reboots) + " first signatures after swtpm was "
+                 "stopped (swtpm_ioctl -s) and started on its state: the connection's first "
+                 "commands and libtpms expanding the RSA key again; what the first handshake "
+                 "after a reboot pays, so the reboot row's limit uses it"});
 
   // Handshakes, alternating batches.
   tls_pki pki;
@@ -250,7 +265,7 @@ void run_tpm_key(const options& o, std::vector<row>& out) {
     }
   }
   const double rate_tpm = n_tpm / (ms_tpm / 1000), rate_soft = n_soft / (ms_soft / 1000);
-  char note[400];
+  char note[700];
   std::snprintf(note, sizeof note,
                 "TLS 1.3, client certificate required, full handshakes (no tickets), client and "
                 "server in one thread over a memory BIO pair, %d alternating batches of %lld ms: "
@@ -327,9 +342,10 @@ void run_tpm_key(const options& o, std::vector<row>& out) {
   std::snprintf(note, sizeof note,
                 "median of %d reboots (new boot id; swtpm stopped with swtpm_ioctl -s and "
                 "started on its state); clock started before the client is created (eager key: "
-                "the key file is read and the TPM key loaded, not self-tested again, while "
-                "getplatformmetadata runs); limit = floor %.1f + one TPM signature %.1f + 5 ms "
-                "= %.1f ms (overhead over the floor %.1f ms)",
+                "the key file is read and the TPM probed while getplatformmetadata runs; the "
+                "handshake's signature is the key's first TPM load); limit = floor %.1f + one "
+                "TPM signature after a restart %.1f + 5 ms = %.1f ms (overhead over the floor "
+                "%.1f ms)",
                 reboots, m_floor, one_tpm_signature, m_floor + one_tpm_signature + 5,
                 m_ours - m_floor);
   out.push_back({scen, "first token after a reboot", m_ours, "ms", m_floor,
