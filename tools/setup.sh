@@ -3,7 +3,7 @@
 # builds the project.
 #   tools/setup.sh              -> build/          (RelWithDebInfo)
 #   tools/setup.sh --sanitize   -> build-asan/     (ASan + UBSan)
-#   tools/setup.sh --tsan       -> build-tsan/     (ThreadSanitizer)
+#   tools/setup.sh --tsan       -> build-tsan/     (ThreadSanitizer; the threaded suites only)
 #   tools/setup.sh --fuzz       -> build-fuzz/     (the libFuzzer targets; installs clang-14)
 #   tools/setup.sh --no-build   -> packages only
 set -euo pipefail
@@ -63,4 +63,8 @@ esac
 if [ ! -f "$dir/build.ninja" ]; then
   cmake -S "$root" -B "$dir" -G Ninja "${flags[@]}" >/dev/null
 fi
-cmake --build "$dir" -j "$(nproc)"
+# The TSan build is for the threaded suites only (tools/test.sh --tsan): the test program with
+# them (tests/CMakeLists.txt) and the programs it runs, not the tools.
+targets=()
+[ "$variant" != tsan ] || targets=(--target msiv2_tests)
+cmake --build "$dir" -j "$(nproc)" "${targets[@]}"
