@@ -481,8 +481,20 @@ void issue(self_ptr self, const std::string& key) {
   auto& st = self->state;
   auto& f = st.flights.at(key);
   f.at = flight::phase::issuing;
-  auto csr = platform::build_csr(f.key->key->get(), f.metadata->client_id, f.metadata->tenant_id,
-                                 f.metadata->cuid_json);
+  if (!st.csr_public || st.csr_public_key_id != f.key->key_id) {
+    auto pub = platform::prepare_csr_public_key(f.key->spki_der);
+    if (!pub) {
+      fail_flight(self, key,
+                  make_msiv2_error(error_code::key_failed,
+                                   "the binding key's public key does not decode: " +
+                                     pub.error()));
+      return;
+    }
+    st.csr_public = std::move(*pub);
+    st.csr_public_key_id = f.key->key_id;
+  }
+  auto csr = platform::build_csr(f.key->key->get(), *st.csr_public, f.metadata->client_id,
+                                 f.metadata->tenant_id, f.metadata->cuid_json);
   if (!csr) {
     fail_flight(self, key,
                 make_msiv2_error(error_code::key_failed,

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -29,6 +30,7 @@
 #include "actors/imds_parse.hpp"
 #include "actors/interfaces.hpp"
 #include "io/retry.hpp"
+#include "platform/csr.hpp"
 #include "platform/lifecycle.hpp"
 #include "platform/result.hpp"
 
@@ -93,6 +95,10 @@ struct cert_issuer_state {
   /// outage to retry, not "no IMDS here", and the normal connect timeout applies (until then
   /// the probe's short one: the mtls_pop path has no probe in front of it).
   bool imds_answered = false;
+  /// The binding key's public half as build_csr checks its CSRs with (decoded once per key,
+  /// not per certificate), and the key_id it was made for.
+  std::shared_ptr<const platform::csr_public_key> csr_public;
+  std::string csr_public_key_id;
 
   /// Answers every waiter of every flight with `err`.
   void fail_all(const caf::error& err);

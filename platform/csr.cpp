@@ -206,8 +206,10 @@ std::string assemble_csr(std::string_view info_der, std::string_view algorithm_d
   return der::seq({info_der, algorithm_der, der::bit_string_of(signature)});
 }
 
-result<std::string> build_csr(EVP_PKEY* key, std::string_view client_id,
-                              std::string_view tenant_id, std::string_view cuid_json) {
+namespace {
+
+result<void> check_csr_arguments(EVP_PKEY* key, std::string_view client_id,
+                                 std::string_view tenant_id, std::string_view cuid_json) {
   if (key == nullptr)
     return fail("build_csr: no key");
   if (client_id.empty())
@@ -218,26 +220,70 @@ result<std::string> build_csr(EVP_PKEY* key, std::string_view client_id,
     return fail("build_csr: tenant id is not ASCII, so it cannot be an IA5String DC");
   if (cuid_json.empty())
     return fail("build_csr: cuId JSON is empty");
+  return ok();
+}
+
+result<parsed_csr> parse_csr_checked(std::string_view in, csr_profile profile, bool decode_key);
+
+} // namespace
+
+result<std::string> build_csr(EVP_PKEY* key, std::string_view client_id,
+                              std::string_view tenant_id, std::string_view cuid_json) {
+  if (auto ok = check_csr_arguments(key, client_id, tenant_id, cuid_json); !ok)
+    return fail(ok.error());
   auto spki = public_key_der(key);
   if (!spki)
     return fail("build_csr: " + spki.error());
-  auto info = csr_info_der(csr_subject_der(client_id, tenant_id), *spki,
+  auto pub = prepare_csr_public_key(std::move(*spki));
+  if (!pub)
+    return fail("build_csr: " + pub.error());
+  return build_csr(key, **pub, client_id, tenant_id, cuid_json);
+}
+
+result<std::shared_ptr<const csr_public_key>> prepare_csr_public_key(std::string spki_der) {
+  auto key = public_key_from_der(spki_der);
+  if (!key)
+    return fail("the binding key's public key: " + key.error());
+  auto out = std::make_shared<csr_public_key>();
+  out->spki_der = std::move(spki_der);
+  out->key = std::move(*key);
+  return std::shared_ptr<const csr_public_key>(std::move(out));
+}
+
+result<std::string> build_csr(EVP_PKEY* key, const csr_public_key& pub,
+                              std::string_view client_id, std::string_view tenant_id,
+                              std::string_view cuid_json) {
+  if (auto ok = check_csr_arguments(key, client_id, tenant_id, cuid_json); !ok)
+    return fail(ok.error());
+  if (!pub.key)
+    return fail("build_csr: the public key is not prepared");
+  auto info = csr_info_der(csr_subject_der(client_id, tenant_id), pub.spki_der,
                            csr_attributes_der(cuid_json));
   auto signature = sign_pss_sha256(key, info);
   if (!signature)
     return fail("build_csr: " + signature.error());
   auto csr = assemble_csr(info, pss_sha256_algorithm_der(), *signature);
-  // A broken signer (hardware, provider) must be caught here, not by IMDS.
-  auto parsed = parse_csr(csr);
+  // A broken signer (hardware, provider) must be caught here, not by IMDS: every structural
+  // rule, then the signature against the prepared public key (the one the CSR carries).
+  auto parsed = parse_csr_checked(csr, csr_profile::strict, false);
   if (!parsed)
     return fail("build_csr produced a CSR that fails its own checks: " + parsed.error());
-  auto verified = verify_csr_signature(*parsed);
-  if (!verified)
-    return fail("build_csr: " + verified.error());
+  if (parsed->spki_der != pub.spki_der)
+    return fail("build_csr produced a CSR that does not carry the binding key's public key");
+  if (!verify_pss_sha256(pub.key.get(), parsed->info_der, parsed->signature))
+    return fail("build_csr: the CSR's signature does not verify with the binding key's public "
+                "key (the signer and the key store disagree)");
   return csr;
 }
 
 result<parsed_csr> parse_csr(std::string_view in, csr_profile profile) {
+  return parse_csr_checked(in, profile, true);
+}
+
+namespace {
+
+result<parsed_csr> parse_csr_checked(std::string_view in, csr_profile profile,
+                                     bool decode_key) {
   const bool lenient = profile == csr_profile::lenient;
   der::reader top(in);
   auto request = top.expect(der::sequence, "CSR");
@@ -349,9 +395,11 @@ result<parsed_csr> parse_csr(std::string_view in, csr_profile profile) {
     auto params = ra.next();
     if (!params || params->tag != der::null || !params->content.empty() || !ra.done())
       return fail("CSR public key algorithm rsaEncryption must have NULL parameters");
-    auto key = public_key_from_der(spki->whole);
-    if (!key)
-      return fail("CSR public key: " + key.error());
+    if (decode_key) {
+      auto key = public_key_from_der(spki->whole);
+      if (!key)
+        return fail("CSR public key: " + key.error());
+    }
   }
   out.spki_der = std::string(spki->whole);
 
@@ -437,6 +485,8 @@ result<parsed_csr> parse_csr(std::string_view in, csr_profile profile) {
   out.signature = std::string(signature->content.substr(1));
   return out;
 }
+
+} // namespace
 
 result<void> verify_csr_signature(const parsed_csr& csr) {
   auto key = public_key_from_der(csr.spki_der);

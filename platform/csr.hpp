@@ -6,6 +6,7 @@
 // verify_csr_signature() the PSS signature. Tests use the building blocks to forge a CSR
 // that breaks exactly one rule.
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -35,6 +36,26 @@ std::string cu_id_json(const cu_id& id);
 /// Verifies the result's signature before returning it.
 result<std::string> build_csr(EVP_PKEY* key, std::string_view client_id,
                               std::string_view tenant_id, std::string_view cuid_json);
+
+/// The public half of a binding key, prepared once per key for build_csr: its
+/// SubjectPublicKeyInfo DER and that key decoded by OpenSSL's default provider. In OpenSSL 3
+/// encoding or decoding a public key (the decoder framework) costs more than checking a
+/// signature, so a module that makes a CSR per identity prepares this once per key.
+struct csr_public_key {
+  std::string spki_der;
+  pkey_ptr key;
+};
+
+/// Decodes `spki_der` (the binding key's SubjectPublicKeyInfo, as its key store reports it).
+result<std::shared_ptr<const csr_public_key>> prepare_csr_public_key(std::string spki_der);
+
+/// build_csr for a key whose public half is prepared: the CSR carries `pub.spki_der`, and the
+/// self-check (every structural rule of parse_csr, then the signature) verifies with
+/// `pub.key`, so nothing is encoded or decoded per CSR. A `pub` that is not `key`'s fails the
+/// self-check.
+result<std::string> build_csr(EVP_PKEY* key, const csr_public_key& pub,
+                              std::string_view client_id, std::string_view tenant_id,
+                              std::string_view cuid_json);
 
 // --- building blocks (also used by tests to forge broken CSRs) ---
 

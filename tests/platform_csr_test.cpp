@@ -271,6 +271,37 @@ BOOST_AUTO_TEST_CASE(build_csr_refuses_a_key_that_cannot_sign) {
   BOOST_TEST(ERR_peek_error() == 0ul);
 }
 
+BOOST_AUTO_TEST_CASE(a_csr_built_with_the_prepared_public_key_is_the_same_request) {
+  auto pub = prepare_csr_public_key(*public_key_der(test_key()));
+  BOOST_REQUIRE_MESSAGE(pub.ok(), why(pub));
+  for (int i = 0; i < 3; ++i) { // one preparation serves every CSR of the key
+    auto csr = build_csr(test_key(), **pub, client, tenant, cuid);
+    BOOST_REQUIRE_MESSAGE(csr.ok(), why(csr));
+    auto parsed = parse_csr(*csr);
+    BOOST_REQUIRE_MESSAGE(parsed.ok(), why(parsed));
+    BOOST_TEST(parsed->spki_der == (*pub)->spki_der);
+    BOOST_TEST(verify_csr_signature(*parsed).ok());
+    // PSS is randomized: the same fields as the unprepared build, not the same bytes.
+    auto other = parse_csr(built_csr());
+    BOOST_REQUIRE(other.ok());
+    BOOST_TEST(parsed->info_der == other->info_der);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_prepared_public_key_of_another_key_fails_the_self_check) {
+  auto other = generate_rsa_key(2048);
+  BOOST_REQUIRE(other.ok());
+  auto pub = prepare_csr_public_key(*public_key_der(other->get()));
+  BOOST_REQUIRE(pub.ok());
+  auto csr = build_csr(test_key(), **pub, client, tenant, cuid);
+  BOOST_REQUIRE(!csr.ok());
+  BOOST_TEST(contains(csr.error(), "signer and the key store disagree"), csr.error());
+  auto bad = prepare_csr_public_key("not DER");
+  BOOST_REQUIRE(!bad.ok());
+  BOOST_TEST(contains(bad.error(), "public key"), bad.error());
+  ERR_clear_error();
+}
+
 BOOST_AUTO_TEST_CASE(forged_csr_with_all_rules_kept_is_accepted) {
   // Guards the forge itself: with nothing replaced it must produce the built CSR's shape.
   auto parsed = parse_csr(forge{}.encode());
