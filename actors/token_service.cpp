@@ -10,6 +10,7 @@
 #include <caf/sec.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "io/retry.hpp"
 #include "messages/errors.hpp"
 #include "platform/encoding.hpp"
 
@@ -389,10 +390,13 @@ void retry_renewal(self_ptr self, const std::string& cache_key) {
     return;
   }
   ++e.failed_renewals;
-  std::int64_t delay_ms = 1000;
-  for (int n = 1; n < e.failed_renewals && delay_ms < 60000; ++n)
-    delay_ms *= 2;
-  delay_ms = std::min<std::int64_t>({delay_ms, 60000, e.life.usable_until_ms - now});
+  // Full jitter (io::renewal_retry_delay): tokens whose renewals failed together (an outage)
+  // do not retry together (review H3).
+  auto& cfg = st.deps->config;
+  auto delay_ms = io::renewal_retry_delay(e.failed_renewals, cfg.renewal_retry_base,
+                                          cfg.renewal_retry_cap, st.deps->draw)
+                    .count();
+  delay_ms = std::min<std::int64_t>(delay_ms, e.life.usable_until_ms - now);
   self->delayed_send(self, std::chrono::milliseconds(delay_ms), renew_atom::value, cache_key);
 }
 
@@ -508,6 +512,14 @@ void renew(self_ptr self, const std::string& cache_key, bool front_end) {
     return;
   cache_key_parts parts(i->first);
   std::string fkey(parts.flight_key);
+  if (!front_end && i->second.failed_renewals > 0 && st.flights->count(fkey) == 0
+      && st.deps->retries && !st.deps->retries->take_retry(self->clock().now())) {
+    // A retry of a failed renewal, and the process's retry budget is spent: no upstream call
+    // now; the next backoff step tries again while the token is still usable (review H3).
+    st.deps->stats->add("msiv2_retries_refused_total{artifact=\"access_token\"}");
+    retry_renewal(self, cache_key);
+    return;
+  }
   if (auto f = st.flights->find(fkey); f != st.flights->end()) {
     f->second.renews = cache_key;
     return;

@@ -138,6 +138,8 @@ struct fixture : test::actor_fixture {
   token_service service;
   /// What token_service publishes for lock-free readers (every test runs with it).
   std::shared_ptr<token_snapshot> published = std::make_shared<token_snapshot>();
+  /// The process's retry budget; null unless a test sets one (before start()).
+  std::shared_ptr<io::retry_governor> governor;
 
   fixture() {
     s->wall = wall;
@@ -147,6 +149,7 @@ struct fixture : test::actor_fixture {
   deps_ptr deps_with_snapshot() const {
     auto d = std::make_shared<runtime_deps>(*deps());
     d->snapshot = published;
+    d->retries = governor;
     return d;
   }
 
@@ -396,13 +399,83 @@ BOOST_AUTO_TEST_CASE(failed_renewal_keeps_serving_the_usable_token_and_retries_w
   BOOST_REQUIRE(b.value);
   BOOST_CHECK_EQUAL(b.value->access_token, "token-1");
   BOOST_CHECK(b.value->source == token_source::cache);
-  advance(1s); // first retry after 1 s
+  advance(1s); // first retry within 1 s (full jitter: the fixture draws the midpoint, 0.5 s)
   BOOST_CHECK_EQUAL(s->exchanges, 3);
   s->exchange_error = caf::error{};
-  advance(2s); // second retry after 2 s succeeds
+  advance(2s); // second retry within 2 s of the first succeeds
   BOOST_CHECK_EQUAL(s->exchanges, 4);
   auto c = get(pop());
   BOOST_CHECK_EQUAL(c.value->access_token, "token-4");
+}
+
+BOOST_AUTO_TEST_CASE(renewal_retries_are_drawn_over_the_whole_full_jitter_window) {
+  // io::renewal_retry_delay: after n failures, uniform in [1 ms, min(60 s, 1 s x 2^(n-1))].
+  // Drawing the window's top gives the old schedule (1 s, 2 s, 4 s); drawing its bottom
+  // retries after 1 ms. Symmetric draws (the lifecycle's jitter) stay at their midpoint.
+  bool top = true;
+  draw = [&top](std::int64_t lo, std::int64_t hi) {
+    if (lo != 0)
+      return lo + (hi - lo) / 2;
+    return top ? hi : lo;
+  };
+  start();
+  get(pop());
+  advance(1801s);
+  s->exchange_error = make_msiv2_error(error_code::transport_failed, "reset");
+  get(pop()); // due: served, renewal fails (failure 1)
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  advance(999ms);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  advance(1ms); // the top of [1 ms, 1 s]
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  advance(1999ms);
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  top = false; // the delay after the next failure is drawn at the bottom of [1 ms, 4 s]
+  advance(1ms); // the top of [1 ms, 2 s]
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  s->exchange_error = caf::error{};
+  advance(1ms);
+  BOOST_CHECK_EQUAL(s->exchanges, 5);
+  auto c = get(pop());
+  BOOST_REQUIRE(c.value);
+  BOOST_CHECK_EQUAL(c.value->access_token, "token-5");
+  BOOST_CHECK(c.value->source == token_source::cache);
+}
+
+BOOST_AUTO_TEST_CASE(renewal_retries_take_from_the_retry_budget_and_wait_when_it_is_empty) {
+  io::retry_governor_settings budget;
+  budget.budget = 2;
+  budget.refill_per_minute = 1;
+  governor = std::make_shared<io::retry_governor>(budget, draw);
+  start();
+  get(pop());
+  advance(1801s);
+  s->exchange_error = make_msiv2_error(error_code::transport_failed, "reset");
+  get(pop()); // due: served; the renewal itself is not a retry and takes nothing
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  // Retries after 0.5 s and 1 s more (midpoint draws) take the budget's 2 units; the next
+  // ones (2 s, 4 s, ... later) find it empty and make no call.
+  advance(10s);
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  BOOST_CHECK_GE(counter("msiv2_retries_refused_total{artifact=\"access_token\"}"), 2u);
+  BOOST_CHECK_EQUAL(governor->retries_refused(),
+                    counter("msiv2_retries_refused_total{artifact=\"access_token\"}"));
+  // The token is still served from the cache meanwhile.
+  auto held = get(pop());
+  BOOST_REQUIRE(held.value);
+  BOOST_CHECK_EQUAL(held.value->access_token, "token-1");
+  BOOST_CHECK(held.value->source == token_source::cache);
+  // The upstream recovers; the budget earns one unit a minute: within the next backoff steps
+  // after that, exactly one retry goes out and renews the token.
+  s->exchange_error = caf::error{};
+  advance(50s);
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  advance(2min);
+  BOOST_CHECK_EQUAL(s->exchanges, 5);
+  auto renewed = get(pop());
+  BOOST_REQUIRE(renewed.value);
+  BOOST_CHECK_EQUAL(renewed.value->access_token, "token-5");
+  BOOST_CHECK(renewed.value->source == token_source::cache);
 }
 
 BOOST_AUTO_TEST_CASE(deadline_exceeded_for_a_slow_chain_while_it_continues_for_others) {
