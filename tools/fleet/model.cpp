@@ -266,6 +266,7 @@ private:
     std::int64_t nominal = 0;   ///< the policy's nominal renewal point of the current token
     bool has_token = false;
     bool fault_seen = false;    ///< called the token endpoint in the fault window
+    std::uint32_t fault_index = 0; ///< then: its row of result::fault_token_calls
   };
 
   // ---- calendar ----------------------------------------------------------------------------
@@ -352,9 +353,15 @@ private:
     static constexpr std::int64_t fixed[] = {1000, 2000, 4000};
     for (int attempt = 0;; ++attempt) {
       count(s, t);
-      if (s == service::token && in_fault(t) && !tokens_[current_token_].fault_seen) {
-        tokens_[current_token_].fault_seen = true;
-        ++out_.fault_tokens;
+      if (s == service::token && in_fault(t)) {
+        auto& tok = tokens_[current_token_];
+        if (!tok.fault_seen) {
+          tok.fault_seen = true;
+          ++out_.fault_tokens;
+          tok.fault_index = static_cast<std::uint32_t>(out_.fault_token_calls.size());
+          out_.fault_token_calls.push_back({t, 0});
+        }
+        ++out_.fault_token_calls[tok.fault_index].calls;
       }
       if (on_imds)
         imds(vm, t);

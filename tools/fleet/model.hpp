@@ -106,6 +106,15 @@ struct result {
   std::uint64_t imds_in_fault = 0;      ///< of which in the fault window
   /// Tokens that called the token endpoint during the fault window (scenarios with one).
   std::uint64_t fault_tokens = 0;
+  /// One per such token: its first token call in the fault window (ms) and its token calls in
+  /// that window. How many calls a token makes depends on how long before the window's end it
+  /// was caught; the module check compares the real modules' tokens with model tokens caught
+  /// as long before the end (module_check.cpp).
+  struct fault_token {
+    std::int64_t first_ms = 0;
+    std::uint32_t calls = 0;
+  };
+  std::vector<fault_token> fault_token_calls;
   double served_from_cache = 0;         ///< fraction of token requests answered from cache
   /// Waits of the token requests that arrived in the fault window (the whole window when
   /// the scenario has none): a request served from cache waited 0.
