@@ -91,6 +91,15 @@ struct module_config {
   /// renewal_retry_base * 2^(failures-1), capped at renewal_retry_cap (io::renewal_retry_delay).
   std::chrono::milliseconds renewal_retry_base{1000};
   std::chrono::milliseconds renewal_retry_cap{60000};
+  /// Most access tokens token_service keeps (review H1). Beyond it, the least recently used
+  /// token is dropped (a use is any request served from it, hits served by lock-free readers
+  /// of the token snapshot included: published_token::last_used_ms), and the snapshot stops
+  /// serving it before anything else is answered. 0 counts as 1.
+  std::size_t max_cached_tokens = 10000;
+  /// A cached token nobody asked for within this window is not renewed in the background (nor
+  /// retried after a failed renewal): it is served while still usable (a request that finds it
+  /// due renews it) and dropped when it is not (msiv2_token_lapses_total).
+  std::chrono::milliseconds token_idle_window{std::chrono::hours(1)};
   /// Why from_environment() found no usable cache directory (empty when it did, or when
   /// MSIV2_CACHE_DIR=none asked for memory only).
   std::string cache_dir_error;

@@ -67,7 +67,9 @@ struct params {
   std::int64_t start_spread_ms = 60'000; ///< processes start within this after a boot
   /// How often a process asks for each of its tokens. On-demand policies act on the first
   /// request after a point, so they renew up to this late; requests also set which requests
-  /// wait (the served-from-cache fraction is over request time, demand being uniform).
+  /// wait (the served-from-cache fraction is over request time, demand being uniform). Shorter
+  /// than msiv2's idle window (rules::token_idle_window_ms, 1 h), which the model does not
+  /// apply: no token is idle.
   std::int64_t request_interval_ms = 10'000;
   std::int64_t fault_start_ms = 2LL * 86'400'000 + 12LL * 3'600'000; ///< day 3, noon
   std::int64_t outage_ms = 30LL * 60'000;

@@ -27,6 +27,7 @@
 #include "platform/keys.hpp"
 #include "platform/log.hpp"
 #include "tools/sim/authority.hpp"
+#include "tools/fleet/module_rules.hpp"
 #include "tools/sim/imds.hpp"
 
 namespace msiv2::fleet {
@@ -206,6 +207,14 @@ check_result check_against_module(const check_params& p) {
   check_result out;
   if (p.scen != scenario::steady && p.scen != scenario::token_outage) {
     out.error = "the module check runs the steady and token-outage scenarios";
+    return out;
+  }
+  if (p.request_interval_ms <= 0 || p.request_interval_ms >= rules::token_idle_window_ms()) {
+    // The modules would let such tokens lapse unrenewed (module_config::token_idle_window);
+    // the model asks for every token often and does not apply the idle window.
+    out.error = "the request interval (" + std::to_string(p.request_interval_ms)
+                + " ms) must be positive and shorter than the module's token idle window ("
+                + std::to_string(rules::token_idle_window_ms()) + " ms)";
     return out;
   }
   // The same VMs for both: boot times (over the past week) and clock offsets.

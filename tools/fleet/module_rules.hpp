@@ -65,6 +65,14 @@ inline std::int64_t cert_renewal_backoff_ms(int failures, const platform::jitter
     .count();
 }
 
+/// token_service's idle window (module_config::token_idle_window, review H1): a token nobody
+/// asked for within it is not renewed and lapses. The model does not apply it: every token of
+/// its processes is asked at least every params::request_interval_ms, which must be shorter
+/// (module_check refuses a longer one), so no token is ever idle there.
+inline std::int64_t token_idle_window_ms() {
+  return defaults().token_idle_window.count();
+}
+
 /// One process's retry budget (io::retry_governor from module_config::retry_policy, as
 /// module::start makes it), on the model's clock (ms since the run's start, >= 0). The module
 /// takes from it for each retry of a failed background token renewal (token_service, renew).
