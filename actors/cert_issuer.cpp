@@ -287,8 +287,13 @@ void fail_flight(self_ptr self, const std::string& key, caf::error err) {
   auto now = st.deps->wall->now_ms();
   if (i->second.plan.at(now) == platform::freshness::expired)
     return;
+  // Full jitter up to 30 s << (n-1) (io::renewal_retry_delay): certificates whose renewals
+  // failed together do not retry together (review H3).
   auto n = std::min(++i->second.failed_renewals, 6);
-  auto at = now + (std::int64_t{30'000} << (n - 1));
+  auto at = now + io::renewal_retry_delay(n, std::chrono::milliseconds(30'000),
+                                          std::chrono::milliseconds(std::int64_t{30'000} << 5),
+                                          st.deps->draw)
+                    .count();
   if (at < i->second.plan.usable_until_ms)
     caf::anon_send(st.peers->timer, schedule_atom::value, key, at,
                    caf::actor_cast<caf::actor>(self));

@@ -5,8 +5,6 @@
 
 #include <caf/send.hpp>
 
-#include "platform/encoding.hpp"
-
 namespace msiv2 {
 
 namespace {
@@ -38,12 +36,31 @@ void arm(self_ptr self, const deps_ptr& deps, bool force) {
     self->delayed_send(self, std::chrono::milliseconds(delay), caf::tick_atom::value, st.armed);
 }
 
-/// Removes `i` from both indexes and its gauge.
+/// Publishes the two gauges of `kind`.
+void publish_kind(self_ptr self, const deps_ptr& deps, const std::string& kind) {
+  auto& times = self->state.by_kind[kind];
+  deps->stats->set_gauge(scheduled_gauge_name(kind), static_cast<double>(times.size()));
+  if (times.empty())
+    deps->stats->erase_gauge(renewal_gauge_name(kind));
+  else
+    deps->stats->set_gauge(renewal_gauge_name(kind), static_cast<double>(*times.begin()) / 1000.0);
+}
+
+/// Removes `e`'s time from its kind's gauges (the caller publishes them).
+void unindex_kind(self_ptr self, const renewal_entry& e) {
+  auto& times = self->state.by_kind[e.kind];
+  if (auto t = times.find(e.at_ms); t != times.end())
+    times.erase(t);
+}
+
+/// Removes `i` from both indexes and from its kind's gauges.
 void drop(self_ptr self, const deps_ptr& deps,
           std::map<std::string, renewal_entry>::iterator i) {
   self->state.due.erase({i->second.at_ms, &i->first});
-  deps->stats->erase_gauge(renewal_gauge_name(i->second.kind, i->first));
+  unindex_kind(self, i->second);
+  auto kind = std::move(i->second.kind);
   self->state.timers.erase(i);
+  publish_kind(self, deps, kind);
 }
 
 } // namespace
@@ -60,9 +77,12 @@ std::string renewal_kind(const wiring_ptr& peers, const caf::actor& owner) {
   return "artifact";
 }
 
-std::string renewal_gauge_name(const std::string& kind, const std::string& artifact_id) {
-  return "msiv2_renewal_at_seconds{artifact=\"" + kind + "\",id=\"" +
-         platform::hex_lower(platform::sha256(artifact_id)).substr(0, 12) + "\"}";
+std::string renewal_gauge_name(const std::string& kind) {
+  return "msiv2_renewal_at_seconds{artifact=\"" + kind + "\"}";
+}
+
+std::string scheduled_gauge_name(const std::string& kind) {
+  return "msiv2_scheduled_renewals{artifact=\"" + kind + "\"}";
 }
 
 renewal_timer::behavior_type
@@ -75,14 +95,16 @@ renewal_timer_impl(renewal_timer::stateful_pointer<renewal_timer_state> self, de
       auto kind = renewal_kind(st.peers, owner);
       if (!created) {
         st.due.erase({e.at_ms, &i->first});
+        unindex_kind(self, e);
         if (e.kind != kind)
-          deps->stats->erase_gauge(renewal_gauge_name(e.kind, id));
+          publish_kind(self, deps, e.kind);
       }
       e.at_ms = at_ms;
       e.owner = owner;
       e.kind = std::move(kind);
       st.due.emplace(at_ms, &i->first);
-      deps->stats->set_gauge(renewal_gauge_name(e.kind, id), static_cast<double>(at_ms) / 1000.0);
+      st.by_kind[e.kind].insert(at_ms);
+      publish_kind(self, deps, e.kind);
       arm(self, deps, false);
     },
     [=](cancel_atom, const std::string& id) {

@@ -42,6 +42,8 @@ struct renewal_timer_state {
   caf::actor_clock::time_point armed_for;
   /// Last generation handed out.
   std::uint64_t generation = 0;
+  /// The scheduled times of each kind (the gauges: how many, and the earliest).
+  std::map<std::string, std::multiset<std::int64_t>> by_kind;
   /// Peers: owners come with each schedule; the wired ones name the artifact kind.
   wiring_ptr peers;
 };
@@ -50,11 +52,14 @@ struct renewal_timer_state {
 /// "certificate" (cert_issuer), "token" (token_service), else "artifact".
 std::string renewal_kind(const wiring_ptr& peers, const caf::actor& owner);
 
-/// The gauge name of an artifact's renewal time:
-/// `msiv2_renewal_at_seconds{artifact="<kind>",id="<12 hex digits of SHA-256(artifact id)>"}`.
-/// Artifact ids are the owners' raw cache keys (identities, resources, claims, endpoints):
-/// the label keeps them short and free of quoting; owners still match on the raw id.
-std::string renewal_gauge_name(const std::string& kind, const std::string& artifact_id);
+/// The gauge of the earliest scheduled renewal of one kind (Unix seconds):
+/// `msiv2_renewal_at_seconds{artifact="<kind>"}`. One series per kind (at most four),
+/// however many artifacts are scheduled (review H1: bounded series); absent when none is.
+std::string renewal_gauge_name(const std::string& kind);
+
+/// The gauge of how many renewals of one kind are scheduled:
+/// `msiv2_scheduled_renewals{artifact="<kind>"}` (0 when none is).
+std::string scheduled_gauge_name(const std::string& kind);
 
 /// The behavior of renewal_timer.
 renewal_timer::behavior_type

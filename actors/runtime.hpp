@@ -19,6 +19,7 @@
 #include "msiv2/actors/artifact_store.hpp"
 #include "msiv2/actors/token_snapshot.hpp"
 #include "msiv2/io/http.hpp"
+#include "msiv2/io/retry.hpp"
 #include "msiv2/messages/protocol.hpp"
 #include "msiv2/platform/clock.hpp"
 #include "msiv2/platform/lifecycle.hpp"
@@ -82,6 +83,23 @@ struct module_config {
   /// 0 or false (a process that only ever asks for bearer tokens saves the key generation). A
   /// failed eager creation is logged and not fatal: the first request tries again.
   bool eager_key = false;
+  /// The per-process retry budget (io::retry_governor; module::start makes one from it). A
+  /// background renewal retry of an access token takes one retry from it; none left: no
+  /// upstream call, the next backoff step tries again while the token is usable (review H3).
+  io::retry_governor_settings retry_policy;
+  /// Background renewal retries of an access token: full jitter up to
+  /// renewal_retry_base * 2^(failures-1), capped at renewal_retry_cap (io::renewal_retry_delay).
+  std::chrono::milliseconds renewal_retry_base{1000};
+  std::chrono::milliseconds renewal_retry_cap{60000};
+  /// Most access tokens token_service keeps (review H1). Beyond it, the least recently used
+  /// token is dropped (a use is any request served from it, hits served by lock-free readers
+  /// of the token snapshot included: published_token::last_used_ms), and the snapshot stops
+  /// serving it before anything else is answered. 0 counts as 1.
+  std::size_t max_cached_tokens = 10000;
+  /// A cached token nobody asked for within this window is not renewed in the background (nor
+  /// retried after a failed renewal): it is served while still usable (a request that finds it
+  /// due renews it) and dropped when it is not (msiv2_token_lapses_total).
+  std::chrono::milliseconds token_idle_window{std::chrono::hours(1)};
   /// Why from_environment() found no usable cache directory (empty when it did, or when
   /// MSIV2_CACHE_DIR=none asked for memory only).
   std::string cache_dir_error;
@@ -189,6 +207,10 @@ struct runtime_deps {
   /// Where token_service publishes its cached tokens for lock-free readers
   /// (msiv2::client::try_cached); null: nothing is published.
   std::shared_ptr<token_snapshot> snapshot;
+  /// The retry budget every actor of the module shares (module::start makes one from
+  /// config.retry_policy when none is given); null: renewal retries are limited by their
+  /// backoff only (actor unit tests that do not test the budget).
+  std::shared_ptr<io::retry_governor> retries;
 };
 
 using deps_ptr = std::shared_ptr<const runtime_deps>;

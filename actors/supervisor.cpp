@@ -231,6 +231,8 @@ supervisor::behavior_type supervisor_impl(supervisor::stateful_pointer<superviso
 module module::start(caf::actor_system& sys, runtime_deps deps, actor_factories factories,
                      restart_policy policy) {
   module m;
+  if (!deps.retries)
+    deps.retries = std::make_shared<io::retry_governor>(deps.config.retry_policy, deps.draw);
   auto d = std::make_shared<const runtime_deps>(std::move(deps));
   m.supervisor_ = sys.spawn(supervisor_impl, d, std::move(factories), policy);
   m.service_ = m.supervisor_;

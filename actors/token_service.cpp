@@ -10,6 +10,7 @@
 #include <caf/sec.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "io/retry.hpp"
 #include "messages/errors.hpp"
 #include "platform/encoding.hpp"
 
@@ -32,6 +33,14 @@ const std::string& misses_key() {
 }
 const std::string& renewals_key() {
   static const std::string k = "msiv2_renewals_total{artifact=\"access_token\"}";
+  return k;
+}
+const std::string& evictions_key() {
+  static const std::string k = "msiv2_token_evictions_total";
+  return k;
+}
+const std::string& lapses_key() {
+  static const std::string k = "msiv2_token_lapses_total";
   return k;
 }
 
@@ -208,9 +217,51 @@ void erase_entry(self_ptr self, const std::string& cache_key, bool publish_now =
     return;
   if (auto& snap = st.deps->snapshot)
     snap->erase(*i->second.token);
+  st.lru.erase(i->second.lru_at);
   st.cache.erase(i);
   if (publish_now)
     publish(self);
+}
+
+/// When the token of `e` was last served: by token_service or by a lock-free reader of the
+/// snapshot (published_token::touch). The one place the LRU and idle decisions read it.
+std::int64_t last_used_ms(const state::entry& e) {
+  return e.token->last_used_ms.load(std::memory_order_relaxed);
+}
+
+/// Drops least recently used tokens until the cache is within module_config::max_cached_tokens
+/// (review H1), staging their removal from the snapshot (the caller publishes). `keep` (the
+/// entry just added) is never dropped. The candidate is the entry placed for the oldest use.
+/// If it was used since (a hit: published_token::touch), it is placed again for that use and
+/// the next candidate is looked at. Otherwise its last use is its placement time, and every
+/// other entry was placed for (and so last used at) a time no earlier: it is the least
+/// recently used, and goes. At most one re-placement per cached token per call (then the
+/// candidate goes whatever readers did meanwhile). Returns how many were dropped.
+std::size_t enforce_bound(self_ptr self, const std::string* keep) {
+  auto& st = self->state;
+  auto bound = std::max<std::size_t>(1, st.deps->config.max_cached_tokens);
+  auto replacements = st.cache.size();
+  std::size_t dropped = 0;
+  while (st.cache.size() > bound) {
+    // Two entries at least (the bound is at least 1): one of them is not `keep`.
+    auto oldest = st.lru.begin();
+    if (oldest->second == keep)
+      ++oldest;
+    const std::string* victim = oldest->second;
+    auto& e = st.cache.find(*victim)->second;
+    auto used = last_used_ms(e);
+    if (used > oldest->first && replacements > 0) {
+      --replacements;
+      st.lru.erase(oldest);
+      e.lru_at = st.lru.emplace(used, victim); // after the entries placed for the same time
+      continue;
+    }
+    erase_entry(self, std::string(*victim), false);
+    ++dropped;
+  }
+  if (dropped > 0)
+    st.deps->stats->add(evictions_key(), dropped);
+  return dropped;
 }
 
 /// A new certificate for an identity makes its older tokens unreachable: drop them.
@@ -389,10 +440,13 @@ void retry_renewal(self_ptr self, const std::string& cache_key) {
     return;
   }
   ++e.failed_renewals;
-  std::int64_t delay_ms = 1000;
-  for (int n = 1; n < e.failed_renewals && delay_ms < 60000; ++n)
-    delay_ms *= 2;
-  delay_ms = std::min<std::int64_t>({delay_ms, 60000, e.life.usable_until_ms - now});
+  // Full jitter (io::renewal_retry_delay): tokens whose renewals failed together (an outage)
+  // do not retry together (review H3).
+  auto& cfg = st.deps->config;
+  auto delay_ms = io::renewal_retry_delay(e.failed_renewals, cfg.renewal_retry_base,
+                                          cfg.renewal_retry_cap, st.deps->draw)
+                    .count();
+  delay_ms = std::min<std::int64_t>(delay_ms, e.life.usable_until_ms - now);
   self->delayed_send(self, std::chrono::milliseconds(delay_ms), renew_atom::value, cache_key);
 }
 
@@ -446,7 +500,16 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
   }
   if (cacheable) {
     auto cache_key = key + "\n" + x5t;
-    auto& e = st.cache[cache_key];
+    auto [at, created] = st.cache.try_emplace(cache_key);
+    auto& e = at->second;
+    // A token someone waited for (or a first acquisition) is used now; a background renewal
+    // is not a use: the renewed token keeps the last use of the one it replaces, also when
+    // its key changed with a new certificate (the old entry is gone then).
+    std::int64_t used = now;
+    if (fl.waiters.empty() && !fl.renews.empty())
+      used = e.token ? last_used_ms(e) : fl.renews_last_used_ms;
+    if (created)
+      e.lru_at = st.lru.emplace(used, &at->first);
     auto tok = std::make_shared<published_token>();
     tok->identity = fl.request.identity;
     tok->resource = fl.request.resource;
@@ -459,9 +522,7 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     tok->binding = tok->type == token_type::mtls_pop
                      ? module_binding_strength(st.deps->keys.get(), st.deps->attestation.get())
                      : binding_strength::bearer;
-    // A renewal is not a use: an idle token stays idle.
-    tok->last_used_ms.store(e.token ? e.token->last_used_ms.load(std::memory_order_relaxed) : now,
-                            std::memory_order_relaxed);
+    tok->last_used_ms.store(used, std::memory_order_relaxed);
     tok->hash = token_snapshot::hash_of(tok->identity, tok->resource, tok->type);
     e.token = tok;
     e.life = life;
@@ -470,10 +531,13 @@ void finish_flight(self_ptr self, const std::string& key, std::uint64_t id, toke
     if (st.wires && st.wires->timer)
       self->send(st.wires->timer, schedule_atom::value, cache_key, life.renew_at_ms,
                  caf::actor_cast<caf::actor>(self));
-    if (auto& snap = st.deps->snapshot) {
+    if (auto& snap = st.deps->snapshot)
       snap->put(std::move(tok));
-      publish(self);
-    }
+    // Over the bound: the least recently used tokens go, from the snapshot too, in the same
+    // publication as the new token and before anyone is answered.
+    if (created)
+      enforce_bound(self, &at->first);
+    publish(self);
     note_cache_size(self);
   }
   for (auto& w : fl.waiters)
@@ -506,17 +570,47 @@ void renew(self_ptr self, const std::string& cache_key, bool front_end) {
   auto i = st.cache.find(cache_key);
   if (i == st.cache.end() || !st.wires || (front_end && i->second.failed_renewals > 0))
     return;
+  auto last_used = last_used_ms(i->second);
+  if (!front_end) {
+    // Nobody asked for it within the idle window (review H1): no background renewal and no
+    // retry. It is served while usable (a request that finds it due renews it: that is a use)
+    // and dropped when it is not.
+    auto now = st.deps->wall->now_ms();
+    if (now - last_used >= st.deps->config.token_idle_window.count()) {
+      if (now >= i->second.life.usable_until_ms) {
+        st.deps->stats->add(lapses_key());
+        erase_entry(self, cache_key);
+        note_cache_size(self);
+        return;
+      }
+      // No retry pending any more: a request that finds it due may renew it again.
+      i->second.failed_renewals = 0;
+      if (st.wires->timer)
+        self->send(st.wires->timer, schedule_atom::value, cache_key,
+                   i->second.life.usable_until_ms, caf::actor_cast<caf::actor>(self));
+      return;
+    }
+  }
   cache_key_parts parts(i->first);
   std::string fkey(parts.flight_key);
+  if (!front_end && i->second.failed_renewals > 0 && st.flights->count(fkey) == 0
+      && st.deps->retries && !st.deps->retries->take_retry(self->clock().now())) {
+    // A retry of a failed renewal, and the process's retry budget is spent: no upstream call
+    // now; the next backoff step tries again while the token is still usable (review H3).
+    st.deps->stats->add("msiv2_retries_refused_total{artifact=\"access_token\"}");
+    retry_renewal(self, cache_key);
+    return;
+  }
   if (auto f = st.flights->find(fkey); f != st.flights->end()) {
     f->second.renews = cache_key;
+    f->second.renews_last_used_ms = last_used;
     return;
   }
   st.deps->stats->add(renewals_key());
   auto due = deadline::at(self->clock().now() + st.deps->config.actor_request_timeout);
   auto req = parts.request(i->second.client_capabilities);
   req.timeout = st.deps->config.actor_request_timeout;
-  ensure_flight(self, fkey, req, due, cache_key);
+  ensure_flight(self, fkey, req, due, cache_key).first->renews_last_used_ms = last_used;
   start_chain(self, fkey);
 }
 

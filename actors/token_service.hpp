@@ -12,6 +12,7 @@
 // message.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +63,9 @@ struct token_service_state {
     /// The correlation id of every upstream call of this flight (the first caller's, or a
     /// fresh one for a background renewal).
     std::string correlation_id;
+    /// The last use of the entry it renews, when the renewal started: a renewed token whose
+    /// key changed (a new certificate dropped the old entry) keeps it (a renewal is not a use).
+    std::int64_t renews_last_used_ms = 0;
   };
 
   /// A cached access token. Its cache key spells out the rest (flight key: identity,
@@ -75,6 +79,8 @@ struct token_service_state {
     /// Of the request that got the token (not part of the key); used again to renew it.
     std::vector<std::string> client_capabilities;
     int failed_renewals = 0;
+    /// Its place in `lru`, keyed by the last use known when it was placed there.
+    std::multimap<std::int64_t, const std::string*>::iterator lru_at;
   };
 
   using flight_map = std::unordered_map<std::string, flight>;
@@ -90,6 +96,10 @@ struct token_service_state {
   caf::actor_clock::time_point unavailable_until;
   /// Cache key -> token (key = flight key + '\n' + x5t#S256, empty x5t for bearer).
   std::unordered_map<std::string, entry> cache;
+  /// The cache keys (owned by `cache`: node keys do not move) by the last use known when
+  /// they were placed (a later use, by a reader of the snapshot, is found when the key comes
+  /// up for eviction); bounded by module_config::max_cached_tokens (review H1).
+  std::multimap<std::int64_t, const std::string*> lru;
   /// Shared with the exit hook, which answers every waiter when the actor stops.
   std::shared_ptr<flight_map> flights = std::make_shared<flight_map>();
   /// Identity key -> x5t#S256 of the last credential cert_issuer gave for it.

@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(fires_at_the_wall_time_not_before) {
   timer_fixture f;
   auto at = f.wall_ms() + 60'000;
   f.schedule("certificate/system", at);
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::renewal_gauge_name("artifact", "certificate/system")),
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::renewal_gauge_name("artifact")),
                     static_cast<double>(at) / 1000.0);
   f.advance(59'999ms);
   BOOST_CHECK(f.seen->empty());
@@ -69,7 +69,8 @@ BOOST_AUTO_TEST_CASE(fires_at_the_wall_time_not_before) {
   // Fired timers are forgotten.
   f.advance(3600s);
   BOOST_CHECK_EQUAL(f.seen->size(), 1u);
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("artifact", "certificate/system")), 0u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("artifact")), 0u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::scheduled_gauge_name("artifact")), 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(reschedule_replaces_the_previous_timer) {
@@ -96,36 +97,46 @@ BOOST_AUTO_TEST_CASE(cancel_drops_the_timer) {
   timer_fixture f;
   f.schedule("attestation/x", f.wall_ms() + 10'000);
   f.schedule("attestation/y", f.wall_ms() + 10'000);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::scheduled_gauge_name("artifact")), 2.0);
   caf::anon_send(f.timer, msiv2::cancel_atom::value, std::string("attestation/x"));
   f.run();
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(msiv2::renewal_gauge_name("artifact", "attestation/x")), 0u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::scheduled_gauge_name("artifact")), 1.0);
   f.advance(20s);
   BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
   BOOST_CHECK_EQUAL(f.seen->at(0).id, "attestation/y");
 }
 
-BOOST_AUTO_TEST_CASE(gauge_labels_name_the_owners_kind_and_a_short_id) {
+BOOST_AUTO_TEST_CASE(gauges_are_per_kind_however_many_artifacts_are_scheduled) {
   timer_fixture f;
   auto w = std::make_shared<msiv2::wiring>();
   w->service = caf::actor_cast<msiv2::token_service>(f.owner);
   caf::anon_send(f.timer, msiv2::wire_atom::value, msiv2::wiring_ptr(w));
   f.run();
-  // A token cache key: identity, resource, type, claims and thumbprint on separate lines.
-  const std::string id = "system\nhttps://vault.azure.net\nmtls_pop\n{\"a\":\"b\"}\nx5t";
-  auto at = f.wall_ms() + 10'000;
-  f.schedule(id, at);
+  auto before = f.stats->snapshot().gauges.size();
+  // 1,000 token cache keys (identity, resource, type, claims and thumbprint on separate
+  // lines): two series for the kind "token", the count and the earliest time (review H1).
+  const auto t0 = f.wall_ms();
+  for (int i = 0; i < 1000; ++i)
+    f.schedule("system\nhttps://r" + std::to_string(i) + ".example\nmtls_pop\n\nx5t",
+               t0 + 10'000 + 1000 * (i % 100));
   auto gauges = f.stats->snapshot().gauges;
-  const auto name = msiv2::renewal_gauge_name("token", id);
-  BOOST_CHECK_EQUAL(name.rfind("msiv2_renewal_at_seconds{artifact=\"token\",id=\"", 0), 0u);
-  BOOST_CHECK_EQUAL(name.size(), std::string("msiv2_renewal_at_seconds{artifact=\"token\",id=\"\"}").size() + 12);
-  BOOST_CHECK_NE(name, msiv2::renewal_gauge_name("token", id + "y"));
-  BOOST_REQUIRE_EQUAL(gauges.count(name), 1u);
-  BOOST_CHECK_EQUAL(gauges.at(name), static_cast<double>(at) / 1000.0);
-  // The owner still gets its raw id back, and the gauge goes when the timer fires.
+  BOOST_CHECK_EQUAL(gauges.size(), before + 2);
+  BOOST_CHECK_EQUAL(msiv2::renewal_gauge_name("token"), "msiv2_renewal_at_seconds{artifact=\"token\"}");
+  BOOST_CHECK_EQUAL(msiv2::scheduled_gauge_name("token"), "msiv2_scheduled_renewals{artifact=\"token\"}");
+  BOOST_CHECK_EQUAL(gauges.at(msiv2::scheduled_gauge_name("token")), 1000.0);
+  BOOST_CHECK_EQUAL(gauges.at(msiv2::renewal_gauge_name("token")), static_cast<double>(t0 + 10'000) / 1000.0);
+  // The owner still gets its raw id back; the earliest moves on as timers fire.
   f.advance(10s);
-  BOOST_REQUIRE_EQUAL(f.seen->size(), 1u);
-  BOOST_CHECK_EQUAL(f.seen->at(0).id, id);
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.count(name), 0u);
+  BOOST_REQUIRE_EQUAL(f.seen->size(), 10u);
+  BOOST_CHECK_EQUAL(f.seen->at(0).id.rfind("system\nhttps://r", 0), 0u);
+  gauges = f.stats->snapshot().gauges;
+  BOOST_CHECK_EQUAL(gauges.at(msiv2::scheduled_gauge_name("token")), 990.0);
+  BOOST_CHECK_EQUAL(gauges.at(msiv2::renewal_gauge_name("token")), static_cast<double>(t0 + 11'000) / 1000.0);
+  f.advance(100s);
+  BOOST_CHECK_EQUAL(f.seen->size(), 1000u);
+  gauges = f.stats->snapshot().gauges;
+  BOOST_CHECK_EQUAL(gauges.at(msiv2::scheduled_gauge_name("token")), 0.0);
+  BOOST_CHECK_EQUAL(gauges.count(msiv2::renewal_gauge_name("token")), 0u);
 }
 
 BOOST_AUTO_TEST_CASE(wall_clock_jump_backwards_rearms_instead_of_firing_early) {
@@ -182,7 +193,9 @@ BOOST_AUTO_TEST_CASE(many_renewals_keep_one_tick_and_fire_in_time_order) {
   }
   // One pending message in the actor clock, not one per artifact.
   BOOST_CHECK_EQUAL(f.sched.clock().schedule().size(), 1u);
-  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.size(), 1000u);
+  // Two series for their kind (count and earliest), not one per artifact.
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.size(), 2u);
+  BOOST_CHECK_EQUAL(f.stats->snapshot().gauges.at(msiv2::scheduled_gauge_name("artifact")), 1000.0);
   // Rescheduling one to be first, and cancelling another, moves the single tick.
   f.schedule("token/500", base + 500);
   caf::anon_send(f.timer, msiv2::cancel_atom::value, std::string("token/0"));
@@ -204,7 +217,10 @@ BOOST_AUTO_TEST_CASE(many_renewals_keep_one_tick_and_fire_in_time_order) {
     BOOST_CHECK_EQUAL(f.seen->back().wall_ms, at);
   }
   BOOST_CHECK_EQUAL(f.seen->size(), 999u); // all but the cancelled one
-  BOOST_CHECK(f.stats->snapshot().gauges.empty());
+  // Nothing scheduled: the count says 0 and there is no earliest time.
+  auto gauges = f.stats->snapshot().gauges;
+  BOOST_CHECK_EQUAL(gauges.size(), 1u);
+  BOOST_CHECK_EQUAL(gauges.at(msiv2::scheduled_gauge_name("artifact")), 0.0);
   BOOST_CHECK(f.sched.clock().schedule().empty());
 }
 

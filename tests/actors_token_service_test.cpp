@@ -9,6 +9,7 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include "actors/renewal_timer.hpp"
 #include "actors/token_service.hpp"
 #include "tests/support/actor_fixture.hpp"
 
@@ -138,6 +139,11 @@ struct fixture : test::actor_fixture {
   token_service service;
   /// What token_service publishes for lock-free readers (every test runs with it).
   std::shared_ptr<token_snapshot> published = std::make_shared<token_snapshot>();
+  /// The process's retry budget; null unless a test sets one (before start()).
+  std::shared_ptr<io::retry_governor> governor;
+  /// Run the real renewal_timer instead of the recording double (set before start()): its
+  /// renewals fire on virtual time.
+  bool real_timer = false;
 
   fixture() {
     s->wall = wall;
@@ -147,6 +153,7 @@ struct fixture : test::actor_fixture {
   deps_ptr deps_with_snapshot() const {
     auto d = std::make_shared<runtime_deps>(*deps());
     d->snapshot = published;
+    d->retries = governor;
     return d;
   }
 
@@ -160,7 +167,8 @@ struct fixture : test::actor_fixture {
     probe_a = keep(sys.spawn(probe_double, s));
     certs_a = keep(sys.spawn(cert_double, s));
     exchanger_a = keep(sys.spawn(exchanger_double, s));
-    timer_a = keep(sys.spawn(timer_double, s));
+    timer_a = real_timer ? caf::actor_cast<caf::actor>(keep(sys.spawn(renewal_timer_impl, deps())))
+                         : keep(sys.spawn(timer_double, s));
     service = keep(sys.spawn(token_service_impl, deps_with_snapshot()));
     wire();
   }
@@ -198,6 +206,14 @@ struct fixture : test::actor_fixture {
   void release() {
     caf::anon_send(exchanger_a, caf::ok_atom::value);
     run();
+  }
+
+  /// Advances virtual time in small steps, so that timers set by handlers that ran in between
+  /// fire in order (advance() moves the clock first: a delay set while it runs counts from
+  /// the new time).
+  void step(std::chrono::milliseconds total, std::chrono::milliseconds by = 100ms) {
+    for (auto done = 0ms; done < total; done += by)
+      advance(by);
   }
 
   std::uint64_t counter(const std::string& k) {
@@ -396,13 +412,87 @@ BOOST_AUTO_TEST_CASE(failed_renewal_keeps_serving_the_usable_token_and_retries_w
   BOOST_REQUIRE(b.value);
   BOOST_CHECK_EQUAL(b.value->access_token, "token-1");
   BOOST_CHECK(b.value->source == token_source::cache);
-  advance(1s); // first retry after 1 s
+  advance(1s); // first retry within 1 s (full jitter: the fixture draws the midpoint, 0.5 s)
   BOOST_CHECK_EQUAL(s->exchanges, 3);
   s->exchange_error = caf::error{};
-  advance(2s); // second retry after 2 s succeeds
+  advance(2s); // second retry within 2 s of the first succeeds
   BOOST_CHECK_EQUAL(s->exchanges, 4);
   auto c = get(pop());
   BOOST_CHECK_EQUAL(c.value->access_token, "token-4");
+}
+
+BOOST_AUTO_TEST_CASE(renewal_retries_are_drawn_over_the_whole_full_jitter_window) {
+  // io::renewal_retry_delay: after n failures, uniform in [1 ms, min(60 s, 1 s x 2^(n-1))].
+  // Drawing the window's top gives the old schedule (1 s, 2 s, 4 s); drawing its bottom
+  // retries after 1 ms. Symmetric draws (the lifecycle's jitter) stay at their midpoint.
+  bool top = true;
+  draw = [&top](std::int64_t lo, std::int64_t hi) {
+    if (lo != 0)
+      return lo + (hi - lo) / 2;
+    return top ? hi : lo;
+  };
+  start();
+  get(pop());
+  advance(1801s);
+  s->exchange_error = make_msiv2_error(error_code::transport_failed, "reset");
+  get(pop()); // due: served, renewal fails (failure 1)
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  advance(999ms);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  advance(1ms); // the top of [1 ms, 1 s]
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  advance(1999ms);
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  top = false; // the delay after the next failure is drawn at the bottom of [1 ms, 4 s]
+  advance(1ms); // the top of [1 ms, 2 s]
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  s->exchange_error = caf::error{};
+  advance(1ms);
+  BOOST_CHECK_EQUAL(s->exchanges, 5);
+  auto c = get(pop());
+  BOOST_REQUIRE(c.value);
+  BOOST_CHECK_EQUAL(c.value->access_token, "token-5");
+  BOOST_CHECK(c.value->source == token_source::cache);
+}
+
+BOOST_AUTO_TEST_CASE(renewal_retries_take_from_the_retry_budget_and_wait_when_it_is_empty) {
+  io::retry_governor_settings budget;
+  budget.budget = 2;
+  budget.refill_per_minute = 1;
+  governor = std::make_shared<io::retry_governor>(budget, draw);
+  start();
+  get(pop());
+  advance(1801s);
+  s->exchange_error = make_msiv2_error(error_code::transport_failed, "reset");
+  get(pop()); // due: served; the renewal itself is not a retry and takes nothing
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  // Retries after 0.5 s and 1 s more (midpoint draws) take the budget's 2 units; the next
+  // ones (2 s and 4 s later, at 3.5 s and 7.5 s) find it empty and make no call.
+  step(10s);
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  BOOST_CHECK_EQUAL(counter("msiv2_retries_refused_total{artifact=\"access_token\"}"), 2u);
+  BOOST_CHECK_EQUAL(governor->retries_refused(),
+                    counter("msiv2_retries_refused_total{artifact=\"access_token\"}"));
+  // The token is still served from the cache meanwhile.
+  auto held = get(pop());
+  BOOST_REQUIRE(held.value);
+  BOOST_CHECK_EQUAL(held.value->access_token, "token-1");
+  BOOST_CHECK(held.value->source == token_source::cache);
+  // The upstream recovers; the budget earns one unit a minute, back to one retry 60.5 s after
+  // the failure (59 s after the second retry took the last unit). The backoff steps at 15.5 s
+  // and 31.5 s are refused; the one at 63.5 s takes the new unit, goes out and renews the
+  // token.
+  s->exchange_error = caf::error{};
+  step(50s);
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  BOOST_CHECK_EQUAL(counter("msiv2_retries_refused_total{artifact=\"access_token\"}"), 4u);
+  step(2min);
+  BOOST_CHECK_EQUAL(s->exchanges, 5);
+  BOOST_CHECK_EQUAL(governor->retries_refused(), 4u);
+  auto renewed = get(pop());
+  BOOST_REQUIRE(renewed.value);
+  BOOST_CHECK_EQUAL(renewed.value->access_token, "token-5");
+  BOOST_CHECK(renewed.value->source == token_source::cache);
 }
 
 BOOST_AUTO_TEST_CASE(deadline_exceeded_for_a_slow_chain_while_it_continues_for_others) {
@@ -960,6 +1050,148 @@ BOOST_AUTO_TEST_CASE(a_snapshot_hit_carries_the_same_correlation_id_as_a_message
   BOOST_CHECK_NE(renewed->correlation_id, "the-calls-that-got-it");
   BOOST_CHECK_EQUAL(renewed->correlation_id.size(), 36u);
   BOOST_CHECK_EQUAL(get(pop()).value->correlation_id, renewed->correlation_id);
+}
+
+BOOST_AUTO_TEST_CASE(ten_thousand_resources_asked_once_stay_within_the_bound_and_are_never_renewed) {
+  // Review H1, the test: 10,000 distinct resources asked once, then 10 token lifetimes
+  // (24 h, renewal at half-life) without a request. The cache never holds more than its bound
+  // (the snapshot neither), nothing is renewed (nobody asked within the idle window, 1 h), and
+  // the Prometheus series do not grow with the number of tokens.
+  config.max_cached_tokens = 1000;
+  real_timer = true;
+  s->lifetime_s = 24 * 3600;
+  start();
+  auto series = [&] {
+    auto snap = request<stats_snapshot>(service, stats_atom::value);
+    run();
+    BOOST_REQUIRE(snap->value);
+    return snap->value->counters.size() + snap->value->gauges.size();
+  };
+  auto cached = [&] {
+    auto snap = request<stats_snapshot>(service, stats_atom::value);
+    run();
+    BOOST_REQUIRE(snap->value);
+    return snap->value->gauges.at("msiv2_cached_tokens");
+  };
+  std::size_t series_at_10 = 0;
+  for (int i = 0; i < 10'000; ++i) {
+    auto got = ask(pop("https://r" + std::to_string(i) + ".example"));
+    if (i % 100 == 99) {
+      run();
+      BOOST_REQUIRE(got->value);
+      BOOST_REQUIRE_LE(published->size(), 1000u);
+    }
+    if (i == 9) {
+      run();
+      series_at_10 = series();
+    }
+  }
+  run();
+  BOOST_CHECK_EQUAL(s->exchanges, 10'000);
+  BOOST_CHECK_EQUAL(cached(), 1000.0);
+  BOOST_CHECK_EQUAL(published->size(), 1000u);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_evictions_total"), 9000u);
+  BOOST_CHECK_EQUAL(series(), series_at_10 + 1); // + msiv2_token_evictions_total
+  // The last 1,000 asked are the ones kept, and readers find them; the first ones are gone.
+  BOOST_CHECK(read(pop("https://r9999.example")));
+  BOOST_CHECK(!read(pop("https://r0.example")));
+  // 10 lifetimes, no request: no renewal; every token lapses at its usable end (24 h - 5 min)
+  // and leaves the snapshot.
+  for (int minute = 0; minute < 10 * 24 * 60; ++minute) {
+    advance(60s);
+    BOOST_REQUIRE_LE(published->size(), 1000u);
+  }
+  BOOST_CHECK_EQUAL(s->exchanges, 10'000);
+  BOOST_CHECK_EQUAL(s->credentials, 10'000);
+  BOOST_CHECK_EQUAL(counter("msiv2_renewals_total{artifact=\"access_token\"}"), 0u);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_lapses_total"), 1000u);
+  BOOST_CHECK_EQUAL(cached(), 0.0);
+  BOOST_CHECK_EQUAL(published->size(), 0u);
+  BOOST_CHECK_LE(series(), series_at_10 + 2); // + evictions and lapses counters
+}
+
+BOOST_AUTO_TEST_CASE(the_least_recently_used_token_is_dropped_and_readers_stop_finding_it_first) {
+  config.max_cached_tokens = 2;
+  start();
+  get(pop("https://a.example"));
+  advance(1s);
+  get(pop("https://b.example"));
+  advance(1s);
+  // A read of A on another thread (no message) is a use: B is now the least recently used.
+  BOOST_REQUIRE(read(pop("https://a.example")));
+  advance(1s);
+  auto c = get(pop("https://c.example"));
+  BOOST_REQUIRE(c.value);
+  // Dropped from the snapshot before C's answer: a reader synchronized with it misses B.
+  BOOST_CHECK(!read(pop("https://b.example")));
+  BOOST_CHECK(read(pop("https://a.example")));
+  BOOST_CHECK(read(pop("https://c.example")));
+  BOOST_CHECK_EQUAL(published->size(), 2u);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_evictions_total"), 1u);
+  BOOST_CHECK(std::find(s->cancels.begin(), s->cancels.end(),
+                        s->schedules.at(1).first) != s->cancels.end()); // B's renewal cancelled
+  // (The reads above used A and C at 3 s.) C is read again at 4 s; B again at 5 s: a miss, a
+  // new token, and now A (last used at 3 s) goes.
+  advance(1s);
+  BOOST_REQUIRE(read(pop("https://c.example")));
+  advance(1s);
+  auto b = get(pop("https://b.example"));
+  BOOST_REQUIRE(b.value);
+  BOOST_CHECK(b.value->source == token_source::network);
+  BOOST_CHECK_EQUAL(s->exchanges, 4);
+  BOOST_CHECK(!read(pop("https://a.example")));
+  BOOST_CHECK(read(pop("https://c.example")));
+  BOOST_CHECK_EQUAL(counter("msiv2_token_evictions_total"), 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_token_in_use_is_renewed_and_an_idle_one_lapses) {
+  real_timer = true;
+  s->lifetime_s = 24 * 3600; // renewal at 12 h, usable until 24 h - 5 min
+  start();
+  get(pop("https://used.example"));
+  get(pop("https://idle.example"));
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  // "used" is read every 30 minutes by a reader without a message; "idle" never again.
+  for (int half_hour = 1; half_hour <= 47; ++half_hour) {
+    advance(30min);
+    BOOST_REQUIRE_MESSAGE(read(pop("https://used.example")), "half hour " << half_hour);
+  }
+  // Renewed once, at 12 h; "idle" was not (nobody asked within the idle window, 1 h). It is
+  // still cached (usable until 23 h 55 min) but readers no longer get it (past its renewal
+  // time only token_service serves it).
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  BOOST_CHECK_EQUAL(s->exchange_requests.back().request.resource, "https://used.example");
+  BOOST_CHECK_EQUAL(counter("msiv2_renewals_total{artifact=\"access_token\"}"), 1u);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_lapses_total"), 0u);
+  BOOST_CHECK_EQUAL(published->size(), 2u);
+  advance(26min); // 23 h 56 min: it lapsed, unrenewed, and left the snapshot
+  BOOST_CHECK_EQUAL(s->exchanges, 3);
+  BOOST_CHECK_EQUAL(counter("msiv2_token_lapses_total"), 1u);
+  BOOST_CHECK(!read(pop("https://idle.example")));
+  BOOST_CHECK_EQUAL(published->size(), 1u);
+  // Asked again after it lapsed: a miss, a new token.
+  auto again = get(pop("https://idle.example"));
+  BOOST_REQUIRE(again.value);
+  BOOST_CHECK(again.value->source == token_source::network);
+}
+
+BOOST_AUTO_TEST_CASE(an_idle_token_found_due_by_a_request_is_served_and_renewed) {
+  // The idle window stops background renewals only: a request that comes back after it, while
+  // the token is still usable, is served from the cache and renews it.
+  real_timer = true;
+  s->lifetime_s = 24 * 3600;
+  start();
+  get(pop());
+  advance(13h); // past the renewal time: the timer fired, nobody had asked: not renewed
+  BOOST_CHECK_EQUAL(s->exchanges, 1);
+  auto due = get(pop());
+  BOOST_REQUIRE(due.value);
+  BOOST_CHECK_EQUAL(due.value->access_token, "token-1");
+  BOOST_CHECK(due.value->source == token_source::cache);
+  BOOST_CHECK_EQUAL(s->exchanges, 2);
+  auto fresh = get(pop());
+  BOOST_CHECK_EQUAL(fresh.value->access_token, "token-2");
+  BOOST_CHECK_EQUAL(counter("msiv2_token_lapses_total"), 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -160,4 +160,17 @@ BOOST_AUTO_TEST_CASE(the_model_agrees_with_real_modules_in_steady_state_and_thro
   }
 }
 
+BOOST_AUTO_TEST_CASE(the_module_check_refuses_requests_rarer_than_the_token_idle_window) {
+  // The model asks for every token at least every request interval and does not apply the
+  // module's idle window (module_config::token_idle_window): a check whose tokens would be idle
+  // in the modules would compare different rules.
+  check_params cp;
+  cp.vms = 2;
+  cp.days = 1;
+  cp.request_interval_ms = 2 * 3'600'000;
+  auto r = check_against_module(cp);
+  BOOST_CHECK(r.error.find("idle window") != std::string::npos);
+  BOOST_CHECK(r.rows.empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

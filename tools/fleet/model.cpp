@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "tools/fleet/module_rules.hpp"
 
@@ -253,6 +254,9 @@ private:
     std::int64_t cert_t1 = 0;
     std::int64_t mint_until = -never;
     bool mint_ok = false;
+    // msiv2: the process's retry budget, made when it first retries (a new one is full, so
+    // making it late changes nothing)
+    std::shared_ptr<rules::governor> retries;
   };
   struct token_state {
     std::uint32_t gen = 0;
@@ -262,6 +266,7 @@ private:
     std::int64_t nominal = 0;   ///< the policy's nominal renewal point of the current token
     bool has_token = false;
     bool fault_seen = false;    ///< called the token endpoint in the fault window
+    std::uint32_t fault_index = 0; ///< then: its row of result::fault_token_calls
   };
 
   // ---- calendar ----------------------------------------------------------------------------
@@ -348,9 +353,15 @@ private:
     static constexpr std::int64_t fixed[] = {1000, 2000, 4000};
     for (int attempt = 0;; ++attempt) {
       count(s, t);
-      if (s == service::token && in_fault(t) && !tokens_[current_token_].fault_seen) {
-        tokens_[current_token_].fault_seen = true;
-        ++out_.fault_tokens;
+      if (s == service::token && in_fault(t)) {
+        auto& tok = tokens_[current_token_];
+        if (!tok.fault_seen) {
+          tok.fault_seen = true;
+          ++out_.fault_tokens;
+          tok.fault_index = static_cast<std::uint32_t>(out_.fault_token_calls.size());
+          out_.fault_token_calls.push_back({t, 0});
+        }
+        ++out_.fault_token_calls[tok.fault_index].calls;
       }
       if (on_imds)
         imds(vm, t);
@@ -473,6 +484,15 @@ private:
     auto vm = proc / p_.processes;
     auto& tok = tokens_[k];
     current_token_ = k;
+    if (pol_ == policy::msiv2 && tok.has_token && t < tok.usable && tok.failures > 0) {
+      // msiv2: a retry of a failed background renewal takes from the process's retry budget,
+      // or waits for its next backoff step without a call (token_service, renew).
+      auto& pr = procs_[proc];
+      if (!pr.retries)
+        pr.retries = std::make_shared<rules::governor>(draw_);
+      if (!pr.retries->take_retry(t - start_))
+        return token_failed(k, t);
+    }
     auto cert = ensure_cert(vm, proc, t);
     if (!cert.first)
       return token_failed(k, cert.second);
@@ -546,7 +566,7 @@ private:
     auto& tok = tokens_[k];
     ++tok.failures;
     if (pol_ == policy::msiv2 && t < tok.usable) {
-      auto next = t + rules::token_renewal_backoff_ms(tok.failures);
+      auto next = t + rules::token_renewal_backoff_ms(tok.failures, draw_);
       if (next < tok.usable) {
         at(next, token_retry, k, ++tok.gen);
         return;
@@ -572,7 +592,7 @@ private:
       set_vm_cert(vm, r.second);
       return;
     }
-    auto next = r.second + rules::cert_renewal_backoff_ms(++v.cert_failures);
+    auto next = r.second + rules::cert_renewal_backoff_ms(++v.cert_failures, draw_);
     if (next < v.cert_usable)
       at(next, cert_renew, vm, ++v.cert_version);
   }
@@ -612,6 +632,7 @@ private:
   void start_process(std::uint32_t proc, std::int64_t t) {
     auto& pr = procs_[proc];
     pr.started = t;
+    pr.retries.reset(); // a new process: a full budget
     for (std::uint32_t r = 0; r < p_.resources; ++r) {
       auto k = proc * p_.resources + r;
       auto& tok = tokens_[k];

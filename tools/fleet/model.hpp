@@ -67,7 +67,9 @@ struct params {
   std::int64_t start_spread_ms = 60'000; ///< processes start within this after a boot
   /// How often a process asks for each of its tokens. On-demand policies act on the first
   /// request after a point, so they renew up to this late; requests also set which requests
-  /// wait (the served-from-cache fraction is over request time, demand being uniform).
+  /// wait (the served-from-cache fraction is over request time, demand being uniform). Shorter
+  /// than msiv2's idle window (rules::token_idle_window_ms, 1 h), which the model does not
+  /// apply: no token is idle.
   std::int64_t request_interval_ms = 10'000;
   std::int64_t fault_start_ms = 2LL * 86'400'000 + 12LL * 3'600'000; ///< day 3, noon
   std::int64_t outage_ms = 30LL * 60'000;
@@ -106,6 +108,15 @@ struct result {
   std::uint64_t imds_in_fault = 0;      ///< of which in the fault window
   /// Tokens that called the token endpoint during the fault window (scenarios with one).
   std::uint64_t fault_tokens = 0;
+  /// One per such token: its first token call in the fault window (ms) and its token calls in
+  /// that window. How many calls a token makes depends on how long before the window's end it
+  /// was caught; the module check compares the real modules' tokens with model tokens caught
+  /// as long before the end (module_check.cpp).
+  struct fault_token {
+    std::int64_t first_ms = 0;
+    std::uint32_t calls = 0;
+  };
+  std::vector<fault_token> fault_token_calls;
   double served_from_cache = 0;         ///< fraction of token requests answered from cache
   /// Waits of the token requests that arrived in the fault window (the whole window when
   /// the scenario has none): a request served from cache waited 0.

@@ -27,6 +27,7 @@
 #include "platform/keys.hpp"
 #include "platform/log.hpp"
 #include "tools/sim/authority.hpp"
+#include "tools/fleet/module_rules.hpp"
 #include "tools/sim/imds.hpp"
 
 namespace msiv2::fleet {
@@ -34,6 +35,10 @@ namespace msiv2::fleet {
 namespace {
 
 constexpr std::int64_t minute_ms = 60'000;
+/// The outage row's reference: a model run of this many VMs (about 1,700 tokens caught in a
+/// 30-minute outage), and how many of its caught tokens stand for each of the modules'.
+constexpr std::uint32_t reference_vms = 20'000;
+constexpr std::size_t neighbours = 25;
 constexpr std::int64_t day_ms = 86'400'000;
 /// Unix ms of the window's start (t = 0): 2026-03-02T00:00:00Z.
 constexpr std::int64_t window_unix_ms = 1'772'409'600'000;
@@ -202,6 +207,14 @@ check_result check_against_module(const check_params& p) {
   check_result out;
   if (p.scen != scenario::steady && p.scen != scenario::token_outage) {
     out.error = "the module check runs the steady and token-outage scenarios";
+    return out;
+  }
+  if (p.request_interval_ms <= 0 || p.request_interval_ms >= rules::token_idle_window_ms()) {
+    // The modules would let such tokens lapse unrenewed (module_config::token_idle_window);
+    // the model asks for every token often and does not apply the idle window.
+    out.error = "the request interval (" + std::to_string(p.request_interval_ms)
+                + " ms) must be positive and shorter than the module's token idle window ("
+                + std::to_string(rules::token_idle_window_ms()) + " ms)";
     return out;
   }
   // The same VMs for both: boot times (over the past week) and clock offsets.
@@ -392,22 +405,69 @@ check_result check_against_module(const check_params& p) {
   if (p.scen == scenario::token_outage) {
     // Which tokens fall due inside 30 minutes is chance (their renewal times random-walk by
     // the jitter for days), so the outage is compared per token caught in it: the retry
-    // schedule's calls.
-    std::set<std::pair<std::uint32_t, std::string>> caught;
-    for (std::size_t i = 0; i < book.token_calls.size(); ++i)
-      if (book.token_calls[i] >= outage_from && book.token_calls[i] < outage_to)
-        caught.insert(book.token_callers[i]);
-    double module_per = caught.empty() ? 0
-                          : static_cast<double>(in_window(book.token_calls, outage_from,
-                                                          outage_to))
-                              / static_cast<double>(caught.size());
-    double model_per = model.fault_tokens ? model_token_fault
-                                              / static_cast<double>(model.fault_tokens)
-                                          : 0;
-    check_row r{"token calls per token caught in the outage", module_per, model_per,
+    // schedule's calls. How many calls a token makes depends on how long before the outage's
+    // end it was caught (a full-jitter backoff of ~31 s per attempt once it reached its cap),
+    // and a few VMs catch a few tokens (2 to 4 here) at chance times: the model's figure is
+    // therefore the mean over the model's tokens caught as long before the end as each of the
+    // modules' tokens (its `neighbours` nearest in first-call time, from a run of the same
+    // VMs' parameters over many VMs), not the mean over the model's own few caught tokens.
+    std::map<std::pair<std::uint32_t, std::string>, std::pair<std::int64_t, std::uint32_t>>
+      caught; // (VM, scope) -> (first call in the outage, calls in the outage)
+    for (std::size_t i = 0; i < book.token_calls.size(); ++i) {
+      auto t = book.token_calls[i];
+      if (t < outage_from || t >= outage_to)
+        continue;
+      auto [at, added] = caught.try_emplace(book.token_callers[i], t, 0);
+      ++at->second.second;
+    }
+    params ref = mp;
+    ref.vms = reference_vms;
+    ref.boot_times_ms.clear();
+    auto reference = simulate(ref, policy::msiv2, p.scen, key_mode::per_boot);
+    out.model_seconds += reference.wall_seconds;
+    auto& pool = reference.fault_token_calls;
+    std::sort(pool.begin(), pool.end(),
+              [](const result::fault_token& a, const result::fault_token& b) {
+                return a.first_ms < b.first_ms;
+              });
+    double module_calls = 0, model_calls = 0;
+    bool enough = pool.size() >= neighbours;
+    for (auto& [who, c] : caught) {
+      module_calls += c.second;
+      if (!enough)
+        break;
+      // The `neighbours` reference tokens nearest in first-call time (a window slid from the
+      // insertion point towards the closer side).
+      auto mid = static_cast<std::size_t>(
+        std::lower_bound(pool.begin(), pool.end(), c.first,
+                         [](const result::fault_token& a, std::int64_t t) { return a.first_ms < t; })
+        - pool.begin());
+      std::size_t lo = mid, hi = mid; // [lo, hi)
+      while (hi - lo < neighbours) {
+        bool left = lo > 0
+                    && (hi == pool.size()
+                        || c.first - pool[lo - 1].first_ms <= pool[hi].first_ms - c.first);
+        if (left)
+          --lo;
+        else
+          ++hi;
+      }
+      // Their median: a few of them (about 1 in 12 in this run) lost their token to a
+      // certificate renewal of their VM during the outage and then called only at each
+      // request, every 10 minutes (note_certificate; token_service's note_x5t does the same),
+      // which the modules' few tokens are unlikely to meet. The median is what a token caught
+      // this late typically does; the mean would mix that rarer case in.
+      std::vector<std::uint32_t> calls;
+      for (auto j = lo; j < hi; ++j)
+        calls.push_back(pool[j].calls);
+      std::nth_element(calls.begin(), calls.begin() + neighbours / 2, calls.end());
+      model_calls += calls[neighbours / 2];
+    }
+    double n = static_cast<double>(caught.size());
+    check_row r{"token calls per token caught in the outage (model: as late)",
+                caught.empty() ? 0 : module_calls / n, caught.empty() ? 0 : model_calls / n,
                 "within 15 %", false};
-    r.ok = !caught.empty() && model.fault_tokens > 0
-           && std::fabs(module_per - model_per) <= 0.15 * model_per;
+    r.ok = !caught.empty() && enough && std::fabs(r.module - r.model) <= 0.15 * r.model;
     rows.push_back(r);
   }
   // Renewal offsets: each successful call after the first, against the previous one's

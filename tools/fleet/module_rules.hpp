@@ -1,16 +1,16 @@
 #pragma once
 
 // The module's rules that msiv2-fleet applies, in one place: each is the module's own function
-// where the module has one (the lifecycle rule, the retry schedules), so a change to those
-// changes the simulation. The two renewal backoffs are written inline in the actors today
-// (token_service's retry_renewal, cert_issuer's failed-renewal reschedule); they are mirrored
-// here with the function that holds them; the module check (module_check.hpp: the token-outage
-// scenario's calls against the real modules') catches a copy that drifted.
+// where the module has one (the lifecycle rule, the retry schedules, the renewal backoffs, the
+// retry budget) with the module's defaults (module_config), so a change to those changes the
+// simulation; the module check (module_check.hpp: the token-outage scenario's calls against
+// the real modules') catches a rule that drifted.
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
 
+#include "actors/runtime.hpp"
 #include "io/http.hpp"
 #include "io/retry.hpp"
 #include "platform/lifecycle.hpp"
@@ -40,21 +40,52 @@ inline std::optional<std::int64_t> retry_delay_ms(io::retry_leg leg, io::retry_s
   return d->count();
 }
 
+/// The module's defaults (module_config) for the rules below.
+inline const module_config& defaults() {
+  static const module_config config;
+  return config;
+}
+
 /// token_service: the wait before the next attempt of a failed background token renewal,
-/// after `failures` failed attempts (actors/token_service.cpp, retry_renewal: 1 s doubling to
-/// 60 s, no jitter).
-inline std::int64_t token_renewal_backoff_ms(int failures) {
-  std::int64_t delay_ms = 1000;
-  for (int n = 1; n < failures && delay_ms < 60000; ++n)
-    delay_ms *= 2;
-  return delay_ms < 60000 ? delay_ms : 60000;
+/// after `failures` failed attempts (actors/token_service.cpp, retry_renewal:
+/// io::renewal_retry_delay, full jitter up to renewal_retry_base doubling to renewal_retry_cap).
+inline std::int64_t token_renewal_backoff_ms(int failures, const platform::jitter_source& draw) {
+  return io::renewal_retry_delay(failures, defaults().renewal_retry_base,
+                                 defaults().renewal_retry_cap, draw)
+    .count();
 }
 
 /// cert_issuer: the wait before retrying a failed background certificate renewal
-/// (actors/cert_issuer.cpp: 30 s << (n - 1), n capped at 6, no jitter).
-inline std::int64_t cert_renewal_backoff_ms(int failures) {
+/// (actors/cert_issuer.cpp, fail_flight: io::renewal_retry_delay, full jitter up to
+/// 30 s << (n - 1), n capped at 6).
+inline std::int64_t cert_renewal_backoff_ms(int failures, const platform::jitter_source& draw) {
   int n = failures < 6 ? failures : 6;
-  return std::int64_t{30'000} << (n - 1);
+  return io::renewal_retry_delay(n, std::chrono::milliseconds(30'000),
+                                 std::chrono::milliseconds(std::int64_t{30'000} << 5), draw)
+    .count();
 }
+
+/// token_service's idle window (module_config::token_idle_window, review H1): a token nobody
+/// asked for within it is not renewed and lapses. The model does not apply it: every token of
+/// its processes is asked at least every params::request_interval_ms, which must be shorter
+/// (module_check refuses a longer one), so no token is ever idle there.
+inline std::int64_t token_idle_window_ms() {
+  return defaults().token_idle_window.count();
+}
+
+/// One process's retry budget (io::retry_governor from module_config::retry_policy, as
+/// module::start makes it), on the model's clock (ms since the run's start, >= 0). The module
+/// takes from it for each retry of a failed background token renewal (token_service, renew).
+class governor {
+public:
+  explicit governor(const platform::jitter_source& draw) : g_(defaults().retry_policy, draw) {}
+  bool take_retry(std::int64_t t) { return g_.take_retry(at(t)); }
+
+private:
+  static std::chrono::steady_clock::time_point at(std::int64_t t) {
+    return std::chrono::steady_clock::time_point{} + std::chrono::milliseconds(t);
+  }
+  io::retry_governor g_;
+};
 
 } // namespace msiv2::fleet::rules
