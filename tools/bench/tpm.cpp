@@ -13,7 +13,7 @@
 //     counters, and its time against the floor of the same two calls by the libcurl-easy
 //     client (software key, fresh connections), judged against floor + one TPM signature + 5 ms,
 //     where the signature is a first one after a TPM restart (what a reboot's handshake pays:
-//     libtpms expands the RSA key again after a restart, so it costs several warm ones).
+//     on swtpm about three warm ones).
 
 #include <openssl/err.h>
 
@@ -244,7 +244,7 @@ void run_tpm_key(const options& o, std::vector<row>& out) {
                  median(tpm_sig), "TPM signature (median, above)", "", "info",
                  "median of " + std::to_string(reboots) + " first signatures after swtpm was "
                  "stopped (swtpm_ioctl -s) and started on its state: the connection's first "
-                 "commands and libtpms expanding the RSA key again; what the first handshake "
+                 "commands and the key's first use since the restart; what the first handshake "
                  "after a reboot pays, so the reboot row's limit uses it"});
 
   // Handshakes, alternating batches.
