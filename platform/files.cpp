@@ -1,8 +1,10 @@
 #include "platform/files.hpp"
 
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <thread>
 #include <utility>
 
@@ -10,7 +12,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "platform/encoding.hpp"
@@ -18,6 +22,10 @@
 namespace msiv2::platform {
 
 namespace {
+
+/// A temp file older than this has no live writer (writes take milliseconds; see
+/// sweep_stale_temps).
+constexpr std::chrono::seconds stale_temp_age{60};
 
 std::string errno_text(int err) {
   return std::strerror(err);
@@ -64,15 +72,21 @@ std::string bad_name(const std::string& dir, std::string_view name) {
 }
 
 /// Why an open file is not one we trust (empty when it is): not a regular file, owned by
-/// another user, or writable by group or others. `what` names it ("cache file /x/y").
+/// another user, readable or writable by group or others (we write every file 0600), or with
+/// more than one hard link (someone linked it in from elsewhere). `what` names it
+/// ("cache file /x/y").
 std::string untrusted(const struct stat& st, const std::string& what) {
   if (!S_ISREG(st.st_mode))
     return what + " is not a regular file";
   if (st.st_uid != ::geteuid())
     return what + " is owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid "
            + std::to_string(::geteuid()) + ")";
-  if ((st.st_mode & 022) != 0)
-    return what + " is writable by group or others (mode " + octal_mode(st.st_mode) + ")";
+  if ((st.st_mode & 077) != 0)
+    return what + " is open to group or others (mode " + octal_mode(st.st_mode) +
+           "); the module writes its files 0600";
+  if (st.st_nlink != 1)
+    return what + " has " + std::to_string(st.st_nlink) +
+           " hard links; a file of the module has exactly one";
   return {};
 }
 
@@ -94,6 +108,37 @@ result<void> check_private_dir(const std::string& path, const char* what) {
     return fail(std::string(what) + " " + path + " is writable by group or others (mode "
                 + octal_mode(st.st_mode) + "); fix with chmod 700");
   return ok();
+}
+
+/// Checks every ancestor of `dir` (its parent resolved with realpath, then each component up
+/// to "/"): owned by root or this user, and not writable by others unless sticky (/tmp).
+/// Whoever can rename an ancestor can swap the cache directory for one of their own (review
+/// M9; OpenSSH's StrictModes checks the same).
+result<void> check_ancestors(const std::string& dir) {
+  auto slash = dir.rfind('/');
+  std::string parent = slash == 0 ? "/" : dir.substr(0, slash);
+  char resolved[PATH_MAX];
+  if (::realpath(parent.c_str(), resolved) == nullptr)
+    return fail("cache directory " + dir + ": resolving its parent " + parent + ": " +
+                errno_text(errno));
+  std::string path = resolved;
+  for (;;) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0)
+      return fail("cache directory " + dir + ": ancestor " + path + ": " + errno_text(errno));
+    if (st.st_uid != 0 && st.st_uid != ::geteuid())
+      return fail("cache directory " + dir + ": its ancestor " + path + " is owned by uid " +
+                  std::to_string(st.st_uid) + ", who could replace the cache directory; use a "
+                  "directory whose ancestors belong to root or to this user");
+    if ((st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
+      return fail("cache directory " + dir + ": its ancestor " + path +
+                  " is writable by others without the sticky bit (mode " + octal_mode(st.st_mode) +
+                  "), so anyone could replace the cache directory");
+    if (path == "/")
+      return ok();
+    auto up = path.rfind('/');
+    path = up == 0 ? "/" : path.substr(0, up);
+  }
 }
 
 /// mkdir 0700 that accepts an existing entry (checked afterwards by the caller).
@@ -129,8 +174,11 @@ result<void> fsync_dir(const std::string& dir) {
   return ok();
 }
 
-/// Deletes temp files of `name` (".<name>.tmp.<pid>.<random>") whose writer is dead, so a
-/// writer killed between create and rename leaves no garbage behind for long.
+/// Deletes temp files of `name` (".<name>.tmp.<pid>.<random>") last modified more than
+/// stale_temp_age ago, whoever wrote them: a writer killed between create and rename leaves
+/// nothing behind for long. By age, not by pid: a reused pid (or another user's, EPERM) kept a
+/// dead writer's temp forever, and in another pid namespace a live writer looked dead (review
+/// L5). Writers write under the artifact's lock, so a temp that old has no live writer.
 void sweep_stale_temps(const std::string& dir, const std::string& name) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr)
@@ -149,7 +197,10 @@ void sweep_stale_temps(const std::string& dir, const std::string& name) {
     long pid = std::strtol(pid_text.c_str(), &end, 10);
     if (end == nullptr || *end != '\0' || pid <= 0)
       continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH)
+    struct stat st {};
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+      continue;
+    if (::time(nullptr) - st.st_mtime > stale_temp_age.count())
       ::unlinkat(::dirfd(d), e->d_name, 0);
   }
   ::closedir(d);
@@ -205,6 +256,24 @@ result<std::optional<std::string>> cache_dir_from_environment() {
               "(set MSIV2_CACHE_DIR to a directory, or to \"none\" for memory only)");
 }
 
+bool on_memory_filesystem(const std::string& path_in) {
+  std::string path = strip_trailing_slashes(path_in);
+  for (;;) {
+    struct statfs fs {};
+    if (::statfs(path.c_str(), &fs) == 0) {
+      auto type = static_cast<unsigned long>(fs.f_type);
+      return type == static_cast<unsigned long>(TMPFS_MAGIC) ||
+             type == static_cast<unsigned long>(RAMFS_MAGIC);
+    }
+    if (errno != ENOENT)
+      return false;
+    auto slash = path.rfind('/');
+    if (slash == std::string::npos || path == "/")
+      return false;
+    path = slash == 0 ? "/" : path.substr(0, slash);
+  }
+}
+
 result<void> prepare_private_dir(const std::string& dir_in) {
   if (dir_in.empty())
     return fail("cache directory: empty path");
@@ -218,6 +287,8 @@ result<void> prepare_private_dir(const std::string& dir_in) {
     return made;
   if (auto checked = check_private_dir(dir, "cache directory"); !checked)
     return checked;
+  if (auto ancestors = check_ancestors(dir); !ancestors)
+    return ancestors;
   const std::string locks = join(dir, "locks");
   if (auto made = make_dir(locks, "lock directory"); !made)
     return made;
@@ -272,7 +343,11 @@ file_read read_private_file(const std::string& dir, const std::string& name,
     if (have == bytes.size()) {
       if (have > max_bytes) // it grew past the limit while we read
         break;
-      bytes.resize(std::min(bytes.size() * 2, max_bytes + 1));
+      // Grown by copy, and the old buffer cleared: it may hold part of a key (review M5).
+      std::string bigger(std::min(bytes.size() * 2, max_bytes + 1), '\0');
+      std::memcpy(bigger.data(), bytes.data(), have);
+      secure_clear(bytes);
+      bytes.swap(bigger);
     }
     ssize_t n = ::read(fd, bytes.data() + have, bytes.size() - have);
     if (n < 0) {
@@ -287,6 +362,7 @@ file_read read_private_file(const std::string& dir, const std::string& name,
     have += static_cast<std::size_t>(n);
   }
   if (have > max_bytes) {
+    secure_clear(bytes);
     out.status = read_status::refused;
     out.reason = what + " is too large (more than " + std::to_string(max_bytes) + " bytes)";
     return out;
@@ -328,6 +404,36 @@ result<void> write_file_atomically(const std::string& dir, const std::string& na
     return cleanup("closing the temp file", errno);
   if (::rename(tmp.c_str(), path.c_str()) != 0)
     return cleanup("renaming the temp file over it", errno);
+  if (auto synced = fsync_dir(dir); !synced)
+    return fail("writing " + path + ": " + synced.error());
+  return ok();
+}
+
+result<void> write_secret_file(const std::string& dir, const std::string& name,
+                               std::string_view bytes) {
+  if (auto bad = bad_name(dir, name); !bad.empty())
+    return fail("writing: " + bad);
+  const std::string path = join(dir, name);
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EOPNOTSUPP || err == EISDIR || err == EINVAL)
+      return write_file_atomically(dir, name, bytes); // no O_TMPFILE on this file system
+    return fail("writing " + path + ": creating an unnamed temp file in " + dir + ": " +
+                errno_text(err));
+  }
+  fd_guard guard(fd);
+  if (::fchmod(fd, 0600) != 0)
+    return fail("writing " + path + ": fchmod 0600: " + errno_text(errno));
+  if (auto written = write_all(fd, bytes); !written)
+    return fail("writing " + path + ": " + written.error());
+  if (::fsync(fd) != 0)
+    return fail("writing " + path + ": fsync: " + errno_text(errno));
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return fail("writing " + path + ": removing the old file: " + errno_text(errno));
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0)
+    return fail("writing " + path + ": linking the new file: " + errno_text(errno));
   if (auto synced = fsync_dir(dir); !synced)
     return fail("writing " + path + ": " + synced.error());
   return ok();

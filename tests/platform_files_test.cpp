@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ctime>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -194,6 +195,22 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_group_or_world_writable_dir_without_chmod) 
   }
 }
 
+// Review M9: whoever can rename an ancestor can swap the cache directory.
+BOOST_AUTO_TEST_CASE(prepare_refuses_an_ancestor_others_can_write_without_the_sticky_bit) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  const std::string shared = tmp / "shared";
+  BOOST_REQUIRE_EQUAL(::mkdir(shared.c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::chmod(shared.c_str(), 0777), 0);
+  auto made = prepare_private_dir(shared + "/x/msiv2");
+  BOOST_REQUIRE(!made.ok());
+  BOOST_TEST(contains(made.error(), "ancestor " + shared), made.error());
+  BOOST_TEST(contains(made.error(), "without the sticky bit"));
+  // Sticky, as /tmp is: fine.
+  BOOST_REQUIRE_EQUAL(::chmod(shared.c_str(), 01777), 0);
+  auto sticky = prepare_private_dir(shared + "/y/msiv2");
+  BOOST_TEST(sticky.ok(), why(sticky));
+}
+
 BOOST_AUTO_TEST_CASE(prepare_refuses_a_symlinked_dir_even_to_a_good_one) {
   msiv2::test::temp_dir tmp{"files-test"};
   const std::string real = tmp / "real";
@@ -273,16 +290,28 @@ BOOST_AUTO_TEST_CASE(read_refuses_a_symlink_even_to_a_good_file) {
   BOOST_TEST(contains(r.reason, "symlink"));
 }
 
-BOOST_AUTO_TEST_CASE(read_refuses_group_or_world_writable_files) {
+// Review L6: only what the module itself writes (0600, one link) is trusted.
+BOOST_AUTO_TEST_CASE(read_refuses_files_open_to_group_or_others) {
   msiv2::test::temp_dir tmp{"files-test"};
-  for (mode_t mode : {0602u, 0620u, 0666u}) {
+  for (mode_t mode : {0602u, 0620u, 0666u, 0644u, 0640u, 0604u}) {
     const std::string name = "w" + std::to_string(mode);
     write_plain(tmp / name, "data", mode);
     auto r = read_private_file(tmp.path(), name);
     BOOST_REQUIRE((r.status == read_status::refused));
     BOOST_TEST(contains(r.reason, tmp / name));
-    BOOST_TEST(contains(r.reason, "writable by group or others"));
+    BOOST_TEST(contains(r.reason, "open to group or others"), r.reason);
   }
+}
+
+BOOST_AUTO_TEST_CASE(read_refuses_a_file_with_more_than_one_hard_link) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  write_plain(tmp / "cert-x.json", "{}", 0600);
+  BOOST_REQUIRE_EQUAL(::link((tmp / "cert-x.json").c_str(), (tmp / "elsewhere").c_str()), 0);
+  auto r = read_private_file(tmp.path(), "cert-x.json");
+  BOOST_REQUIRE((r.status == read_status::refused));
+  BOOST_TEST(contains(r.reason, "2 hard links"), r.reason);
+  BOOST_REQUIRE_EQUAL(::unlink((tmp / "elsewhere").c_str()), 0);
+  BOOST_TEST((read_private_file(tmp.path(), "cert-x.json").status == read_status::ok));
 }
 
 BOOST_AUTO_TEST_CASE(read_refuses_a_fifo_without_hanging) {
@@ -370,19 +399,26 @@ BOOST_AUTO_TEST_CASE(atomic_write_into_a_missing_dir_names_the_path) {
   BOOST_TEST(contains(written.error(), std::strerror(ENOENT)));
 }
 
-BOOST_AUTO_TEST_CASE(atomic_write_sweeps_temp_files_of_dead_writers_only) {
+// Review L5: temps are swept by age, whatever their pid says: pid 1 is always "alive" (a
+// reused pid kept a dead writer's temp forever), and a fresh temp of a "dead" pid may be a
+// live writer in another pid namespace.
+BOOST_AUTO_TEST_CASE(atomic_write_sweeps_old_temp_files_and_keeps_fresh_ones) {
   msiv2::test::temp_dir tmp{"files-test"};
-  const std::string dead = ".art.json.tmp." + std::to_string(dead_pid()) + ".0011223344556677";
-  const std::string alive = ".art.json.tmp." + std::to_string(::getpid()) + ".8899aabbccddeeff";
-  const std::string other = ".other.json.tmp." + std::to_string(dead_pid()) + ".00";
-  write_plain(tmp / dead, "partial");
-  write_plain(tmp / alive, "partial");
-  write_plain(tmp / other, "partial");
+  const std::string old_alive = ".art.json.tmp.1.0011223344556677";
+  const std::string fresh_dead = ".art.json.tmp." + std::to_string(dead_pid()) + ".8899aabbccddeeff";
+  const std::string old_other = ".other.json.tmp.1.00";
+  write_plain(tmp / old_alive, "partial");
+  write_plain(tmp / fresh_dead, "partial");
+  write_plain(tmp / old_other, "partial");
+  for (const auto& name : {old_alive, old_other}) {
+    struct timespec times[2] = {{::time(nullptr) - 120, 0}, {::time(nullptr) - 120, 0}};
+    BOOST_REQUIRE_EQUAL(::utimensat(AT_FDCWD, (tmp / name).c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
+  }
   auto written = write_file_atomically(tmp.path(), "art.json", "x");
   BOOST_REQUIRE_MESSAGE(written.ok(), why(written));
-  BOOST_TEST(!fs::exists(tmp / dead));
-  BOOST_TEST(fs::exists(tmp / alive)); // a live writer's temp is never touched
-  BOOST_TEST(fs::exists(tmp / other)); // nor another artifact's
+  BOOST_TEST(!fs::exists(tmp / old_alive));
+  BOOST_TEST(fs::exists(tmp / fresh_dead)); // may be a live writer in another pid namespace
+  BOOST_TEST(fs::exists(tmp / old_other));  // another artifact's: swept by its own writes
 }
 
 BOOST_AUTO_TEST_CASE(remove_deletes_a_file_or_a_symlink_itself_and_missing_is_fine) {
@@ -509,14 +545,62 @@ BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file)
   // Every writer finished a write before it was killed: the file is whole every time.
   BOOST_TEST(complete_reads == iterations);
   BOOST_TEST((elapsed < std::chrono::seconds(30)));
-  // Each writer sweeps the temp files of the dead ones before it starts.
+  // Killed writers' temps stay until they are stale_temp_age (60 s) old, then the next write
+  // sweeps them (review L5: by age, not by pid). Age them rather than wait.
   auto temps = entries_with_prefix(tmp.path(), "." + name + ".tmp.");
-  BOOST_TEST(temps.size() <= 3u, temps.size() << " temp files left behind");
+  BOOST_TEST(temps.size() <= static_cast<std::size_t>(iterations));
+  for (const auto& t : temps) {
+    struct timespec old[2] = {{::time(nullptr) - 120, 0}, {::time(nullptr) - 120, 0}};
+    ::utimensat(AT_FDCWD, (tmp / t).c_str(), old, AT_SYMLINK_NOFOLLOW);
+  }
   // And the next process recovers: it writes, and no garbage stays.
   auto written = write_file_atomically(tmp.path(), name, make_payload(1));
   BOOST_REQUIRE_MESSAGE(written.ok(), why(written));
   BOOST_TEST(payload_problem(read_private_file(tmp.path(), name).bytes).empty());
   BOOST_TEST(entries_with_prefix(tmp.path(), "." + name + ".tmp.").empty());
+}
+
+// Review M5: a secret (the binding key) never has a name before it is complete, so a writer
+// killed at any point leaves no file holding part or all of it, under any name.
+BOOST_AUTO_TEST_CASE(secret_writer_killed_at_random_points_leaves_no_temp_file_at_all) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  const std::string name = "binding-key.pem";
+  std::random_device rd;
+  const unsigned seed = rd();
+  BOOST_TEST_MESSAGE("random delay seed " << seed);
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> delay_us(0, 12000);
+  constexpr int iterations = 60;
+  int complete_reads = 0;
+  for (int i = 0; i < iterations; ++i) {
+    pid_t pid = ::fork();
+    BOOST_REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::alarm(10);
+      for (std::uint64_t seq = static_cast<std::uint64_t>(i) * 1000000;; ++seq)
+        if (!write_secret_file(tmp.path(), name, make_payload(seq)).ok())
+          ::_exit(3);
+    }
+    ::usleep(static_cast<useconds_t>(delay_us(rng)));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    BOOST_REQUIRE_EQUAL(::waitpid(pid, &status, 0), pid);
+    BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                          "iteration " << i << ": the writer stopped by itself (status "
+                                       << status << ")");
+    // Every entry of the directory is the secret itself, complete, or nothing.
+    for (const auto& entry : entries_with_prefix(tmp.path(), ""))
+      BOOST_REQUIRE_MESSAGE(entry == name, "iteration " << i << ": left behind: " << entry);
+    auto r = read_private_file(tmp.path(), name);
+    if (r.status == read_status::missing)
+      continue; // killed between replacing the old one and linking the new one
+    BOOST_REQUIRE_MESSAGE(r.status == read_status::ok, "iteration " << i << ": " << r.reason);
+    BOOST_TEST(r.mode == 0600u);
+    auto problem = payload_problem(r.bytes);
+    BOOST_REQUIRE_MESSAGE(problem.empty(), "iteration " << i << ": partial file: " << problem);
+    ++complete_reads;
+  }
+  BOOST_TEST(complete_reads > iterations / 2, "the writers hardly ever got to write");
 }
 
 // --- locks ---------------------------------------------------------------------------------
@@ -590,7 +674,7 @@ BOOST_AUTO_TEST_CASE(lock_files_are_checked_like_reads) {
   write_plain(tmp / "open.lock", "", 0666);
   attempt = file_lock::try_acquire(tmp / "open.lock");
   BOOST_REQUIRE(!attempt.ok());
-  BOOST_TEST(contains(attempt.error(), "writable by group or others"));
+  BOOST_TEST(contains(attempt.error(), "open to group or others"));
 }
 
 // --- boot id and names ----------------------------------------------------------------------
