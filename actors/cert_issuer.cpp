@@ -10,6 +10,7 @@
 
 #include "actors/imds_parse.hpp"
 #include "actors/persisted.hpp"
+#include "io/endpoint_trust.hpp"
 #include "io/json.hpp"
 #include "messages/errors.hpp"
 #include "platform/binding.hpp"
@@ -65,10 +66,13 @@ flight* find_flight(self_ptr self, const std::string& key, std::uint64_t id) {
   return i != self->state.flights.end() && i->second.id == id ? &i->second : nullptr;
 }
 
-/// issuecredential's answer for flight `f` (see read_credential_answer).
+/// issuecredential's answer for flight `f` (see read_credential_answer); the token endpoint
+/// it names must be on `token_hosts`.
 result<credential> read_credential(const io::http_response& r, const flight& f,
-                                   std::int64_t now_s, bool& key_mismatch) {
-  credential_expectation want{f.identity, *f.metadata, *f.key, f.attestation.has_value()};
+                                   std::int64_t now_s, const std::vector<std::string>& token_hosts,
+                                   bool& key_mismatch) {
+  credential_expectation want{f.identity, *f.metadata, *f.key, f.attestation.has_value(),
+                              token_hosts};
   return read_credential_answer(r.body, want, now_s, &key_mismatch);
 }
 
@@ -115,7 +119,8 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
     return std::nullopt;
   }
   auto d = persisted::decode_certificate(r.bytes, artifact_id(self, key), *f.key,
-                                         st.deps->wall->now_s());
+                                         st.deps->wall->now_s(),
+                                         st.deps->config.token_endpoint_hosts);
   if (!d) {
     bad = true;
     refused_file(self, key, d.reason);
@@ -250,8 +255,11 @@ void count(self_ptr self, const char* upstream, const io::http_response& r) {
                                upstream + "\",status=\"" + status_label(r) + "\"}");
 }
 
+// The identity in the key comes from the embedder: hashed, like renewal_gauge_name, so that no
+// label carries its text (review L1).
 std::string gauge(const char* what, const std::string& key) {
-  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" + key + "\"}";
+  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" +
+         platform::hex_lower(platform::sha256(key)).substr(0, 12) + "\"}";
 }
 
 void evict_entry(self_ptr self, const std::string& key) {
@@ -378,6 +386,16 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
   }
   if (r.ok() && r.status == 200) {
     auto meta = read_metadata_answer(r);
+    if (meta && st.deps->attestation) {
+      // The key's attestation request goes there: trusted no more than the token endpoint.
+      auto endpoint = io::check_endpoint(meta->attestation_endpoint,
+                                         st.deps->config.attestation_endpoint_hosts,
+                                         "getplatformmetadata response: attestationEndpoint");
+      if (!endpoint)
+        meta = endpoint.fail();
+      else
+        meta->attestation_endpoint = std::move(*endpoint);
+    }
     if (!meta) {
       fail_flight(self, key, make_msiv2_error(error_code::metadata_failed, meta.error(), 200, corr));
       return;
@@ -435,7 +453,8 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
     st.imds_answered = true;
   if (r.ok() && r.status == 200) {
     bool key_mismatch = false;
-    auto cred = read_credential(r, f, st.deps->wall->now_s(), key_mismatch);
+    auto cred = read_credential(r, f, st.deps->wall->now_s(),
+                                st.deps->config.token_endpoint_hosts, key_mismatch);
     if (!cred) {
       if (key_mismatch && st.peers && st.peers->keys)
         self->request(st.peers->keys, st.deps->config.actor_request_timeout, rotate_atom::value,

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "messages/protocol.hpp"
@@ -51,9 +52,12 @@ std::string encode_certificate(const credential& c, const std::string& artifact_
 
 /// The credential of a certificate file, bound to `current` (the key of this process): refused
 /// when the file is of another schema/version or artifact, names another key (orphan), or its
-/// certificate does not parse, does not certify `current`, or has expired at `now_s`.
+/// certificate does not parse, does not certify `current`, or has expired at `now_s`, or its
+/// mtls_authentication_endpoint fails io::check_endpoint against `token_hosts` (a file is
+/// trusted no more than the IMDS answer it was made from).
 decoded<credential> decode_certificate(std::string_view bytes, const std::string& artifact_id,
-                                       const key_ref& current, std::int64_t now_s);
+                                       const key_ref& current, std::int64_t now_s,
+                                       const std::vector<std::string>& token_hosts);
 
 // -- attestation --------------------------------------------------------------------------------
 

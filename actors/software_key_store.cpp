@@ -7,6 +7,7 @@
 
 #include "actors/persisted.hpp"
 #include "platform/binding.hpp"
+#include "platform/encoding.hpp"
 #include "platform/files.hpp"
 #include "platform/keys.hpp"
 
@@ -130,6 +131,14 @@ std::optional<key_ref> software_key_store::shared::read_file(const std::string& 
   const auto& dir = settings.cache_dir;
   auto path = dir + "/" + persisted::key_file_name;
   auto r = platform::read_private_file(dir, persisted::key_file_name, 64 * 1024);
+  // The file's bytes and its PEM are cleared however this returns (review M5).
+  struct clear_on_exit {
+    std::string* s = nullptr;
+    ~clear_on_exit() {
+      if (s != nullptr)
+        platform::secure_clear(*s);
+    }
+  } clear_bytes{&r.bytes};
   if (r.status == platform::read_status::missing) {
     why = path + " does not exist";
     return std::nullopt;
@@ -139,6 +148,7 @@ std::optional<key_ref> software_key_store::shared::read_file(const std::string& 
     return std::nullopt;
   }
   auto f = persisted::decode_key_file(r.bytes);
+  clear_on_exit clear_pem{f ? &f.value->pem : nullptr};
   if (!f) {
     why = path + ": " + f.reason;
     return std::nullopt;
@@ -185,8 +195,8 @@ result<key_ref> software_key_store::shared::create_and_write(const std::string& 
     auto bytes = persisted::encode_key(made->key->get(), boot_id, made->key_id);
     if (!bytes) {
       log(platform::log_level::warning, bytes.error());
-    } else if (auto w = platform::write_file_atomically(settings.cache_dir, persisted::key_file_name,
-                                                        *bytes);
+    } else if (auto w = platform::write_secret_file(settings.cache_dir, persisted::key_file_name,
+                                                    *bytes);
                !w) {
       log(platform::log_level::warning,
           "the binding key stays in this process only: " + w.error());
@@ -196,6 +206,8 @@ result<key_ref> software_key_store::shared::create_and_write(const std::string& 
       purge_orphan_artifacts(settings.cache_dir, made->key_id, *settings.log,
                              "software_key_store");
     }
+    if (bytes)
+      platform::secure_clear(*bytes);
   }
   return made;
 }

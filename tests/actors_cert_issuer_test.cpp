@@ -327,7 +327,7 @@ struct cert_fixture : test::actor_fixture {
       i->second,
       persisted::certificate_artifact_id(config.imds_base_url,
                                          certificate_cache_key(managed_identity::system(), false)),
-      key, wall_ms() / 1000);
+      key, wall_ms() / 1000, config.token_endpoint_hosts);
     return d ? d.value->x5t_s256 : std::string{};
   }
 
@@ -817,6 +817,63 @@ BOOST_FIXTURE_TEST_CASE(issued_credential_must_match_metadata_and_use_an_https_e
   BOOST_CHECK_EQUAL(ok->mtls_endpoint, "https://westus.mtlsauth.test");
 }
 
+// Review L1: the identity (embedder text) never becomes label text.
+BOOST_FIXTURE_TEST_CASE(certificate_gauges_label_identities_by_hash_only, cert_fixture) {
+  auto ci = spawn();
+  auto got = get(ci, managed_identity::by_resource_id(R"(/subscriptions/a"b\c)"));
+  run();
+  BOOST_REQUIRE_MESSAGE(got->value, render(got->error));
+  auto text = to_prometheus(stats->snapshot());
+  BOOST_CHECK(text.find("a\"b") == std::string::npos);
+  BOOST_CHECK(text.find("subscriptions") == std::string::npos);
+  BOOST_CHECK(text.find("msiv2_expiry_seconds{artifact=\"certificate\",id=\"") != std::string::npos);
+}
+
+// Review M3: an IMDS answer alone cannot send our certificate to a host off the allow-list.
+BOOST_FIXTURE_TEST_CASE(a_token_endpoint_off_the_allow_list_is_refused, cert_fixture) {
+  auto ci = spawn();
+  for (const char* url : {"https://evil.example", "https://1.2.3.4",
+                          "https://x.mtlsauth.test.evil.example", "https://x/y?",
+                          "https://westus.mtlsauth.test/some/path"}) {
+    imds->mtls_endpoint = url;
+    auto got = get(ci);
+    run();
+    BOOST_REQUIRE_MESSAGE(got->error, url);
+    BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
+    BOOST_CHECK_MESSAGE(describe(got->error).description.find("is not trusted") != std::string::npos,
+                        describe(got->error).description);
+  }
+  imds->mtls_endpoint = "https://EastUS.mtlsauth.test/";
+  BOOST_CHECK_EQUAL(get_ok(ci)->mtls_endpoint, "https://eastus.mtlsauth.test");
+}
+
+BOOST_FIXTURE_TEST_CASE(an_attestation_endpoint_off_the_allow_list_is_metadata_failed,
+                        cert_fixture) {
+  imds->require_attestation = true;
+  imds->metadata_script.push_back(io::http_response::with_status(
+    200,
+    std::string(R"({"cuId":{"vmId":"x"},"clientId":")") + client_a + R"(","tenantId":")" + tenant +
+      R"(","attestationEndpoint":"http://127.0.0.1:8443"})",
+    imds_double::imds_headers()));
+  imds->metadata_script.push_back(io::http_response::with_status(
+    200,
+    std::string(R"({"cuId":{"vmId":"x"},"clientId":")") + client_a + R"(","tenantId":")" + tenant +
+      R"(","attestationEndpoint":"https://attest.evil.example"})",
+    imds_double::imds_headers()));
+  auto ci = spawn(true);
+  for (const char* why : {"https URL", "not on the allow-list"}) {
+    auto got = get(ci);
+    run();
+    BOOST_REQUIRE(got->error);
+    BOOST_CHECK(code_of(got->error) == error_code::metadata_failed);
+    BOOST_CHECK_MESSAGE(describe(got->error).description.find(why) != std::string::npos,
+                        describe(got->error).description);
+  }
+  BOOST_CHECK(log->attest_requests.empty()); // the key's attestation request never left
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 0u);
+  BOOST_CHECK(get_ok(ci)->attested);
+}
+
 // -- persistence (runtime_deps::files) -----------------------------------------------------------
 
 using call = test::memory_artifact_store::call;
@@ -1090,7 +1147,7 @@ BOOST_FIXTURE_TEST_CASE(real_cache_directory_shares_the_certificate_and_replaces
     now.bytes,
     persisted::certificate_artifact_id(config.imds_base_url,
                                        certificate_cache_key(managed_identity::system(), false)),
-    fresh->key, wall_ms() / 1000);
+    fresh->key, wall_ms() / 1000, config.token_endpoint_hosts);
   BOOST_REQUIRE_MESSAGE(d, d.reason);
   BOOST_CHECK_EQUAL(d.value->x5t_s256, fresh->x5t_s256);
 }

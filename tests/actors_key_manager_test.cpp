@@ -115,6 +115,32 @@ BOOST_FIXTURE_TEST_CASE(rotate_replaces_only_the_current_key, key_fixture) {
   BOOST_CHECK_EQUAL(stats->snapshot().counters["msiv2_renewals_total{artifact=\"binding_key\"}"], 1u);
 }
 
+// Review M6: an upstream that keeps answering "another key" rotates once per 10 minutes.
+BOOST_FIXTURE_TEST_CASE(rotations_are_limited_to_one_per_ten_minutes, key_fixture) {
+  auto km = spawn();
+  auto first = request<key_ref>(km, caf::get_atom::value);
+  run();
+  BOOST_REQUIRE(first->value);
+  auto rotated = request<key_ref>(km, rotate_atom::value, first->value->key_id);
+  run();
+  BOOST_REQUIRE(rotated->value);
+  BOOST_CHECK_EQUAL(keys->rotations, 1);
+  for (int i = 0; i < 20; ++i) { // the new key is "refused" again and again
+    auto again = request<key_ref>(km, rotate_atom::value, rotated->value->key_id);
+    advance(std::chrono::seconds(29));
+    BOOST_REQUIRE(again->value);
+    BOOST_CHECK_EQUAL(again->value->key_id, rotated->value->key_id);
+  }
+  BOOST_CHECK_EQUAL(keys->rotations, 1);
+  BOOST_CHECK_EQUAL(stats->snapshot().counters["msiv2_rotations_refused_total"], 20u);
+  advance(std::chrono::seconds(21)); // 10 minutes after the first rotation
+  auto later = request<key_ref>(km, rotate_atom::value, rotated->value->key_id);
+  run();
+  BOOST_REQUIRE(later->value);
+  BOOST_CHECK_NE(later->value->key_id, rotated->value->key_id);
+  BOOST_CHECK_EQUAL(keys->rotations, 2);
+}
+
 BOOST_FIXTURE_TEST_CASE(key_store_failure_is_key_failed_for_every_waiter, key_fixture) {
   auto store = std::make_shared<deferred_key_store>();
   auto km = spawn(store);

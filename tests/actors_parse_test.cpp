@@ -58,6 +58,7 @@ credential_expectation expectation() {
   want.metadata = *meta;
   want.key = test_key_ref();
   want.attested = true;
+  want.token_hosts = {"mtlsauth.test"};
   return want;
 }
 
@@ -132,11 +133,18 @@ BOOST_AUTO_TEST_CASE(credential_answer_for_another_key_sets_key_mismatch) {
 BOOST_AUTO_TEST_CASE(credential_answer_refuses_plain_http_user_info_and_a_foreign_client) {
   auto want = expectation();
   for (const char* endpoint : {"http://westus.mtlsauth.test", "https://u:p@westus.mtlsauth.test",
-                               "not a url"}) {
+                               "not a url", "https://westus.mtlsauth.test.evil.example"}) {
     auto c = read_credential_answer(credential_body(certificate(client), endpoint), want, now_s);
     BOOST_REQUIRE(!c);
-    BOOST_TEST(contains(c.error(), "must be an https URL without user-info"), endpoint);
+    BOOST_TEST(contains(c.error(), "mtls_authentication_endpoint '"), endpoint);
+    BOOST_TEST(contains(c.error(), "is not trusted"), endpoint);
   }
+  // An empty allow-list trusts no host, even a well-formed https one.
+  want.token_hosts.clear();
+  auto no_list = read_credential_answer(credential_body(certificate(client)), want, now_s);
+  BOOST_REQUIRE(!no_list);
+  BOOST_TEST(contains(no_list.error(), "is not on the allow-list"));
+  want = expectation();
   want.metadata.client_id = "00000000-0000-0000-0000-000000000001";
   auto other = read_credential_answer(credential_body(certificate(client)), want, now_s);
   BOOST_REQUIRE(!other);
