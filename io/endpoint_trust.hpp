@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "platform/result.hpp"
+#include "msiv2/platform/result.hpp"
 
 namespace msiv2::io {
 
