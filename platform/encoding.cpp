@@ -252,10 +252,11 @@ std::string json_quote(std::string_view s) {
 
 std::string sanitize_upstream(std::string_view text, std::size_t max_chars) {
   static const char digits[] = "0123456789abcdef";
-  std::size_t take = std::min(text.size(), max_chars);
+  // Bounded by what comes out, not what goes in: an escaped byte takes four characters.
   std::string out;
-  out.reserve(take + 24);
-  for (std::size_t i = 0; i < take; ++i) {
+  out.reserve(std::min(text.size(), max_chars) + 24);
+  std::size_t i = 0;
+  for (; i < text.size() && out.size() < max_chars; ++i) {
     auto c = static_cast<unsigned char>(text[i]);
     if (c == '\\') {
       out += "\\\\";
@@ -267,7 +268,7 @@ std::string sanitize_upstream(std::string_view text, std::size_t max_chars) {
       out += static_cast<char>(c);
     }
   }
-  if (take < text.size())
+  if (i < text.size())
     out += "...(" + std::to_string(text.size()) + " bytes)";
   return out;
 }

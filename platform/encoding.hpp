@@ -39,8 +39,8 @@ std::string json_quote(std::string_view s);
 
 /// Upstream text (an error_description, a correlation id, a Server header, a URL from an
 /// answer) made safe for one log line or error message: control characters and bytes >= 0x7f
-/// become \xHH, backslashes are doubled, and the result is cut to at most `max_chars`
-/// characters of input, with "...(N bytes)" appended when something was cut.
+/// become \xHH, backslashes are doubled, and the result is cut after about `max_chars`
+/// characters (at most 3 more), with "...(N bytes)" appended when something was cut.
 std::string sanitize_upstream(std::string_view text, std::size_t max_chars = 300);
 
 /// Overwrites every byte `s` owns (its capacity, not only its size) with OPENSSL_cleanse and
