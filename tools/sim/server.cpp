@@ -623,10 +623,15 @@ simulator_impl::~simulator_impl() {
 
 result<void> simulator_impl::prepare_state_dir() {
   if (!cfg_.state_dir.empty()) {
+    // Parents as the umask says; the state directory itself 0700 (the authority refuses an
+    // existing one others can write to).
     std::error_code ec;
-    std::filesystem::create_directories(cfg_.state_dir, ec);
-    if (ec)
-      return fail("state_dir: cannot create " + cfg_.state_dir + ": " + ec.message());
+    auto parent = std::filesystem::path(cfg_.state_dir).parent_path();
+    if (!parent.empty())
+      std::filesystem::create_directories(parent, ec);
+    if (ec || (::mkdir(cfg_.state_dir.c_str(), 0700) != 0 && errno != EEXIST))
+      return fail("state_dir: cannot create " + cfg_.state_dir + ": " +
+                  (ec ? ec.message() : std::string(std::strerror(errno))));
     state_dir_ = cfg_.state_dir;
     return ok();
   }
