@@ -108,17 +108,21 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
     deps.log->write(platform::log_level::error, "client",
                     "no cache directory, artifacts stay in this process's memory: " +
                       deps.config.cache_dir_error);
-  if (!options.keys && !deps.config.cache_dir.empty() && !deps.config.persist_key_on_disk &&
+  // The software key would sit on persistent disk, and every other artifact is bound to it:
+  // nothing is worth sharing without it (review M5). The tpm store writes only a blob the TPM
+  // wrapped (useless off that TPM), so the rule is for software and for auto, whose fallback
+  // is the software store and which cannot know yet which of the two it will use.
+  if (!options.keys && deps.config.key_store != key_store_choice::tpm &&
+      !deps.config.cache_dir.empty() && !deps.config.persist_key_on_disk &&
       !platform::on_memory_filesystem(deps.config.cache_dir)) {
-    // The software key would sit on persistent disk, and every other artifact is bound to
-    // it: nothing is worth sharing without it (review M5).
     deps.log->write(platform::log_level::warning, "client",
                     "persistence off: the cache directory " + deps.config.cache_dir +
                       " is not on a memory file system (tmpfs), and a private key is not "
                       "written to persistent disk unless asked ($MSIV2_PERSIST_KEY=1 or "
                       "module_config::persist_key_on_disk); artifacts stay in this process's "
                       "memory. Point $XDG_RUNTIME_DIR or $MSIV2_CACHE_DIR at a tmpfs directory "
-                      "to share them");
+                      "to share them, or choose the tpm key store ($MSIV2_KEY_STORE=tpm), whose "
+                      "key file is wrapped by the TPM");
     deps.config.cache_dir.clear();
   }
   // Null when cache_dir is empty or refused (open_artifact_store logs why).

@@ -143,6 +143,20 @@ BOOST_AUTO_TEST_CASE(a_cache_dir_on_persistent_disk_is_not_used_unless_asked) {
     BOOST_REQUIRE(c);
   }
   BOOST_CHECK(std::filesystem::exists(base / "on" / "locks")); // asked for: the store is there
+  {
+    // The tpm store writes only a blob wrapped by the TPM: its directory is used on disk too
+    // (no TPM is opened before the first key request, so none is needed here).
+    auto tpm_sink = std::make_shared<text_sink>();
+    auto o = options(std::make_shared<peers>());
+    o.config.cache_dir = (base / "tpm").string();
+    o.config.key_store = key_store_choice::tpm;
+    o.config.tpm_tcti = "swtpm:host=127.0.0.1,port=1";
+    o.log = tpm_sink;
+    auto c = client::create(std::move(o));
+    BOOST_REQUIRE(c);
+    BOOST_CHECK(tpm_sink->all().find("not on a memory file system") == std::string::npos);
+  }
+  BOOST_CHECK(std::filesystem::exists(base / "tpm" / "locks"));
   BOOST_CHECK(!platform::on_memory_filesystem("/proc/self"));
   if (std::filesystem::exists("/dev/shm"))
     BOOST_CHECK(platform::on_memory_filesystem("/dev/shm/msiv2-not-there/x"));
