@@ -22,6 +22,7 @@
 
 #include "platform/encoding.hpp"
 #include "platform/files.hpp"
+#include "platform/private_dir.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace msiv2::platform;
@@ -675,6 +676,71 @@ BOOST_AUTO_TEST_CASE(lock_files_are_checked_like_reads) {
   attempt = file_lock::try_acquire(tmp / "open.lock");
   BOOST_REQUIRE(!attempt.ok());
   BOOST_TEST(contains(attempt.error(), "open to group or others"));
+}
+
+// --- the cache directory held open (review M9) ----------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_held_directory_swapped_for_a_symlink_still_gets_every_file_and_lock) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  const std::string dir = tmp / "cache";
+  auto held = private_dir::open(dir);
+  BOOST_REQUIRE_MESSAGE(held.ok(), why(held));
+  BOOST_TEST(held->path() == dir);
+  // Someone renames the checked directory away and puts a symlink to a directory of theirs
+  // (here: another empty one of ours) at its path.
+  BOOST_REQUIRE_EQUAL(::rename(dir.c_str(), (tmp / "moved").c_str()), 0);
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "planted").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "planted/locks").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::symlink((tmp / "planted").c_str(), dir.c_str()), 0);
+
+  auto w = write_file_atomically(*held, "cert-a.json", "certificate");
+  BOOST_REQUIRE_MESSAGE(w.ok(), why(w));
+  auto sw = write_secret_file(*held, "binding-key.pem", "key");
+  BOOST_REQUIRE_MESSAGE(sw.ok(), why(sw));
+  auto lock = lock_in(*held, "cert-a.json.lock");
+  BOOST_REQUIRE_MESSAGE(lock.ok(), why(lock));
+  BOOST_TEST(lock->has_value());
+  auto r = read_private_file(*held, "cert-a.json");
+  BOOST_TEST((r.status == read_status::ok));
+  BOOST_TEST(r.bytes == "certificate");
+
+  // Everything went into the directory that was checked, nothing into the planted one.
+  BOOST_TEST(mode_of(tmp / "moved/cert-a.json") == 0600u);
+  BOOST_TEST(mode_of(tmp / "moved/binding-key.pem") == 0600u);
+  BOOST_TEST(mode_of(tmp / "moved/locks/cert-a.json.lock") == 0600u);
+  BOOST_TEST(fs::is_empty(tmp / "planted/locks"));
+  BOOST_TEST(entries_with_prefix(tmp / "planted", "").size() == 1u); // locks/ only
+
+  auto gone = remove_file(*held, "cert-a.json");
+  BOOST_REQUIRE_MESSAGE(gone.ok(), why(gone));
+  BOOST_TEST(!fs::exists(tmp / "moved/cert-a.json"));
+  // The path-based calls, by contrast, resolve the path again: they land in the planted one.
+  auto by_path = write_file_atomically(dir, "other.json", "x");
+  BOOST_REQUIRE_MESSAGE(by_path.ok(), why(by_path));
+  BOOST_TEST(fs::exists(tmp / "planted/other.json"));
+}
+
+BOOST_AUTO_TEST_CASE(opening_a_held_directory_checks_what_it_opened) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  // A symlink at the path is refused, even to a good directory.
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "real").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::symlink((tmp / "real").c_str(), (tmp / "link").c_str()), 0);
+  auto linked = private_dir::open(tmp / "link");
+  BOOST_REQUIRE(!linked.ok());
+  BOOST_TEST(contains(linked.error(), "symlink"));
+  // A group-writable directory is refused and named.
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "open").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::chmod((tmp / "open").c_str(), 0770), 0);
+  auto open = private_dir::open(tmp / "open");
+  BOOST_REQUIRE(!open.ok());
+  BOOST_TEST(contains(open.error(), tmp / "open"));
+  // A held directory moves with its descriptors.
+  auto a = private_dir::open(tmp / "good");
+  BOOST_REQUIRE_MESSAGE(a.ok(), why(a));
+  private_dir b = std::move(*a);
+  BOOST_TEST(b.fd() >= 0);
+  BOOST_TEST(b.locks_fd() >= 0);
+  BOOST_TEST(b.path() == tmp / "good");
 }
 
 // --- boot id and names ----------------------------------------------------------------------
