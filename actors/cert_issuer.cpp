@@ -87,15 +87,18 @@ std::string artifact_id(self_ptr self, const std::string& key) {
   return persisted::certificate_artifact_id(self->state.deps->config.imds_base_url, key);
 }
 
-std::string file_name(self_ptr self, const std::string& key) {
-  return persisted::certificate_file_name(artifact_id(self, key));
+/// The certificate file of `key` for the binding key `key_id` (review M6: named with the key).
+std::string file_name(self_ptr self, const std::string& key, const std::string& key_id) {
+  return persisted::certificate_file_name(artifact_id(self, key), key_id);
 }
 
-/// Counts a file this process could not use and logs why, once per file and reason.
-void refused_file(self_ptr self, const std::string& key, const std::string& reason) {
+/// Counts a file of flight `f` this process could not use and logs why, once per file and
+/// reason.
+void refused_file(self_ptr self, const std::string& key, const flight& f,
+                  const std::string& reason) {
   auto& st = self->state;
   st.deps->stats->add("msiv2_persistence_errors_total{artifact=\"certificate\"}");
-  auto name = file_name(self, key);
+  auto name = file_name(self, key, f.key->key_id);
   auto& last = st.refusals_logged[name];
   if (last == reason)
     return;
@@ -115,7 +118,7 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
   if (r.status == platform::read_status::missing)
     return std::nullopt;
   if (r.status == platform::read_status::refused) {
-    refused_file(self, key, r.reason);
+    refused_file(self, key, f, r.reason);
     return std::nullopt;
   }
   auto d = persisted::decode_certificate(r.bytes, artifact_id(self, key), *f.key,
@@ -123,13 +126,13 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
                                          st.deps->config.token_endpoint_hosts);
   if (!d) {
     bad = true;
-    refused_file(self, key, d.reason);
+    refused_file(self, key, f, d.reason);
     return std::nullopt;
   }
   auto& c = *d.value;
   if (!iequals(c.client_id, f.metadata->client_id) || !iequals(c.tenant_id, f.metadata->tenant_id)) {
     bad = true;
-    refused_file(self, key, "it is for client " + c.client_id +
+    refused_file(self, key, f, "it is for client " + c.client_id +
                               " but getplatformmetadata now says " + f.metadata->client_id +
                               " (identity reassigned)");
     return std::nullopt;
@@ -140,7 +143,7 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
   }
   if (c.attested != (st.deps->attestation != nullptr)) {
     bad = true;
-    refused_file(self, key, "its attested flag does not match this module's configuration");
+    refused_file(self, key, f, "its attested flag does not match this module's configuration");
     return std::nullopt;
   }
   c.identity = f.identity;
@@ -170,7 +173,7 @@ void persist(self_ptr self, const std::string& key, const credential& c, artifac
   // queued job would never be joined at shutdown, and the write could be lost at exit.
   auto stats = st.deps->stats;
   auto log = st.deps->log;
-  auto name = file_name(self, key);
+  auto name = file_name(self, key, c.key.key_id);
   st.deps->files->write(
     name, persisted::encode_certificate(c, artifact_id(self, key), st.deps->wall->now_ms()),
     std::move(lock), [stats, log, name](result<void> r) {
@@ -195,7 +198,7 @@ void lock_then_mint(self_ptr self, const std::string& key) {
   auto wait = std::max(milliseconds(1), std::min(st.deps->config.lock_wait, left_of(self, f.due)));
   auto hdl = caf::actor_cast<cert_issuer>(self);
   auto fid = f.id;
-  st.deps->files->lock_and_read(file_name(self, key), wait,
+  st.deps->files->lock_and_read(file_name(self, key, f.key->key_id), wait,
                                 [hdl, fid](artifact_lock_ptr lock, platform::file_read r) {
                                   caf::anon_send(hdl, lock_atom::value, fid, std::move(lock),
                                                  std::move(r));
@@ -237,7 +240,7 @@ void on_locked(self_ptr self, const std::string& key, artifact_lock_ptr lock,
       f.background = true;
     }
   } else if (bad && f.lock) {
-    st.deps->files->remove(file_name(self, key), f.lock);
+    st.deps->files->remove(file_name(self, key, f.key->key_id), f.lock);
   }
   mint(self, key);
 }
@@ -612,18 +615,14 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
   f.request_id = correlation_id.empty() ? platform::uuid_v4() : correlation_id;
   f.due = due;
   send_current(self, key);
+  bool read_disk = false;
   if (st.deps->files) {
     auto i = st.cache.find(key);
-    if (i == st.cache.end() ||
-        i->second.plan.at(st.deps->wall->now_ms()) == platform::freshness::expired) {
-      // Read while the metadata call is in flight: another process may have a certificate.
-      f.disk_pending = true;
-      auto hdl = caf::actor_cast<cert_issuer>(self);
-      auto fid = f.id;
-      st.deps->files->read(file_name(self, key), [hdl, fid](platform::file_read r) {
-        caf::anon_send(hdl, disk_atom::value, fid, std::move(r));
-      });
-    }
+    read_disk = i == st.cache.end() ||
+                i->second.plan.at(st.deps->wall->now_ms()) == platform::freshness::expired;
+    // The file is named with the key: it is read once the key is known (still while the
+    // metadata call is in flight), and another process may have a certificate in it.
+    f.disk_pending = read_disk;
   }
   // The key is asked for while the metadata call is in flight (protocol.md §0, steps 1 and 2).
   auto fid = f.id;
@@ -632,6 +631,14 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
       [=](key_ref& k) {
         if (auto* g = find_flight(self, key, fid)) {
           g->key = std::move(k);
+          if (read_disk) {
+            auto hdl = caf::actor_cast<cert_issuer>(self);
+            self->state.deps->files->read(file_name(self, key, g->key->key_id),
+                                          [hdl, fid](platform::file_read r) {
+                                            caf::anon_send(hdl, disk_atom::value, fid,
+                                                           std::move(r));
+                                          });
+          }
           continue_flight(self, key);
         }
       },

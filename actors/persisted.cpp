@@ -72,8 +72,14 @@ std::string certificate_artifact_id(const std::string& imds_base_url, const std:
   return imds_base_url + " " + cache_key;
 }
 
-std::string certificate_file_name(const std::string& artifact_id) {
-  return platform::artifact_file_name("cert", artifact_id, ".json");
+std::string certificate_file_name(const std::string& artifact_id, const std::string& key_id) {
+  // Key ids are lower-case hex (SHA-256 of the SPKI); anything else is hashed to stay a plain
+  // file name.
+  bool hex = key_id.size() >= 16 &&
+             key_id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  std::string tag =
+    hex ? key_id.substr(0, 16) : platform::hex_lower(platform::sha256(key_id)).substr(0, 16);
+  return platform::artifact_file_name("cert", artifact_id, "-" + tag + ".json");
 }
 
 std::string encode_certificate(const credential& c, const std::string& artifact_id,

@@ -186,7 +186,15 @@ BOOST_AUTO_TEST_CASE(certificate_file_round_trips_bound_to_the_current_key) {
   BOOST_REQUIRE_MESSAGE(d2, d2.reason);
   BOOST_CHECK(d2.value->identity == c.identity);
   BOOST_CHECK(d2.value->attested);
-  BOOST_CHECK_EQUAL(persisted::certificate_file_name(artifact).rfind("cert-", 0), 0u);
+  // Named with the key: another key's certificate of the same identity has another file.
+  auto name = persisted::certificate_file_name(artifact, key.key_id);
+  BOOST_CHECK_EQUAL(name.rfind("cert-", 0), 0u);
+  BOOST_CHECK_EQUAL(name.substr(name.size() - 22), "-" + key.key_id.substr(0, 16) + ".json");
+  auto other = new_key();
+  BOOST_CHECK_NE(persisted::certificate_file_name(artifact, other.key_id), name);
+  BOOST_CHECK_EQUAL(persisted::certificate_file_name(artifact, "not hex"),
+                    persisted::certificate_file_name(artifact, "not hex"));
+  BOOST_CHECK(persisted::certificate_file_name(artifact, "a/b").find('/') == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(certificate_file_refusals_name_the_reason) {
