@@ -476,12 +476,13 @@ result<void> remove_at(int dfd, const std::string& dir, const std::string& name)
   return ok();
 }
 
-/// Runs `op` on `dir` opened for the call (the path-based entry points).
+/// Runs `op` on `dir` opened for the call (the path-based entry points); a directory that
+/// cannot be opened fails naming the file (`dir`/`name`).
 template <class Op>
-auto with_dir(const std::string& dir, Op op) -> decltype(op(-1)) {
+auto with_dir(const std::string& dir, const std::string& name, Op op) -> decltype(op(-1)) {
   int dfd = open_dir(dir);
   if (dfd < 0)
-    return fail("opening directory " + dir + ": " + errno_text(errno));
+    return fail("writing " + join(dir, name) + ": opening its directory: " + errno_text(errno));
   fd_guard guard(dfd);
   return op(dfd);
 }
@@ -559,7 +560,7 @@ file_read read_private_file(const private_dir& dir, const std::string& name,
 
 result<void> write_file_atomically(const std::string& dir, const std::string& name,
                                    std::string_view bytes) {
-  return with_dir(dir, [&](int dfd) { return write_atomically_at(dfd, dir, name, bytes); });
+  return with_dir(dir, name, [&](int dfd) { return write_atomically_at(dfd, dir, name, bytes); });
 }
 
 result<void> write_file_atomically(const private_dir& dir, const std::string& name,
@@ -569,7 +570,7 @@ result<void> write_file_atomically(const private_dir& dir, const std::string& na
 
 result<void> write_secret_file(const std::string& dir, const std::string& name,
                                std::string_view bytes) {
-  return with_dir(dir, [&](int dfd) { return write_secret_at(dfd, dir, name, bytes); });
+  return with_dir(dir, name, [&](int dfd) { return write_secret_at(dfd, dir, name, bytes); });
 }
 
 result<void> write_secret_file(const private_dir& dir, const std::string& name,
