@@ -842,6 +842,7 @@ private:
     client_options opts;
     opts.config.imds_base_url = sim_->urls().imds;
     opts.config.ca_file = sim_->urls().ca_file;
+    opts.config.trust_hosts(msiv2::io::loopback_hosts()); // the simulator's endpoints
     opts.config.cache_dir = cache_dir_;
     opts.config.boot_id_path = boot_id_file_;
     opts.config.key_store = key_store_choice::tpm;
