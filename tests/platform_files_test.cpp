@@ -479,6 +479,47 @@ std::string payload_problem(const std::string& bytes) {
   return {};
 }
 
+/// Forks a writer that calls write(make_payload(seq)) for seq = iteration * 1,000,000, +1, ...
+/// until it is killed, and kills it with SIGKILL after a random delay of up to 12 ms. The
+/// writer says (through a pipe) when its first write is done and the delay starts then, so a
+/// slow start (a loaded machine, a sanitizer's fork) cannot eat the delay: every kill lands
+/// while it rewrites the file. Fails the test when the writer stopped by itself.
+template <class Write>
+void kill_a_writer_while_it_rewrites(int iteration, std::mt19937& rng, Write write) {
+  std::uniform_int_distribution<int> delay_us(0, 12000);
+  int started_pipe[2];
+  BOOST_REQUIRE(::pipe(started_pipe) == 0);
+  pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::alarm(10); // never outlive a parent that failed to kill us
+    ::close(started_pipe[0]);
+    for (std::uint64_t seq = static_cast<std::uint64_t>(iteration) * 1000000;; ++seq) {
+      if (!write(make_payload(seq)))
+        ::_exit(3);
+      if (started_pipe[1] >= 0) {
+        const char one = 1;
+        if (::write(started_pipe[1], &one, 1) != 1)
+          ::_exit(4);
+        ::close(started_pipe[1]);
+        started_pipe[1] = -1;
+      }
+    }
+  }
+  ::close(started_pipe[1]);
+  char byte = 0;
+  const auto got = ::read(started_pipe[0], &byte, 1);
+  ::close(started_pipe[0]);
+  BOOST_REQUIRE_MESSAGE(got == 1, "iteration " << iteration << ": the writer never finished a write");
+  ::usleep(static_cast<useconds_t>(delay_us(rng)));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(pid, &status, 0), pid);
+  BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                        "iteration " << iteration << ": the writer stopped by itself (status "
+                                     << status << ")");
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file) {
@@ -489,45 +530,13 @@ BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file)
   const unsigned seed = rd();
   BOOST_TEST_MESSAGE("random delay seed " << seed);
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> delay_us(0, 12000);
   constexpr int iterations = 200;
   bool seen = false;
   int complete_reads = 0;
   for (int i = 0; i < iterations; ++i) {
-    // The writer says when its first write is done, so that the random delay runs while it
-    // rewrites the file: a slow start (a loaded machine, a sanitizer's fork) no longer eats the
-    // delay, and every kill lands in the middle of the writes.
-    int started_pipe[2];
-    BOOST_REQUIRE(::pipe(started_pipe) == 0);
-    pid_t pid = ::fork();
-    BOOST_REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::alarm(10); // never outlive a parent that failed to kill us
-      ::close(started_pipe[0]);
-      for (std::uint64_t seq = static_cast<std::uint64_t>(i) * 1000000;; ++seq) {
-        if (!write_file_atomically(tmp.path(), name, make_payload(seq)).ok())
-          ::_exit(3);
-        if (started_pipe[1] >= 0) {
-          const char one = 1;
-          if (::write(started_pipe[1], &one, 1) != 1)
-            ::_exit(4);
-          ::close(started_pipe[1]);
-          started_pipe[1] = -1;
-        }
-      }
-    }
-    ::close(started_pipe[1]);
-    char byte = 0;
-    const auto got = ::read(started_pipe[0], &byte, 1);
-    ::close(started_pipe[0]);
-    BOOST_REQUIRE_MESSAGE(got == 1, "iteration " << i << ": the writer never finished a write");
-    ::usleep(static_cast<useconds_t>(delay_us(rng)));
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    BOOST_REQUIRE_EQUAL(::waitpid(pid, &status, 0), pid);
-    BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-                          "iteration " << i << ": the writer stopped by itself (status "
-                                       << status << ")");
+    kill_a_writer_while_it_rewrites(i, rng, [&](const std::string& payload) {
+      return write_file_atomically(tmp.path(), name, payload).ok();
+    });
     auto r = read_private_file(tmp.path(), name);
     if (r.status == read_status::missing) {
       BOOST_REQUIRE_MESSAGE(!seen, "iteration " << i << ": the file vanished after it existed");
@@ -570,25 +579,12 @@ BOOST_AUTO_TEST_CASE(secret_writer_killed_at_random_points_leaves_no_temp_file_a
   const unsigned seed = rd();
   BOOST_TEST_MESSAGE("random delay seed " << seed);
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> delay_us(0, 12000);
   constexpr int iterations = 60;
   int complete_reads = 0;
   for (int i = 0; i < iterations; ++i) {
-    pid_t pid = ::fork();
-    BOOST_REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::alarm(10);
-      for (std::uint64_t seq = static_cast<std::uint64_t>(i) * 1000000;; ++seq)
-        if (!write_secret_file(tmp.path(), name, make_payload(seq)).ok())
-          ::_exit(3);
-    }
-    ::usleep(static_cast<useconds_t>(delay_us(rng)));
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    BOOST_REQUIRE_EQUAL(::waitpid(pid, &status, 0), pid);
-    BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-                          "iteration " << i << ": the writer stopped by itself (status "
-                                       << status << ")");
+    kill_a_writer_while_it_rewrites(i, rng, [&](const std::string& payload) {
+      return write_secret_file(tmp.path(), name, payload).ok();
+    });
     // Every entry of the directory is the secret itself, complete, or nothing.
     for (const auto& entry : entries_with_prefix(tmp.path(), ""))
       BOOST_REQUIRE_MESSAGE(entry == name, "iteration " << i << ": left behind: " << entry);
