@@ -2,7 +2,10 @@
 
 #include <openssl/crypto.h>
 
+#include <optional>
 #include <utility>
+
+#include "platform/private_dir.hpp"
 
 namespace msiv2 {
 
@@ -30,9 +33,19 @@ struct file_artifact_store::impl {
   };
 
   impl(std::string d, std::shared_ptr<platform::log_sink> l, bool inl)
-    : dir(std::move(d)), log(l ? std::move(l) : platform::null_log_sink()), inline_mode(inl) {}
+    : dir(std::move(d)), log(l ? std::move(l) : platform::null_log_sink()), inline_mode(inl) {
+    // Held open from here on: every file is reached from the descriptor of the directory that
+    // was checked, never through the path again (review M9).
+    if (auto opened = platform::private_dir::open(dir); opened)
+      held.emplace(std::move(*opened));
+    else
+      log->write(platform::log_level::error, component,
+                 "every read, write and lock will fail: " + opened.error());
+  }
 
   const std::string dir;
+  /// `dir` opened and checked (empty when that failed: every operation then fails).
+  std::optional<platform::private_dir> held;
   const std::shared_ptr<platform::log_sink> log;
   const bool inline_mode;
 
@@ -87,17 +100,36 @@ struct file_artifact_store::impl {
     idle_cv.wait_until(lock, deadline, [&] { return jobs.empty() && waits.empty() && !busy; });
   }
 
-  std::string lock_path(const std::string& name) const { return dir + "/locks/" + name + ".lock"; }
+  std::string unusable() const { return "cache directory " + dir + " could not be opened"; }
 
   platform::file_read read_now(const std::string& name) const {
-    return platform::read_private_file(dir, name);
+    if (!held) {
+      platform::file_read r;
+      r.status = platform::read_status::refused;
+      r.reason = unusable();
+      return r;
+    }
+    return platform::read_private_file(*held, name);
+  }
+
+  result<std::optional<platform::file_lock>> lock_once(const std::string& name) const {
+    if (!held)
+      return fail(unusable());
+    return platform::lock_in(*held, name + ".lock");
+  }
+
+  result<std::optional<platform::file_lock>> lock_waiting(const std::string& name,
+                                                          std::chrono::milliseconds wait) const {
+    if (!held)
+      return fail(unusable());
+    return platform::lock_in(*held, name + ".lock", wait);
   }
 
   /// One non-blocking attempt: the lock, or null when another process holds it. A refused
   /// lock file (symlink, foreign, writable) counts as "not had": the caller goes ahead alone.
   /// `gave_up` is set when retrying is pointless.
   artifact_lock_ptr try_lock(const std::string& name, bool& gave_up) const {
-    auto attempt = platform::file_lock::try_acquire(lock_path(name));
+    auto attempt = lock_once(name);
     if (!attempt) {
       log->write(platform::log_level::warning, component,
                  "going ahead without the writer lock: " + attempt.error());
@@ -110,14 +142,16 @@ struct file_artifact_store::impl {
   }
 
   result<void> write_now(const std::string& name, const std::string& bytes) const {
-    auto written = platform::write_file_atomically(dir, name, bytes);
+    auto written = held ? platform::write_file_atomically(*held, name, bytes)
+                        : result<void>(fail(unusable()));
     if (!written)
       log->write(platform::log_level::warning, component, written.error());
     return written;
   }
 
   void remove_now(const std::string& name) const {
-    if (auto removed = platform::remove_file(dir, name); !removed)
+    if (auto removed = held ? platform::remove_file(*held, name) : result<void>(fail(unusable()));
+        !removed)
       log->write(platform::log_level::warning, component, removed.error());
   }
 
@@ -268,7 +302,7 @@ void file_artifact_store::lock_and_read(
     std::function<void(artifact_lock_ptr, platform::file_read)> done) {
   if (impl_->inline_mode) {
     artifact_lock_ptr lock;
-    auto attempt = platform::file_lock::acquire(impl_->lock_path(name), wait);
+    auto attempt = impl_->lock_waiting(name, wait);
     if (!attempt)
       impl_->log->write(platform::log_level::warning, component,
                         "going ahead without the writer lock: " + attempt.error());

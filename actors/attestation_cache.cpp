@@ -290,6 +290,39 @@ bool refused_or_invalid(int status) {
   return status == 200 || (status >= 400 && status < 500 && status != 408 && status != 429);
 }
 
+/// Drops the entry `k` (a key rotated away): its renewal, gauge and key handle go with it. An
+/// entry with waiters or a fetch under way is left to finish; its renewal drops it later.
+bool forget(self_ptr self, const deps_ptr& deps, const attestation_key& k) {
+  auto& st = self->state;
+  auto i = st.entries.find(k);
+  if (i == st.entries.end() || i->second.fetching || !i->second.waiters.empty())
+    return false;
+  if (st.peers && st.peers->timer)
+    self->send(st.peers->timer, cancel_atom::value, i->second.timer_id);
+  if (i->second.token)
+    deps->stats->erase_gauge(expiry_gauge(i->second));
+  st.timer_ids.erase(i->second.timer_id);
+  st.entries.erase(i);
+  return true;
+}
+
+/// The module's key is now `key_id`: entries of every other key are forgotten.
+void forget_other_keys(self_ptr self, const deps_ptr& deps, const std::string& key_id) {
+  auto& st = self->state;
+  if (st.current_key_id == key_id)
+    return;
+  st.current_key_id = key_id;
+  std::vector<attestation_key> old;
+  for (const auto& [k, e] : st.entries)
+    if (k.second != key_id)
+      old.push_back(k);
+  for (const auto& k : old)
+    if (forget(self, deps, k))
+      deps->log->write(platform::log_level::info, component,
+                       "forgot the attestation of key " + k.second + " at " + k.first +
+                         ": the binding key rotated");
+}
+
 } // namespace
 
 attestation_cache::behavior_type
@@ -312,6 +345,7 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
         return make_msiv2_error(error_code::deadline_exceeded,
                                 "the deadline passed before attestation began");
       attestation_key k{req.endpoint, req.key.key_id};
+      forget_other_keys(self, deps, req.key.key_id);
       auto& e = self->state.entries[k];
       if (e.timer_id.empty()) {
         e.timer_id = "attestation " + req.endpoint + " " + req.key.key_id;
@@ -371,6 +405,10 @@ attestation_cache_impl(attestation_cache::stateful_pointer<attestation_cache_sta
       auto& e = self->state.entries.at(t->second);
       if (!e.token)
         return; // evicted: the next request fetches
+      if (!self->state.current_key_id.empty() && e.key.key_id != self->state.current_key_id) {
+        forget(self, deps, t->second); // a rotated key: never attested again
+        return;
+      }
       auto now_ms = deps->wall->now_ms();
       auto bound = deadline::at(self->clock().now() +
                                 milliseconds(std::max<std::int64_t>(

@@ -77,6 +77,9 @@ struct attestation_cache_state {
   std::map<std::string, attestation_key> timer_ids;
   std::uint64_t last_id = 0;
   wiring_ptr peers;
+  /// The key id of the latest attest request: the module's current binding key. Entries of
+  /// other keys (rotated away) are forgotten, not renewed (review L8).
+  std::string current_key_id;
   /// Attestation file name -> the last refusal logged for it (each refusal is logged once).
   std::map<std::string, std::string> refusals_logged;
 };

@@ -10,6 +10,7 @@
 
 #include "actors/imds_parse.hpp"
 #include "actors/persisted.hpp"
+#include "io/endpoint_trust.hpp"
 #include "io/json.hpp"
 #include "messages/errors.hpp"
 #include "platform/binding.hpp"
@@ -65,10 +66,13 @@ flight* find_flight(self_ptr self, const std::string& key, std::uint64_t id) {
   return i != self->state.flights.end() && i->second.id == id ? &i->second : nullptr;
 }
 
-/// issuecredential's answer for flight `f` (see read_credential_answer).
+/// issuecredential's answer for flight `f` (see read_credential_answer); the token endpoint
+/// it names must be on `token_hosts`.
 result<credential> read_credential(const io::http_response& r, const flight& f,
-                                   std::int64_t now_s, bool& key_mismatch) {
-  credential_expectation want{f.identity, *f.metadata, *f.key, f.attestation.has_value()};
+                                   std::int64_t now_s, const std::vector<std::string>& token_hosts,
+                                   bool& key_mismatch) {
+  credential_expectation want{f.identity, *f.metadata, *f.key, f.attestation.has_value(),
+                              token_hosts};
   return read_credential_answer(r.body, want, now_s, &key_mismatch);
 }
 
@@ -83,15 +87,18 @@ std::string artifact_id(self_ptr self, const std::string& key) {
   return persisted::certificate_artifact_id(self->state.deps->config.imds_base_url, key);
 }
 
-std::string file_name(self_ptr self, const std::string& key) {
-  return persisted::certificate_file_name(artifact_id(self, key));
+/// The certificate file of `key` for the binding key `key_id` (review M6: named with the key).
+std::string file_name(self_ptr self, const std::string& key, const std::string& key_id) {
+  return persisted::certificate_file_name(artifact_id(self, key), key_id);
 }
 
-/// Counts a file this process could not use and logs why, once per file and reason.
-void refused_file(self_ptr self, const std::string& key, const std::string& reason) {
+/// Counts a file of flight `f` this process could not use and logs why, once per file and
+/// reason.
+void refused_file(self_ptr self, const std::string& key, const flight& f,
+                  const std::string& reason) {
   auto& st = self->state;
   st.deps->stats->add("msiv2_persistence_errors_total{artifact=\"certificate\"}");
-  auto name = file_name(self, key);
+  auto name = file_name(self, key, f.key->key_id);
   auto& last = st.refusals_logged[name];
   if (last == reason)
     return;
@@ -111,20 +118,21 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
   if (r.status == platform::read_status::missing)
     return std::nullopt;
   if (r.status == platform::read_status::refused) {
-    refused_file(self, key, r.reason);
+    refused_file(self, key, f, r.reason);
     return std::nullopt;
   }
   auto d = persisted::decode_certificate(r.bytes, artifact_id(self, key), *f.key,
-                                         st.deps->wall->now_s());
+                                         st.deps->wall->now_s(),
+                                         st.deps->config.token_endpoint_hosts);
   if (!d) {
     bad = true;
-    refused_file(self, key, d.reason);
+    refused_file(self, key, f, d.reason);
     return std::nullopt;
   }
   auto& c = *d.value;
   if (!iequals(c.client_id, f.metadata->client_id) || !iequals(c.tenant_id, f.metadata->tenant_id)) {
     bad = true;
-    refused_file(self, key, "it is for client " + c.client_id +
+    refused_file(self, key, f, "it is for client " + c.client_id +
                               " but getplatformmetadata now says " + f.metadata->client_id +
                               " (identity reassigned)");
     return std::nullopt;
@@ -135,7 +143,7 @@ std::optional<credential> usable_from_file(self_ptr self, const std::string& key
   }
   if (c.attested != (st.deps->attestation != nullptr)) {
     bad = true;
-    refused_file(self, key, "its attested flag does not match this module's configuration");
+    refused_file(self, key, f, "its attested flag does not match this module's configuration");
     return std::nullopt;
   }
   c.identity = f.identity;
@@ -165,7 +173,7 @@ void persist(self_ptr self, const std::string& key, const credential& c, artifac
   // queued job would never be joined at shutdown, and the write could be lost at exit.
   auto stats = st.deps->stats;
   auto log = st.deps->log;
-  auto name = file_name(self, key);
+  auto name = file_name(self, key, c.key.key_id);
   st.deps->files->write(
     name, persisted::encode_certificate(c, artifact_id(self, key), st.deps->wall->now_ms()),
     std::move(lock), [stats, log, name](result<void> r) {
@@ -190,7 +198,7 @@ void lock_then_mint(self_ptr self, const std::string& key) {
   auto wait = std::max(milliseconds(1), std::min(st.deps->config.lock_wait, left_of(self, f.due)));
   auto hdl = caf::actor_cast<cert_issuer>(self);
   auto fid = f.id;
-  st.deps->files->lock_and_read(file_name(self, key), wait,
+  st.deps->files->lock_and_read(file_name(self, key, f.key->key_id), wait,
                                 [hdl, fid](artifact_lock_ptr lock, platform::file_read r) {
                                   caf::anon_send(hdl, lock_atom::value, fid, std::move(lock),
                                                  std::move(r));
@@ -232,7 +240,7 @@ void on_locked(self_ptr self, const std::string& key, artifact_lock_ptr lock,
       f.background = true;
     }
   } else if (bad && f.lock) {
-    st.deps->files->remove(file_name(self, key), f.lock);
+    st.deps->files->remove(file_name(self, key, f.key->key_id), f.lock);
   }
   mint(self, key);
 }
@@ -250,8 +258,11 @@ void count(self_ptr self, const char* upstream, const io::http_response& r) {
                                upstream + "\",status=\"" + status_label(r) + "\"}");
 }
 
+// The identity in the key comes from the embedder: hashed, like renewal_gauge_name, so that no
+// label carries its text (review L1).
 std::string gauge(const char* what, const std::string& key) {
-  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" + key + "\"}";
+  return std::string("msiv2_") + what + "_seconds{artifact=\"certificate\",id=\"" +
+         platform::hex_lower(platform::sha256(key)).substr(0, 12) + "\"}";
 }
 
 void evict_entry(self_ptr self, const std::string& key) {
@@ -383,6 +394,16 @@ void on_metadata(self_ptr self, const std::string& key, io::http_response& r) {
   }
   if (r.ok() && r.status == 200) {
     auto meta = read_metadata_answer(r);
+    if (meta && st.deps->attestation) {
+      // The key's attestation request goes there: trusted no more than the token endpoint.
+      auto endpoint = io::check_endpoint(meta->attestation_endpoint,
+                                         st.deps->config.attestation_endpoint_hosts,
+                                         "getplatformmetadata response: attestationEndpoint");
+      if (!endpoint)
+        meta = endpoint.fail();
+      else
+        meta->attestation_endpoint = std::move(*endpoint);
+    }
     if (!meta) {
       fail_flight(self, key, make_msiv2_error(error_code::metadata_failed, meta.error(), 200, corr));
       return;
@@ -440,7 +461,8 @@ void on_issue(self_ptr self, const std::string& key, io::http_response& r) {
     st.imds_answered = true;
   if (r.ok() && r.status == 200) {
     bool key_mismatch = false;
-    auto cred = read_credential(r, f, st.deps->wall->now_s(), key_mismatch);
+    auto cred = read_credential(r, f, st.deps->wall->now_s(),
+                                st.deps->config.token_endpoint_hosts, key_mismatch);
     if (!cred) {
       if (key_mismatch && st.peers && st.peers->keys)
         self->request(st.peers->keys, st.deps->config.actor_request_timeout, rotate_atom::value,
@@ -610,18 +632,14 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
   f.request_id = correlation_id.empty() ? platform::uuid_v4() : correlation_id;
   f.due = due;
   send_current(self, key);
+  bool read_disk = false;
   if (st.deps->files) {
     auto i = st.cache.find(key);
-    if (i == st.cache.end() ||
-        i->second.plan.at(st.deps->wall->now_ms()) == platform::freshness::expired) {
-      // Read while the metadata call is in flight: another process may have a certificate.
-      f.disk_pending = true;
-      auto hdl = caf::actor_cast<cert_issuer>(self);
-      auto fid = f.id;
-      st.deps->files->read(file_name(self, key), [hdl, fid](platform::file_read r) {
-        caf::anon_send(hdl, disk_atom::value, fid, std::move(r));
-      });
-    }
+    read_disk = i == st.cache.end() ||
+                i->second.plan.at(st.deps->wall->now_ms()) == platform::freshness::expired;
+    // The file is named with the key: it is read once the key is known (still while the
+    // metadata call is in flight), and another process may have a certificate in it.
+    f.disk_pending = read_disk;
   }
   // The key is asked for while the metadata call is in flight (protocol.md §0, steps 1 and 2).
   auto fid = f.id;
@@ -630,6 +648,14 @@ void start_flight(self_ptr self, const std::string& key, managed_identity identi
       [=](key_ref& k) {
         if (auto* g = find_flight(self, key, fid)) {
           g->key = std::move(k);
+          if (read_disk) {
+            auto hdl = caf::actor_cast<cert_issuer>(self);
+            self->state.deps->files->read(file_name(self, key, g->key->key_id),
+                                          [hdl, fid](platform::file_read r) {
+                                            caf::anon_send(hdl, disk_atom::value, fid,
+                                                           std::move(r));
+                                          });
+          }
           continue_flight(self, key);
         }
       },

@@ -22,6 +22,8 @@
 #include "io/curl_transport.hpp"
 #include "platform/clock.hpp"
 #include "platform/encoding.hpp"
+#include "platform/files.hpp"
+#include "platform/keys.hpp"
 
 namespace msiv2 {
 
@@ -94,10 +96,35 @@ result<std::unique_ptr<client>> client::finish(std::unique_ptr<client> c, client
   deps.wall = platform::system_wall_clock();
   deps.draw = [](std::int64_t lo, std::int64_t hi) { return platform::random_between(lo, hi); };
   deps.log = options.log ? std::move(options.log) : platform::null_log_sink();
+  // Private key material in mlock-ed, MADV_DONTDUMP pages, cleared when freed (review M5).
+  if (!platform::enable_secure_heap())
+    deps.log->write(platform::log_level::warning, "client",
+                    "OpenSSL's secure heap could not be set up: private keys live in ordinary "
+                    "memory (set LimitCORE=0 / prctl(PR_SET_DUMPABLE, 0) to keep them out of "
+                    "core dumps)");
+  for (const auto& w : deps.config.environment_warnings)
+    deps.log->write(platform::log_level::warning, "client", w);
   if (!deps.config.cache_dir_error.empty())
     deps.log->write(platform::log_level::error, "client",
                     "no cache directory, artifacts stay in this process's memory: " +
                       deps.config.cache_dir_error);
+  // The software key would sit on persistent disk, and every other artifact is bound to it:
+  // nothing is worth sharing without it (review M5). The tpm store writes only a blob the TPM
+  // wrapped (useless off that TPM), so the rule is for software and for auto, whose fallback
+  // is the software store and which cannot know yet which of the two it will use.
+  if (!options.keys && deps.config.key_store != key_store_choice::tpm &&
+      !deps.config.cache_dir.empty() && !deps.config.persist_key_on_disk &&
+      !platform::on_memory_filesystem(deps.config.cache_dir)) {
+    deps.log->write(platform::log_level::warning, "client",
+                    "persistence off: the cache directory " + deps.config.cache_dir +
+                      " is not on a memory file system (tmpfs), and a private key is not "
+                      "written to persistent disk unless asked ($MSIV2_PERSIST_KEY=1 or "
+                      "module_config::persist_key_on_disk); artifacts stay in this process's "
+                      "memory. Point $XDG_RUNTIME_DIR or $MSIV2_CACHE_DIR at a tmpfs directory "
+                      "to share them, or choose the tpm key store ($MSIV2_KEY_STORE=tpm), whose "
+                      "key file is wrapped by the TPM");
+    deps.config.cache_dir.clear();
+  }
   // Null when cache_dir is empty or refused (open_artifact_store logs why).
   deps.files = open_artifact_store(deps.config.cache_dir, deps.log);
   const bool keys_given = options.keys != nullptr;

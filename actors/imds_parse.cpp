@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "io/endpoint_trust.hpp"
 #include "io/json.hpp"
 #include "platform/csr.hpp"
 #include "platform/encoding.hpp"
@@ -61,7 +62,7 @@ result<platform_metadata> read_metadata_answer(const io::http_response& r) {
   auto server = r.headers.get("Server");
   if (!server || !contains_ignoring_case(*server, "IMDS"))
     return fail("the answer carries no Server header naming IMDS (Server: '" +
-                std::string(server.value_or("")) +
+                platform::sanitize_upstream(server.value_or(""), 100) +
                 "'): something other than IMDS answered; check the IMDS address "
                 "(AZURE_POD_IDENTITY_AUTHORITY_HOST) and that no proxy intercepts it");
   return parse_platform_metadata(r.body);
@@ -98,22 +99,17 @@ result<credential> read_credential_answer(std::string_view body,
   }
   if (auto ok = platform::validate_binding_certificate(*info, want.key.spki_der, v[0], now_s); !ok)
     return fail("issuecredential response: " + ok.error());
-  std::string endpoint = v[4];
-  while (!endpoint.empty() && endpoint.back() == '/')
-    endpoint.pop_back();
-  auto parts = io::split_url(endpoint);
-  auto authority_end = endpoint.find('/', endpoint.find("://") + 3);
-  if (!parts || parts->scheme != "https" ||
-      endpoint.substr(0, authority_end).find('@') != std::string::npos)
-    return fail("issuecredential response: mtls_authentication_endpoint must be an https URL "
-                "without user-info");
+  auto endpoint = io::check_endpoint(v[4], want.token_hosts,
+                                    "issuecredential response: mtls_authentication_endpoint");
+  if (!endpoint)
+    return endpoint.fail();
   credential c;
   c.identity = want.identity;
   c.metadata = meta;
   c.client_id = v[0];
   c.tenant_id = v[1];
   c.identity_type = v[3];
-  c.mtls_endpoint = endpoint;
+  c.mtls_endpoint = std::move(*endpoint);
   c.certificate_der = std::move(*der);
   c.x5t_s256 = info->x5t_s256;
   c.not_before_ms = info->not_before * 1000;
@@ -128,7 +124,7 @@ std::string correlation_of(std::string_view body, const std::string& fallback) {
   if (auto doc = io::json_object::parse(body, "error response"))
     for (const char* name : {"correlationId", "correlation_id"})
       if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-        return **v;
+        return platform::sanitize_upstream(**v, 100);
   return fallback;
 }
 
@@ -138,12 +134,8 @@ std::string upstream_says(const io::http_response& r) {
   std::string out = "HTTP " + std::to_string(r.status);
   if (auto doc = io::json_object::parse(r.body, "error response")) {
     for (const char* name : {"error_description", "message", "error"})
-      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty()) {
-        auto text = **v;
-        if (text.size() > 300)
-          text.resize(300);
-        return out + ": " + text;
-      }
+      if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
+        return out + ": " + platform::sanitize_upstream(**v, 300);
   }
   return out;
 }

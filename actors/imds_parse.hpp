@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "io/http.hpp"
 #include "messages/protocol.hpp"
@@ -31,23 +32,27 @@ struct credential_expectation {
   platform_metadata metadata;
   key_ref key;
   bool attested = false;
+  /// Hosts mtls_authentication_endpoint may name (module_config::token_endpoint_hosts); an
+  /// empty list trusts none.
+  std::vector<std::string> token_hosts;
 };
 
 /// issuecredential's 200 body checked against protocol.md §6 and `want` at `now_s` (Unix
 /// seconds): every member present, client_id/tenant_id as the metadata's, a certificate that
-/// certifies want.key and is valid now, an https mtls_authentication_endpoint without
-/// user-info (trailing '/' dropped). When the certificate certifies another key,
+/// certifies want.key and is valid now, an mtls_authentication_endpoint that passes
+/// io::check_endpoint against want.token_hosts (kept in its canonical form). When the certificate certifies another key,
 /// `*key_mismatch` (if given) is set: the caller rotates its key.
 result<credential> read_credential_answer(std::string_view body,
                                           const credential_expectation& want,
                                           std::int64_t now_s, bool* key_mismatch = nullptr);
 
 /// The upstream's own correlation id when the error body has one ("correlationId" or
-/// "correlation_id", not empty), else `fallback` (our request id).
+/// "correlation_id", not empty; sanitized, at most 100 characters), else `fallback` (our
+/// request id).
 std::string correlation_of(std::string_view body, const std::string& fallback);
 
 /// What the upstream said, for people: "HTTP <status>: <error_description, message or error
-/// of its JSON body, at most 300 bytes>", or the transport failure.
+/// of its JSON body, sanitized, at most 300 characters>", or the transport failure.
 std::string upstream_says(const io::http_response& r);
 
 /// True when `hay` contains `needle`, ignoring ASCII case (how IMDS answers are classified:

@@ -92,6 +92,18 @@ key_manager::behavior_type key_manager_impl(key_manager::stateful_pointer<key_ma
       auto& st = self->state;
       if (st.current && st.current->key_id != failed_id)
         return *st.current; // already rotated (or never that key): nothing to do
+      auto now = self->clock().now();
+      if (st.current && st.last_rotation && now - *st.last_rotation < min_rotation_interval) {
+        st.deps->stats->add("msiv2_rotations_refused_total");
+        st.deps->log->write(platform::log_level::warning, "key_manager",
+                            "not rotating the binding key " + failed_id +
+                              " again: it was rotated less than " +
+                              std::to_string(min_rotation_interval.count()) +
+                              " minutes ago (one rotation per that interval)");
+        return *st.current;
+      }
+      if (st.current)
+        st.last_rotation = now;
       auto res = wait();
       if (st.in_flight == 0) {
         // With no current key, a call in flight (or a plain create) gives a new one anyway.

@@ -6,10 +6,12 @@
 // module_config::eager_key it asks for the key when it starts, so that the first caller finds
 // it ready or joins the call in flight.
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <vector>
 
+#include <caf/actor_clock.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 #include <caf/typed_response_promise.hpp>
@@ -30,6 +32,9 @@ struct key_manager_state {
   /// Id of the key_store call in flight (0: none); completions of other calls are dropped.
   std::uint64_t in_flight = 0;
   std::uint64_t next_op = 0;
+  /// When the key was last rotated (virtual time): rotations an upstream answer forces are
+  /// allowed once per min_rotation_interval (review M6).
+  std::optional<caf::actor_clock::time_point> last_rotation;
   /// Callers waiting for the call in flight.
   std::vector<caf::typed_response_promise<key_ref>> waiters;
 
@@ -37,6 +42,11 @@ struct key_manager_state {
   void fail_all(const caf::error& err);
   ~key_manager_state();
 };
+
+/// Shortest time between two rotations: an IMDS that keeps answering with a certificate for
+/// another key cannot make the module generate keys (and rewrite the key file, and purge every
+/// process's certificates) on every request.
+inline constexpr std::chrono::minutes min_rotation_interval{10};
 
 /// The behavior of the key_manager actor.
 key_manager::behavior_type key_manager_impl(key_manager::stateful_pointer<key_manager_state> self,

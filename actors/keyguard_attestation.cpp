@@ -63,7 +63,7 @@ std::string attestation_refusal(const std::string& endpoint, const io::http_resp
   if (auto doc = io::json_object::parse(resp.body, "attestation error")) {
     for (const char* name : {"error", "error_description", "message"})
       if (auto v = doc->optional_string(name); v && *v && !(*v)->empty())
-        why += (why.empty() ? "" : ": ") + **v;
+        why += (why.empty() ? "" : ": ") + platform::sanitize_upstream(**v, 300);
   }
   return where + " refused the key (HTTP " + std::to_string(resp.status) +
          (why.empty() ? "" : ", " + why) + ")";

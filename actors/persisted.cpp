@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "io/endpoint_trust.hpp"
 #include "io/json.hpp"
 #include "platform/encoding.hpp"
 #include "platform/files.hpp"
@@ -71,8 +72,14 @@ std::string certificate_artifact_id(const std::string& imds_base_url, const std:
   return imds_base_url + " " + cache_key;
 }
 
-std::string certificate_file_name(const std::string& artifact_id) {
-  return platform::artifact_file_name("cert", artifact_id, ".json");
+std::string certificate_file_name(const std::string& artifact_id, const std::string& key_id) {
+  // Key ids are lower-case hex (SHA-256 of the SPKI); anything else is hashed to stay a plain
+  // file name.
+  bool hex = key_id.size() >= 16 &&
+             key_id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  std::string tag =
+    hex ? key_id.substr(0, 16) : platform::hex_lower(platform::sha256(key_id)).substr(0, 16);
+  return platform::artifact_file_name("cert", artifact_id, "-" + tag + ".json");
 }
 
 std::string encode_certificate(const credential& c, const std::string& artifact_id,
@@ -101,7 +108,8 @@ std::string encode_certificate(const credential& c, const std::string& artifact_
 }
 
 decoded<credential> decode_certificate(std::string_view bytes, const std::string& artifact_id,
-                                       const key_ref& current, std::int64_t now_s) {
+                                       const key_ref& current, std::int64_t now_s,
+                                       const std::vector<std::string>& token_hosts) {
   using D = decoded<credential>;
   auto doc = io::json_object::parse(bytes, "certificate file");
   if (!doc)
@@ -168,6 +176,11 @@ decoded<credential> decode_certificate(std::string_view bytes, const std::string
       *f.to = v->value_or("");
     }
   }
+  auto endpoint = io::check_endpoint(c.mtls_endpoint, token_hosts,
+                                    "certificate file: mtls_authentication_endpoint");
+  if (!endpoint)
+    return refuse<credential>(refusal::invalid, endpoint.error());
+  c.mtls_endpoint = std::move(*endpoint);
   auto b64 = doc->required_string("certificate");
   if (!b64)
     return refuse<credential>(refusal::malformed, b64.error());
@@ -284,8 +297,12 @@ result<std::string> encode_key(EVP_PKEY* key, const std::string& boot_id, const 
   auto pem = platform::private_key_pem(key);
   if (!pem)
     return fail("writing the binding key as PEM: " + pem.error());
-  return std::string(key_header) + " " + std::to_string(version) + "\nboot_id: " + boot_id +
-         "\nkey_id: " + key_id + "\n" + *pem;
+  std::string out = std::string(key_header) + " " + std::to_string(version) +
+                    "\nboot_id: " + boot_id + "\nkey_id: " + key_id + "\n";
+  out.reserve(out.size() + pem->size());
+  out += *pem;
+  platform::secure_clear(*pem);
+  return out;
 }
 
 decoded<key_file> decode_key_file(std::string_view bytes) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "messages/protocol.hpp"
@@ -42,8 +43,12 @@ struct decoded {
 
 /// The id of a certificate file: "<imds_base_url> <certificate_cache_key>".
 std::string certificate_artifact_id(const std::string& imds_base_url, const std::string& cache_key);
-/// Its file name (platform::artifact_file_name("cert", id, ".json")).
-std::string certificate_file_name(const std::string& artifact_id);
+/// Its file name for the binding key `key_id`: "cert-<32 hex of the id's SHA-256>-<the key
+/// id's first 16 hex digits>.json". Named with the key (review M6): processes that hold
+/// different keys (one went ahead alone, or has not reloaded a rotated key yet) never read,
+/// overwrite or delete each other's certificate file; a replaced key's files are deleted by
+/// the key store that replaced it (purge_orphan_artifacts).
+std::string certificate_file_name(const std::string& artifact_id, const std::string& key_id);
 
 /// The certificate file of `c` (everything but the key itself; `written_at_ms` is Unix ms).
 std::string encode_certificate(const credential& c, const std::string& artifact_id,
@@ -51,9 +56,12 @@ std::string encode_certificate(const credential& c, const std::string& artifact_
 
 /// The credential of a certificate file, bound to `current` (the key of this process): refused
 /// when the file is of another schema/version or artifact, names another key (orphan), or its
-/// certificate does not parse, does not certify `current`, or has expired at `now_s`.
+/// certificate does not parse, does not certify `current`, or has expired at `now_s`, or its
+/// mtls_authentication_endpoint fails io::check_endpoint against `token_hosts` (a file is
+/// trusted no more than the IMDS answer it was made from).
 decoded<credential> decode_certificate(std::string_view bytes, const std::string& artifact_id,
-                                       const key_ref& current, std::int64_t now_s);
+                                       const key_ref& current, std::int64_t now_s,
+                                       const std::vector<std::string>& token_hosts);
 
 // -- attestation --------------------------------------------------------------------------------
 

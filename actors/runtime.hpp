@@ -18,6 +18,7 @@
 
 #include "msiv2/actors/artifact_store.hpp"
 #include "msiv2/actors/token_snapshot.hpp"
+#include "msiv2/io/endpoint_trust.hpp"
 #include "msiv2/io/http.hpp"
 #include "msiv2/io/retry.hpp"
 #include "msiv2/messages/protocol.hpp"
@@ -48,7 +49,9 @@ struct module_config {
   /// PEM CA bundle trusted for the HTTPS upstreams (attestation, token endpoint) instead of
   /// the system store (the simulator's ca.pem in tests and demos). Verification stays on.
   std::string ca_file;
-  /// The v2 kill switch: false makes every mtls_pop request fail with v2_disabled.
+  /// The v2 kill switch: false makes every mtls_pop request fail with v2_disabled
+  /// ($MSIV2_DISABLE_V2: 1/true/yes/on disable, 0/false/no/off or empty keep v2; any other
+  /// value disables it too and says so in environment_warnings).
   bool v2_enabled = true;
   /// Client capabilities declared to the token endpoint (e.g. {"cp1"}).
   std::vector<std::string> client_capabilities;
@@ -72,6 +75,13 @@ struct module_config {
   std::string cache_dir;
   /// Longest wait for another process's writer lock before going ahead alone.
   std::chrono::milliseconds lock_wait{10000};
+  /// Write the software binding key (binding-key.pem) into cache_dir even when cache_dir is
+  /// not on a memory file system (tmpfs/ramfs, as $XDG_RUNTIME_DIR is). Off by default: a
+  /// per-boot private key on persistent disk outlives the boot in backups, snapshots and
+  /// images (review M5). With it off and cache_dir on disk, msiv2::client persists nothing
+  /// (every artifact is bound to the key, so nothing else could be shared) and says so in
+  /// its log. From_environment(): $MSIV2_PERSIST_KEY=1/true/yes/on.
+  bool persist_key_on_disk = false;
   /// Where the boot id is read (tests point it at a file of their own to simulate a reboot).
   std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
   /// Ask the key store for the binding key as soon as the module starts (when v2 is enabled),
@@ -100,6 +110,17 @@ struct module_config {
   /// retried after a failed renewal): it is served while still usable (a request that finds it
   /// due renews it) and dropped when it is not (msiv2_token_lapses_total).
   std::chrono::milliseconds token_idle_window{std::chrono::hours(1)};
+  /// Hosts the token endpoint named by issuecredential (mtls_authentication_endpoint) may be
+  /// on; the binding certificate is presented to it (io::check_endpoint: https, no user-info,
+  /// path, query or fragment; an entry matches the host or a parent domain of it; IP literals
+  /// only when listed). Default: the Azure clouds' mtlsauth/login hosts.
+  std::vector<std::string> token_endpoint_hosts = io::default_token_endpoint_hosts();
+  /// Hosts getplatformmetadata's attestationEndpoint may be on (checked when keys are
+  /// attested). Default: the Azure Attestation domains.
+  std::vector<std::string> attestation_endpoint_hosts = io::default_attestation_endpoint_hosts();
+  /// What from_environment() found odd in the environment (an unknown kill-switch value);
+  /// msiv2::client logs each as a warning.
+  std::vector<std::string> environment_warnings;
   /// Why from_environment() found no usable cache directory (empty when it did, or when
   /// MSIV2_CACHE_DIR=none asked for memory only).
   std::string cache_dir_error;
@@ -118,8 +139,14 @@ struct module_config {
   /// Why from_environment() refused $MSIV2_KEY_STORE (client::create then fails with it).
   std::string key_store_error;
 
-  /// The defaults with eager_key on, $AZURE_POD_IDENTITY_AUTHORITY_HOST, $MSIV2_DISABLE_V2
-  /// (1/true), $MSIV2_ATTEST (1/true), $MSIV2_EAGER_KEY (0/false turns eager_key off), $MSIV2_KEY_STORE and
+  /// Adds `hosts` to both endpoint allow-lists (token_endpoint_hosts,
+  /// attestation_endpoint_hosts): the simulator, demo and tests add io::loopback_hosts().
+  void trust_hosts(const std::vector<std::string>& hosts);
+
+  /// The defaults with eager_key on, $MSIV2_TRUSTED_HOSTS (comma-separated hosts added to both
+  /// endpoint allow-lists, e.g. "127.0.0.1" for the simulator), $AZURE_POD_IDENTITY_AUTHORITY_HOST,
+  /// $MSIV2_DISABLE_V2 (1/true/yes/on; anything unclear disables v2), $MSIV2_ATTEST (1/true),
+  /// $MSIV2_EAGER_KEY (0/false turns eager_key off), $MSIV2_PERSIST_KEY, $MSIV2_KEY_STORE and
   /// $MSIV2_TPM_TCTI (key_store auto unless set), and the
   /// cache directory (platform::cache_dir_from_environment; an error there leaves cache_dir
   /// empty and is kept in cache_dir_error for the client to log) applied.

@@ -1,12 +1,18 @@
 #include "actors/software_key_store.hpp"
 
-#include <filesystem>
+#include <cerrno>
+#include <cstring>
 #include <system_error>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
 #include "actors/persisted.hpp"
 #include "platform/binding.hpp"
+#include "platform/encoding.hpp"
 #include "platform/files.hpp"
 #include "platform/keys.hpp"
 
@@ -35,19 +41,29 @@ result<key_ref> make_software_key() {
   return software_key_ref(std::move(*key));
 }
 
-void purge_orphan_artifacts(const std::string& dir, const std::string& key_id,
+void purge_orphan_artifacts(const platform::private_dir& dir, const std::string& key_id,
                             platform::log_sink& log, const char* component) {
   std::vector<std::string> names;
-  std::error_code ec;
-  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    auto name = it->path().filename().string();
+  // A description of its own (a dup would share the offset of the kept descriptor).
+  int own = ::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR* d = own < 0 ? nullptr : ::fdopendir(own);
+  if (d == nullptr) {
+    if (own >= 0)
+      ::close(own);
+    log.write(platform::log_level::warning, component,
+              "listing " + dir.path() + " for orphans: " + std::strerror(errno));
+    return;
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
     bool ours = (name.rfind("cert-", 0) == 0 || name.rfind("attestation-", 0) == 0) &&
                 name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
     if (ours)
       names.push_back(std::move(name));
   }
+  ::closedir(d);
   for (auto& name : names) {
-    auto lock = platform::file_lock::try_acquire(dir + "/locks/" + name + ".lock");
+    auto lock = platform::lock_in(dir, name + ".lock");
     if (!lock || !*lock)
       continue; // busy (or refused): its reader treats the orphan as a miss
     auto r = platform::read_private_file(dir, name);
@@ -57,10 +73,24 @@ void purge_orphan_artifacts(const std::string& dir, const std::string& key_id,
       continue;
     if (auto gone = platform::remove_file(dir, name); gone)
       log.write(platform::log_level::info, component,
-                "deleted " + dir + "/" + name + ": made for another key");
+                "deleted " + dir.path() + "/" + name + ": made for another key");
     else
       log.write(platform::log_level::warning, component, gone.error());
   }
+}
+
+std::shared_ptr<const platform::private_dir> open_key_dir(const std::string& cache_dir,
+                                                          platform::log_sink& log,
+                                                          const char* component) {
+  if (cache_dir.empty())
+    return nullptr;
+  auto opened = platform::private_dir::open(cache_dir);
+  if (!opened) {
+    log.write(platform::log_level::warning, component,
+              "the binding key stays in this process only: " + opened.error());
+    return nullptr;
+  }
+  return std::make_shared<const platform::private_dir>(std::move(*opened));
 }
 
 software_key_store::software_key_store() : software_key_store(key_store_settings{}) {}
@@ -70,6 +100,7 @@ software_key_store::software_key_store(key_store_settings settings)
   if (!settings.log)
     settings.log = platform::null_log_sink();
   s_->settings = std::move(settings);
+  s_->dir = open_key_dir(s_->settings.cache_dir, *s_->settings.log, "software_key_store");
   worker_ = std::thread([s = s_] { run(s); });
 }
 
@@ -127,9 +158,16 @@ void software_key_store::shared::log(platform::log_level level, const std::strin
 std::optional<key_ref> software_key_store::shared::read_file(const std::string& boot_id,
                                                              std::string& why,
                                                              std::string* file_key_id) {
-  const auto& dir = settings.cache_dir;
-  auto path = dir + "/" + persisted::key_file_name;
-  auto r = platform::read_private_file(dir, persisted::key_file_name, 64 * 1024);
+  auto path = dir->path() + "/" + persisted::key_file_name;
+  auto r = platform::read_private_file(*dir, persisted::key_file_name, 64 * 1024);
+  // The file's bytes and its PEM are cleared however this returns (review M5).
+  struct clear_on_exit {
+    std::string* s = nullptr;
+    ~clear_on_exit() {
+      if (s != nullptr)
+        platform::secure_clear(*s);
+    }
+  } clear_bytes{&r.bytes};
   if (r.status == platform::read_status::missing) {
     why = path + " does not exist";
     return std::nullopt;
@@ -139,6 +177,7 @@ std::optional<key_ref> software_key_store::shared::read_file(const std::string& 
     return std::nullopt;
   }
   auto f = persisted::decode_key_file(r.bytes);
+  clear_on_exit clear_pem{f ? &f.value->pem : nullptr};
   if (!f) {
     why = path + ": " + f.reason;
     return std::nullopt;
@@ -185,17 +224,17 @@ result<key_ref> software_key_store::shared::create_and_write(const std::string& 
     auto bytes = persisted::encode_key(made->key->get(), boot_id, made->key_id);
     if (!bytes) {
       log(platform::log_level::warning, bytes.error());
-    } else if (auto w = platform::write_file_atomically(settings.cache_dir, persisted::key_file_name,
-                                                        *bytes);
+    } else if (auto w = platform::write_secret_file(*dir, persisted::key_file_name, *bytes);
                !w) {
       log(platform::log_level::warning,
           "the binding key stays in this process only: " + w.error());
     } else {
       log(platform::log_level::info, "new binding key " + made->key_id + " written to " +
-                                       settings.cache_dir + "/" + persisted::key_file_name);
-      purge_orphan_artifacts(settings.cache_dir, made->key_id, *settings.log,
-                             "software_key_store");
+                                       dir->path() + "/" + persisted::key_file_name);
+      purge_orphan_artifacts(*dir, made->key_id, *settings.log, "software_key_store");
     }
+    if (bytes)
+      platform::secure_clear(*bytes);
   }
   return made;
 }
@@ -203,7 +242,7 @@ result<key_ref> software_key_store::shared::create_and_write(const std::string& 
 result<key_ref> software_key_store::shared::current_or_create() {
   if (current)
     return *current;
-  if (settings.cache_dir.empty()) {
+  if (!dir) {
     auto made = make_software_key();
     if (!made)
       return fail("software key store: " + made.error());
@@ -225,8 +264,8 @@ result<key_ref> software_key_store::shared::current_or_create() {
     current = std::move(*k);
     return *current;
   }
-  auto lock = platform::file_lock::acquire(
-    settings.cache_dir + "/locks/" + persisted::key_lock_name + ".lock", settings.lock_wait);
+  auto lock = platform::lock_in(*dir, std::string(persisted::key_lock_name) + ".lock",
+                                 settings.lock_wait);
   bool held = lock && *lock;
   if (held) {
     // Another process may have made the key while this one waited.
@@ -250,7 +289,7 @@ result<key_ref> software_key_store::shared::current_or_create() {
 }
 
 result<key_ref> software_key_store::shared::rotate_from(const std::string& failed_id) {
-  if (settings.cache_dir.empty()) {
+  if (!dir) {
     if (current && current->key_id == failed_id)
       current.reset();
     return current_or_create();
@@ -262,8 +301,8 @@ result<key_ref> software_key_store::shared::rotate_from(const std::string& faile
     current.reset();
     return current_or_create();
   }
-  auto lock = platform::file_lock::acquire(
-    settings.cache_dir + "/locks/" + persisted::key_lock_name + ".lock", settings.lock_wait);
+  auto lock = platform::lock_in(*dir, std::string(persisted::key_lock_name) + ".lock",
+                                 settings.lock_wait);
   bool held = lock && *lock;
   if (held) {
     std::string why;

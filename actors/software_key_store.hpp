@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "actors/runtime.hpp"
+#include "platform/private_dir.hpp"
 #include "platform/log.hpp"
 
 namespace msiv2 {
@@ -67,6 +68,8 @@ private:
     bool stopping = false;
     std::optional<key_ref> current; // worker thread only
     key_store_settings settings;
+    /// settings.cache_dir held open (null: memory only).
+    std::shared_ptr<const platform::private_dir> dir;
 
     result<key_ref> current_or_create();
     /// Rotates away from `failed_id` (the current key, or the file's).
@@ -89,8 +92,15 @@ private:
 /// Deletes the cert-*.json and attestation-*.json files in `dir` that belong to another key
 /// than `key_id` (orphans), each under its own lock when that lock is free (a busy one is
 /// skipped: readers treat orphans as misses anyway); logs each deletion as `component`.
-void purge_orphan_artifacts(const std::string& dir, const std::string& key_id,
+void purge_orphan_artifacts(const platform::private_dir& dir, const std::string& key_id,
                             platform::log_sink& log, const char* component);
+
+/// The key stores' cache directory, opened once and used by descriptor from then on
+/// (platform::private_dir, review M9); null, with a warning logged as `component`, when
+/// `cache_dir` is empty or refused (the key then lives in this process only).
+std::shared_ptr<const platform::private_dir> open_key_dir(const std::string& cache_dir,
+                                                          platform::log_sink& log,
+                                                          const char* component);
 
 /// Makes a new RSA-2048 binding key (two generations raced on 2+ cores:
 /// platform::generate_rsa_key_raced) and proves it signs (platform::prove_key_signs).

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "io/json.hpp"
+#include "platform/encoding.hpp"
 #include "platform/jwt.hpp"
 
 namespace msiv2 {
@@ -37,13 +38,16 @@ oauth_error_body read_oauth_error(std::string_view body) {
     auto v = doc->optional_string(name);
     return v && *v ? **v : std::string();
   };
-  out.error = str("error");
+  // Upstream text goes into errors and logs: bounded and escaped (review L2).
+  out.error = platform::sanitize_upstream(str("error"), 100);
   out.description = str("error_description");
   if (out.description.empty())
     out.description = str("message");
+  out.description = platform::sanitize_upstream(out.description, 300);
   out.correlation_id = str("correlation_id");
   if (out.correlation_id.empty())
     out.correlation_id = str("correlationId");
+  out.correlation_id = platform::sanitize_upstream(out.correlation_id, 100);
   if (auto codes = doc->find("error_codes"); codes && codes->type == io::json_type::array) {
     std::string digits;
     for (char c : codes->text + ",") {

@@ -16,7 +16,9 @@
 
 namespace msiv2 {
 
-/// The OAuth error members of an error body (any of them may be empty).
+/// The OAuth error members of an error body (any of them may be empty). The texts are
+/// upstream's, sanitized (platform::sanitize_upstream): error and correlation_id at most 100
+/// characters, description at most 300.
 struct oauth_error_body {
   std::string error;          ///< "error"
   std::string description;    ///< "error_description", else "message"

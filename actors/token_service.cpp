@@ -739,6 +739,8 @@ caf::error normalize_token_request(token_request& req) {
                    "\"https://management.azure.com\"");
   if (has_bad_char(r))
     return invalid("the resource contains whitespace or control characters");
+  if (!platform::is_valid_utf8(r))
+    return invalid("the resource is not valid UTF-8");
   if (!looks_like_uri(r) && !is_guid(r))
     return invalid("the resource \"" + r + "\" is neither a URI (\"https://...\", \"api://...\") "
                    "nor an application id (GUID)");
@@ -759,6 +761,12 @@ caf::error normalize_token_request(token_request& req) {
           || req.identity.id.size() <= std::string_view("/subscriptions/").size()
           || has_bad_char(req.identity.id))
         return invalid("the resource id must be an ARM id "
+                       "(\"/subscriptions/<id>/resourcegroups/<rg>/providers/"
+                       "Microsoft.ManagedIdentity/userAssignedIdentities/<name>\")");
+      // ARM ids are ASCII; anything else could not round-trip through the certificate file
+      // (review L12).
+      if (!platform::is_printable_ascii(req.identity.id))
+        return invalid("the resource id must be printable ASCII (an ARM id "
                        "(\"/subscriptions/<id>/resourcegroups/<rg>/providers/"
                        "Microsoft.ManagedIdentity/userAssignedIdentities/<name>\")");
       break;

@@ -33,6 +33,7 @@ tpm_key_store::tpm_key_store(tpm_key_store_settings settings) : s_(std::make_sha
   if (!settings.log)
     settings.log = platform::null_log_sink();
   s_->settings = std::move(settings);
+  s_->dir = open_key_dir(s_->settings.cache_dir, *s_->settings.log, "tpm_key_store");
   worker_ = std::thread([s = s_] { run(s); });
 }
 
@@ -133,9 +134,8 @@ void tpm_key_store::shared::run_rotate(const std::string& key_id,
 
 result<std::optional<key_ref>> tpm_key_store::shared::read_file(std::string& why, bool& replace) {
   replace = false;
-  const auto& dir = settings.cache_dir;
-  auto path = dir + "/" + tpm_key_file_name;
-  auto r = platform::read_private_file(dir, tpm_key_file_name, 64 * 1024);
+  auto path = dir->path() + "/" + tpm_key_file_name;
+  auto r = platform::read_private_file(*dir, tpm_key_file_name, 64 * 1024);
   if (r.status == platform::read_status::missing) {
     why = path + " does not exist";
     replace = true;
@@ -175,15 +175,15 @@ result<key_ref> tpm_key_store::shared::create_and_write(bool write) {
   if (!ref)
     return ref;
   if (write) {
-    if (auto w = platform::write_file_atomically(settings.cache_dir, tpm_key_file_name,
+    if (auto w = platform::write_file_atomically(*dir, tpm_key_file_name,
                                                  platform::encode_tpm_key_blob(*blob));
         !w) {
       log(platform::log_level::warning,
           "the TPM binding key stays in this process only: " + w.error());
     } else {
       log(platform::log_level::info, "new TPM binding key " + ref->key_id + " written to "
-                                       + settings.cache_dir + "/" + tpm_key_file_name);
-      purge_orphan_artifacts(settings.cache_dir, ref->key_id, *settings.log, "tpm_key_store");
+                                       + dir->path() + "/" + tpm_key_file_name);
+      purge_orphan_artifacts(*dir, ref->key_id, *settings.log, "tpm_key_store");
     }
   }
   return ref;
@@ -192,7 +192,7 @@ result<key_ref> tpm_key_store::shared::create_and_write(bool write) {
 result<key_ref> tpm_key_store::shared::current_or_create() {
   if (current)
     return *current;
-  if (settings.cache_dir.empty()) {
+  if (!dir) {
     auto made = create_and_write(false);
     if (!made)
       return made;
@@ -208,8 +208,8 @@ result<key_ref> tpm_key_store::shared::current_or_create() {
     current = std::move(**found);
     return *current;
   }
-  auto lock = platform::file_lock::acquire(
-    settings.cache_dir + "/locks/" + persisted::key_lock_name + ".lock", settings.lock_wait);
+  auto lock = platform::lock_in(*dir, std::string(persisted::key_lock_name) + ".lock",
+                                 settings.lock_wait);
   bool held = lock && *lock;
   if (held) {
     // Another process may have made the key while this one waited.
@@ -238,12 +238,12 @@ result<key_ref> tpm_key_store::shared::current_or_create() {
 result<key_ref> tpm_key_store::shared::rotate_from(const std::string& failed_id) {
   if (current && current->key_id != failed_id)
     return *current;
-  if (settings.cache_dir.empty()) {
+  if (!dir) {
     current.reset();
     return current_or_create();
   }
-  auto lock = platform::file_lock::acquire(
-    settings.cache_dir + "/locks/" + persisted::key_lock_name + ".lock", settings.lock_wait);
+  auto lock = platform::lock_in(*dir, std::string(persisted::key_lock_name) + ".lock",
+                                 settings.lock_wait);
   bool held = lock && *lock;
   if (held) {
     std::string why;

@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "actors/runtime.hpp"
+#include "platform/private_dir.hpp"
 #include "platform/log.hpp"
 #include "platform/tpm.hpp"
 #include "platform/tpm_key.hpp"
@@ -83,6 +84,8 @@ private:
     std::deque<std::function<void()>> jobs;
     bool stopping = false;
     tpm_key_store_settings settings;
+    /// settings.cache_dir held open (null: this process only).
+    std::shared_ptr<const platform::private_dir> dir;
     std::optional<key_ref> current; // worker thread only
     enum class mode { undecided, tpm, fallback };
     std::atomic<mode> chosen{mode::undecided};

@@ -88,6 +88,8 @@ struct transfer {
   http_headers response_headers;
   std::string body;
   bool too_large = false;
+  bool headers_too_large = false;  // more than max_header_fields or max_header_bytes
+  std::size_t header_bytes = 0;    // header bytes received, status lines included
   std::string tls_setup_error;
   // Made with the easy handle: a waiting transfer stays small.
   std::unique_ptr<char[]> error_buffer;
@@ -168,11 +170,25 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
+// Caps on what one response's headers may hold: libcurl < 8.3 had no total cap of its own
+// (CVE-2023-38039), and no upstream of ours sends more than a few dozen short fields.
+constexpr std::size_t max_header_fields = 100;
+constexpr std::size_t max_header_bytes = 64 * 1024;
+
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<transfer*>(user);
   std::size_t n = size * count;
-  if (read_header_line(std::string_view(data, n), t->response_headers)
-      == header_line::status_line) {
+  t->header_bytes += n;
+  if (t->header_bytes > max_header_bytes) {
+    t->headers_too_large = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
+  const header_line kind = read_header_line(std::string_view(data, n), t->response_headers);
+  if (kind == header_line::field && t->response_headers.fields.size() > max_header_fields) {
+    t->headers_too_large = true;
+    return 0;
+  }
+  if (kind == header_line::status_line) {
     // The connection is attached to the transfer only while it runs: note now whether its
     // handshake resumed a session (counted when this transfer opened the connection).
     curl_tlssessioninfo* tls = nullptr;
@@ -420,6 +436,13 @@ struct curl_transport::impl {
       return msiv2::fail("unsupported method");
     if (bodyless && !r.body.empty())
       return msiv2::fail("a " + r.method + " request cannot carry a body");
+    if (r.identity) {
+      // Our certificate goes only where TLS authenticates the server (review M3).
+      auto parts = split_url(r.url);
+      if (!parts || parts->scheme != "https")
+        return msiv2::fail("https required: a request that presents a client certificate is "
+                           "only sent to an https URL");
+    }
     return {};
   }
 
@@ -472,7 +495,7 @@ struct curl_transport::impl {
     set(CURLOPT_ERRORBUFFER, "CURLOPT_ERRORBUFFER", t.error_buffer.get());
     set(CURLOPT_NOSIGNAL, "CURLOPT_NOSIGNAL", 1L);
     set(CURLOPT_URL, "CURLOPT_URL", r.url.c_str());
-    set(CURLOPT_PROTOCOLS_STR, "CURLOPT_PROTOCOLS_STR", "http,https");
+    set(CURLOPT_PROTOCOLS_STR, "CURLOPT_PROTOCOLS_STR", r.identity ? "https" : "http,https");
     set(CURLOPT_FOLLOWLOCATION, "CURLOPT_FOLLOWLOCATION", 0L);
     set(CURLOPT_HTTP_VERSION, "CURLOPT_HTTP_VERSION", static_cast<long>(CURL_HTTP_VERSION_1_1));
     set(CURLOPT_CONNECTTIMEOUT_MS, "CURLOPT_CONNECTTIMEOUT_MS", static_cast<long>(r.connect_timeout.count()));
@@ -485,6 +508,8 @@ struct curl_transport::impl {
     set(CURLOPT_HTTPHEADER, "CURLOPT_HTTPHEADER", t.header_list);
     set(CURLOPT_SSL_VERIFYPEER, "CURLOPT_SSL_VERIFYPEER", 1L);
     set(CURLOPT_SSL_VERIFYHOST, "CURLOPT_SSL_VERIFYHOST", 2L);
+    // TLS 1.2 at least, whatever the system's openssl.cnf says (review L4).
+    set(CURLOPT_SSLVERSION, "CURLOPT_SSLVERSION", static_cast<long>(CURL_SSLVERSION_TLSv1_2));
     if (!r.use_proxy)
       set(CURLOPT_NOPROXY, "CURLOPT_NOPROXY", "*");
 
@@ -723,6 +748,10 @@ struct curl_transport::impl {
       return http_response::failure(kind, where + why + " (" + detail + ")");
     };
 
+    if (t.headers_too_large)
+      return failure(transport_error::too_large,
+                     "response headers exceed " + std::to_string(max_header_fields) + " fields or " +
+                       std::to_string(max_header_bytes) + " bytes");
     if (t.too_large || code == CURLE_FILESIZE_EXCEEDED)
       return failure(transport_error::too_large,
                      "response body exceeds " + std::to_string(t.request.max_response_bytes) + " bytes");

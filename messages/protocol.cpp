@@ -63,6 +63,17 @@ std::string escape_help(std::string_view text) {
   return out;
 }
 
+// A key as one exposition line whatever a producer put in it: control bytes (a newline would
+// start a forged series) become '?'. Producers escape label values (prometheus_label_value)
+// or hash them; this is the net under them.
+std::string safe_key(const std::string& key) {
+  std::string out = key;
+  for (auto& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      c = '?';
+  return out;
+}
+
 template <class Map, class Format>
 void emit(std::string& out, const Map& values, const char* type, Format format) {
   std::string last_family;
@@ -70,18 +81,33 @@ void emit(std::string& out, const Map& values, const char* type, Format format) 
     auto family = metric_family(key);
     if (family != last_family) {
       auto help = metric_help().find(family);
-      out += "# HELP " + family + " " +
+      out += "# HELP " + safe_key(family) + " " +
              (help != metric_help().end() ? escape_help(help->second)
                                           : std::string("msiv2 ") + type + ".") +
              "\n";
-      out += "# TYPE " + family + " " + type + "\n";
+      out += "# TYPE " + safe_key(family) + " " + type + "\n";
       last_family = family;
     }
-    out += key + " " + format(value) + "\n";
+    out += safe_key(key) + " " + format(value) + "\n";
   }
 }
 
 } // namespace
+
+std::string prometheus_label_value(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\' || c == '"')
+      out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
 
 std::string to_prometheus(const stats_snapshot& s) {
   std::string out;

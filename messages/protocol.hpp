@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/atom.hpp>
@@ -199,7 +200,12 @@ typename Inspector::result_type inspect(Inspector& f, stats_snapshot& x) {
   return f(caf::meta::type_name("stats_snapshot"), x.counters, x.gauges);
 }
 
-/// The snapshot in Prometheus text exposition format (with # TYPE lines).
+/// `value` escaped for a Prometheus label value (backslash, double quote and newline), for
+/// keys that carry anything but fixed text. Ids of artifacts go into labels hashed instead.
+std::string prometheus_label_value(std::string_view value);
+
+/// The snapshot in Prometheus text exposition format (with # TYPE lines). Control bytes in a
+/// key become '?', so a series is always one line.
 std::string to_prometheus(const stats_snapshot& s);
 
 } // namespace msiv2

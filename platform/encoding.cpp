@@ -1,9 +1,12 @@
 #include "platform/encoding.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -245,6 +248,81 @@ std::string json_quote(std::string_view s) {
   }
   out += '"';
   return out;
+}
+
+std::string sanitize_upstream(std::string_view text, std::size_t max_chars) {
+  static const char digits[] = "0123456789abcdef";
+  // Bounded by what comes out, not what goes in: an escaped byte takes four characters.
+  std::string out;
+  out.reserve(std::min(text.size(), max_chars) + 24);
+  std::size_t i = 0;
+  for (; i < text.size() && out.size() < max_chars; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (i < text.size())
+    out += "...(" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
+void secure_clear(std::string& s) {
+  s.resize(s.capacity());
+  if (!s.empty())
+    OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
+}
+
+bool is_printable_ascii(std::string_view s) {
+  for (char c : s)
+    if (c <= 0x20 || c >= 0x7f)
+      return false;
+  return true;
+}
+
+bool is_valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size())
+      return false;
+    for (std::size_t k = 1; k <= n; ++k) {
+      auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80)
+        return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    static const std::uint32_t min_of[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min_of[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += n + 1;
+  }
+  return true;
 }
 
 bool is_guid(std::string_view s) {

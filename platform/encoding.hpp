@@ -37,6 +37,24 @@ std::string uuid_v4();
 /// escaped as \u00XX, other bytes pass through unchanged.
 std::string json_quote(std::string_view s);
 
+/// Upstream text (an error_description, a correlation id, a Server header, a URL from an
+/// answer) made safe for one log line or error message: control characters and bytes >= 0x7f
+/// become \xHH, backslashes are doubled, and the result is cut after about `max_chars`
+/// characters (at most 3 more), with "...(N bytes)" appended when something was cut.
+std::string sanitize_upstream(std::string_view text, std::size_t max_chars = 300);
+
+/// Overwrites every byte `s` owns (its capacity, not only its size) with OPENSSL_cleanse and
+/// empties it: for buffers that held a private key (review M5).
+void secure_clear(std::string& s);
+
+/// True when every byte of `s` is printable ASCII (0x21-0x7e): identity ids (ARM resource
+/// ids, GUIDs) are ASCII.
+bool is_printable_ascii(std::string_view s);
+
+/// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+/// U+10FFFF).
+bool is_valid_utf8(std::string_view s);
+
 /// True when `s` is a GUID in 8-4-4-4-12 hex form (either case).
 bool is_guid(std::string_view s);
 

@@ -28,6 +28,11 @@ result<std::optional<std::string>> cache_dir_from_environment();
 /// chmod-ed. The error names the path and what is wrong with it.
 result<void> prepare_private_dir(const std::string& dir);
 
+/// True when `path` (or, when it does not exist yet, its nearest existing ancestor) lives on a
+/// memory file system (tmpfs, ramfs): what it holds is gone at power-off and is in no disk
+/// image or backup. False for anything else, and when nothing can be statfs-ed.
+bool on_memory_filesystem(const std::string& path);
+
 /// What reading a cache file found.
 enum class read_status {
   ok,      ///< `bytes` holds the content
@@ -55,6 +60,16 @@ file_read read_private_file(const std::string& dir, const std::string& name,
 /// the error names the path and the errno text.
 result<void> write_file_atomically(const std::string& dir, const std::string& name,
                                    std::string_view bytes);
+
+/// Writes a secret (the binding key) as `dir/name`, 0600, so that it never has a name before it
+/// is complete: an unnamed O_TMPFILE in `dir`, written and fsync-ed, replaces `dir/name` by
+/// unlink + linkat, then `dir` is fsync-ed. A writer killed at any point leaves the old file,
+/// the new one, or (killed between unlink and link) none: never a temp file holding the
+/// secret (review M5). Where O_TMPFILE is unsupported it falls back to write_file_atomically.
+/// Readers may see the file missing for a moment: callers write it under its lock, and a
+/// reader that finds it missing takes the lock before it makes another.
+result<void> write_secret_file(const std::string& dir, const std::string& name,
+                               std::string_view bytes);
 
 /// Removes `dir/name` (a symlink is removed itself, never its target). Missing is success.
 result<void> remove_file(const std::string& dir, const std::string& name);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -273,10 +274,21 @@ result<void> prove_key_signs(EVP_PKEY* key) {
   return ok();
 }
 
+bool enable_secure_heap() {
+  static const bool enabled = [] {
+    if (CRYPTO_secure_malloc_initialized() == 1)
+      return true;
+    return CRYPTO_secure_malloc_init(1024 * 1024, 32) != 0;
+  }();
+  return enabled;
+}
+
 result<std::string> private_key_pem(EVP_PKEY* key) {
   if (key == nullptr)
     return fail("private_key_pem: no key");
-  bio_ptr bio{BIO_new(BIO_s_mem())};
+  // A secure-memory BIO: its buffer comes from the secure heap when there is one and is
+  // cleared when freed.
+  bio_ptr bio{BIO_new(BIO_s_secmem())};
   if (!bio)
     return fail(drain_openssl_errors("private_key_pem: BIO_new failed"));
   if (PEM_write_bio_PKCS8PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)

@@ -70,6 +70,14 @@ result<void> prove_key_signs(EVP_PKEY* key);
 
 /// PKCS#8 PEM of the private key (unencrypted; callers store it 0600 or not at all).
 result<std::string> private_key_pem(EVP_PKEY* key);
+/// Sets up OpenSSL's secure heap once per process (CRYPTO_secure_malloc_init, 1 MiB: a few
+/// hundred live RSA-2048 keys; when it is full OpenSSL's secure allocations fail rather than
+/// fall back to ordinary memory): the private parts of RSA keys made afterwards live in pages
+/// that are mlock-ed where RLIMIT_MEMLOCK allows and marked MADV_DONTDUMP (kept out of core
+/// dumps), and are cleared when freed (review M5). True when the heap is (now or already) in
+/// place. msiv2::client calls it; an embedder that runs the module in its own actor system
+/// may call it first.
+bool enable_secure_heap();
 /// A private key from PEM (PKCS#8 or traditional RSA).
 result<pkey_ptr> private_key_from_pem(std::string_view pem);
 

@@ -357,6 +357,35 @@ BOOST_AUTO_TEST_CASE(a_store_released_from_its_own_callback_does_not_deadlock) {
   BOOST_TEST((r.status == read_status::missing));
 }
 
+BOOST_AUTO_TEST_CASE(files_go_to_the_checked_directory_after_its_path_is_swapped) {
+  msiv2::test::temp_dir root{"store-test"};
+  const std::string dir = root / "cache";
+  auto store = open_artifact_store(dir, platform::null_log_sink());
+  BOOST_REQUIRE(store);
+  // The checked directory is renamed away and a symlink to another directory takes its path.
+  BOOST_REQUIRE_EQUAL(::rename(dir.c_str(), (root / "moved").c_str()), 0);
+  BOOST_REQUIRE_EQUAL(::mkdir((root / "planted").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::mkdir((root / "planted/locks").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::symlink((root / "planted").c_str(), dir.c_str()), 0);
+
+  std::promise<std::pair<bool, std::string>> locked;
+  store->lock_and_read("cert-a.json", milliseconds(1000), [&](artifact_lock_ptr lock, file_read) {
+    bool had = lock != nullptr;
+    store->write("cert-a.json", "certificate", std::move(lock), [&, had](result<void> r) {
+      locked.set_value({had, r.ok() ? std::string() : r.error()});
+    });
+  });
+  auto locked_f = locked.get_future();
+  auto got = wait_for(locked_f);
+  BOOST_TEST(got.first);
+  BOOST_TEST(got.second == "");
+  BOOST_TEST(read_sync(*store, "cert-a.json").bytes == "certificate");
+  BOOST_TEST(fs::exists(root / "moved/cert-a.json"));
+  BOOST_TEST(fs::exists(root / "moved/locks/cert-a.json.lock"));
+  BOOST_TEST(!fs::exists(root / "planted/cert-a.json"));
+  BOOST_TEST(fs::is_empty(root / "planted/locks"));
+}
+
 BOOST_AUTO_TEST_CASE(open_artifact_store_refuses_a_bad_dir_and_logs_why) {
   cache_dir dir;
   auto log = std::make_shared<recording_log>();

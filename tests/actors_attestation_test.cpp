@@ -225,6 +225,30 @@ BOOST_AUTO_TEST_CASE(other_endpoint_or_key_attests_separately) {
   BOOST_CHECK_EQUAL(f.provider->calls.size(), 3u);
 }
 
+// Review L8: a rotated key is never attested again, and its entry (and key handle) goes.
+BOOST_AUTO_TEST_CASE(a_rotated_key_is_forgotten_and_never_attested_again) {
+  cache_fixture f;
+  f.start();
+  for (int i = 0; i < 10; ++i)
+    f.script_ok(3600s);
+  BOOST_REQUIRE(f.ask(f.make_req())->value);
+  std::string old_id = f.key.key_id;
+  f.keys->rotate(old_id, [&](msiv2::result<msiv2::key_ref> k) { f.key = *k; });
+  BOOST_REQUIRE_NE(f.key.key_id, old_id);
+  BOOST_REQUIRE(f.ask(f.make_req())->value);
+  BOOST_REQUIRE_EQUAL(f.provider->calls.size(), 2u);
+  f.step(3 * 3600s, 10s); // three lifetimes: renewals at every half-life
+  std::size_t for_new = 0;
+  for (std::size_t i = 2; i < f.provider->calls.size(); ++i) {
+    BOOST_CHECK_MESSAGE(f.provider->calls[i].key_id != old_id,
+                        "call " << i << " attested the rotated key");
+    for_new += f.provider->calls[i].key_id == f.key.key_id;
+  }
+  BOOST_CHECK_GE(for_new, 5u); // the new key renews at each half-life
+  for (const auto& [name, v] : f.stats->snapshot().gauges)
+    BOOST_CHECK_MESSAGE(name.find(old_id) == std::string::npos, name);
+}
+
 BOOST_AUTO_TEST_CASE(renews_at_half_life_via_renewal_timer) {
   cache_fixture f;
   f.start();

@@ -247,8 +247,10 @@ struct cert_fixture : test::actor_fixture {
       log(std::make_shared<peer_log>()) {}
 
   /// Spawns cert_issuer with a real key_manager (inline key store) and the peer doubles.
-  cert_issuer spawn(bool with_attestation = false) {
+  cert_issuer spawn(bool with_attestation = false, std::shared_ptr<key_store> own_keys = nullptr) {
     auto d = std::make_shared<runtime_deps>(*deps());
+    if (own_keys)
+      d->keys = std::move(own_keys); // another process, with a key of its own
     d->transport = imds;
     d->files = real_files ? real_files : std::shared_ptr<artifact_store>(files);
     if (with_attestation)
@@ -305,10 +307,22 @@ struct cert_fixture : test::actor_fixture {
     return get_ok(other);
   }
 
-  /// The certificate file of the system-assigned identity (not attested).
+  /// The certificate file of the system-assigned identity (not attested) for key `key_id`.
+  std::string cert_file_for(const std::string& key_id) const {
+    return persisted::certificate_file_name(
+      persisted::certificate_artifact_id(config.imds_base_url,
+                                         certificate_cache_key(managed_identity::system(), false)),
+      key_id);
+  }
+  /// The same for the fixture key store's current key (made now when there is none yet: the
+  /// inline store then hands the same key to the actors).
   std::string cert_file() const {
-    return persisted::certificate_file_name(persisted::certificate_artifact_id(
-      config.imds_base_url, certificate_cache_key(managed_identity::system(), false)));
+    std::string id;
+    keys->load_or_create([&](result<key_ref> k) {
+      BOOST_REQUIRE_MESSAGE(k, "no key: " << (k ? "" : k.error()));
+      id = k->key_id;
+    });
+    return cert_file_for(id);
   }
   /// The certificate file's bytes for `c` (as another process would write them).
   std::string file_of(const credential& c) const {
@@ -327,7 +341,7 @@ struct cert_fixture : test::actor_fixture {
       i->second,
       persisted::certificate_artifact_id(config.imds_base_url,
                                          certificate_cache_key(managed_identity::system(), false)),
-      key, wall_ms() / 1000);
+      key, wall_ms() / 1000, config.token_endpoint_hosts);
     return d ? d.value->x5t_s256 : std::string{};
   }
 
@@ -819,6 +833,63 @@ BOOST_FIXTURE_TEST_CASE(issued_credential_must_match_metadata_and_use_an_https_e
   BOOST_CHECK_EQUAL(ok->mtls_endpoint, "https://westus.mtlsauth.test");
 }
 
+// Review L1: the identity (embedder text) never becomes label text.
+BOOST_FIXTURE_TEST_CASE(certificate_gauges_label_identities_by_hash_only, cert_fixture) {
+  auto ci = spawn();
+  auto got = get(ci, managed_identity::by_resource_id(R"(/subscriptions/a"b\c)"));
+  run();
+  BOOST_REQUIRE_MESSAGE(got->value, render(got->error));
+  auto text = to_prometheus(stats->snapshot());
+  BOOST_CHECK(text.find("a\"b") == std::string::npos);
+  BOOST_CHECK(text.find("subscriptions") == std::string::npos);
+  BOOST_CHECK(text.find("msiv2_expiry_seconds{artifact=\"certificate\",id=\"") != std::string::npos);
+}
+
+// Review M3: an IMDS answer alone cannot send our certificate to a host off the allow-list.
+BOOST_FIXTURE_TEST_CASE(a_token_endpoint_off_the_allow_list_is_refused, cert_fixture) {
+  auto ci = spawn();
+  for (const char* url : {"https://evil.example", "https://1.2.3.4",
+                          "https://x.mtlsauth.test.evil.example", "https://x/y?",
+                          "https://westus.mtlsauth.test/some/path"}) {
+    imds->mtls_endpoint = url;
+    auto got = get(ci);
+    run();
+    BOOST_REQUIRE_MESSAGE(got->error, url);
+    BOOST_CHECK(code_of(got->error) == error_code::issuance_refused);
+    BOOST_CHECK_MESSAGE(describe(got->error).description.find("is not trusted") != std::string::npos,
+                        describe(got->error).description);
+  }
+  imds->mtls_endpoint = "https://EastUS.mtlsauth.test/";
+  BOOST_CHECK_EQUAL(get_ok(ci)->mtls_endpoint, "https://eastus.mtlsauth.test");
+}
+
+BOOST_FIXTURE_TEST_CASE(an_attestation_endpoint_off_the_allow_list_is_metadata_failed,
+                        cert_fixture) {
+  imds->require_attestation = true;
+  imds->metadata_script.push_back(io::http_response::with_status(
+    200,
+    std::string(R"({"cuId":{"vmId":"x"},"clientId":")") + client_a + R"(","tenantId":")" + tenant +
+      R"(","attestationEndpoint":"http://127.0.0.1:8443"})",
+    imds_double::imds_headers()));
+  imds->metadata_script.push_back(io::http_response::with_status(
+    200,
+    std::string(R"({"cuId":{"vmId":"x"},"clientId":")") + client_a + R"(","tenantId":")" + tenant +
+      R"(","attestationEndpoint":"https://attest.evil.example"})",
+    imds_double::imds_headers()));
+  auto ci = spawn(true);
+  for (const char* why : {"https URL", "not on the allow-list"}) {
+    auto got = get(ci);
+    run();
+    BOOST_REQUIRE(got->error);
+    BOOST_CHECK(code_of(got->error) == error_code::metadata_failed);
+    BOOST_CHECK_MESSAGE(describe(got->error).description.find(why) != std::string::npos,
+                        describe(got->error).description);
+  }
+  BOOST_CHECK(log->attest_requests.empty()); // the key's attestation request never left
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 0u);
+  BOOST_CHECK(get_ok(ci)->attested);
+}
+
 // -- persistence (runtime_deps::files) -----------------------------------------------------------
 
 using call = test::memory_artifact_store::call;
@@ -872,21 +943,60 @@ BOOST_FIXTURE_TEST_CASE(cold_start_with_a_disk_certificate_makes_no_issuecredent
   BOOST_CHECK_EQUAL(imds->count(issue_path), 1u);
 }
 
-BOOST_FIXTURE_TEST_CASE(disk_certificate_for_another_key_is_an_orphan_and_replaced, cert_fixture) {
+BOOST_FIXTURE_TEST_CASE(a_new_key_mints_into_its_own_file_and_leaves_the_old_keys_file,
+                        cert_fixture) {
   files = std::make_shared<test::memory_artifact_store>();
   auto first = spawn();
   auto old = get_ok(first);
-  // The key was replaced (another boot): the file's certificate certifies a key we no longer have.
+  const auto old_file = cert_file_for(old->key.key_id);
+  const auto old_bytes = files->files[old_file];
+  BOOST_REQUIRE(!old_bytes.empty());
+  // The key was replaced (another boot, a rotation): the certificate file is named with the
+  // key, so the new key's flight neither reads nor deletes the old key's (that is the key
+  // store's job when it replaces the key file).
   keys->rotate(old->key.key_id, [](result<key_ref>) {});
   auto restarted = spawn();
   auto cred = get_ok(restarted);
   BOOST_CHECK_NE(cred->key.key_id, old->key.key_id);
   BOOST_CHECK_NE(cred->x5t_s256, old->x5t_s256);
   BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
-  BOOST_REQUIRE_EQUAL(files->count(call::kind::remove, cert_file()), 1u);
+  BOOST_CHECK_NE(cert_file(), old_file);
+  BOOST_CHECK_EQUAL(files->count(call::kind::read, old_file), 1u); // the first flight's only
+  BOOST_CHECK_EQUAL(files->count(call::kind::remove), 0u);
+  BOOST_CHECK_EQUAL(files->files[old_file], old_bytes);
   BOOST_CHECK_EQUAL(persisted::key_id_of(files->files[cert_file()]), cred->key.key_id);
   BOOST_CHECK_EQUAL(file_x5t(cred->key), cred->x5t_s256);
-  BOOST_CHECK_GE(counter(*this, "msiv2_persistence_errors_total{artifact=\"certificate\"}"), 1u);
+  BOOST_CHECK_EQUAL(counter(*this, "msiv2_persistence_errors_total{artifact=\"certificate\"}"), 0u);
+}
+
+BOOST_FIXTURE_TEST_CASE(processes_with_different_keys_keep_their_own_files_through_renewals,
+                        cert_fixture) {
+  // Review M6: two processes of one user share the cache directory but hold different keys (one
+  // went ahead alone, or has not reloaded a rotated key). Each renews through three periods
+  // with one issuance per period and never deletes or overwrites the other's file.
+  files = std::make_shared<test::memory_artifact_store>();
+  auto a = spawn();
+  auto b = spawn(false, std::make_shared<test::inline_key_store>());
+  auto ca = get_ok(a);
+  auto cb = get_ok(b);
+  BOOST_REQUIRE_NE(ca->key.key_id, cb->key.key_id);
+  const auto file_a = cert_file_for(ca->key.key_id);
+  const auto file_b = cert_file_for(cb->key.key_id);
+  BOOST_REQUIRE_NE(file_a, file_b);
+  BOOST_CHECK_EQUAL(imds->count(issue_path), 2u);
+  for (std::size_t period = 1; period <= 3; ++period) {
+    advance(std::chrono::seconds(cert_lifetime_s / 2 + 60)); // due: served, renewed behind
+    get_ok(a);
+    get_ok(b);
+    run();
+    BOOST_CHECK_EQUAL(imds->count(issue_path), 2u + 2u * period);
+    BOOST_CHECK_EQUAL(persisted::key_id_of(files->files[file_a]), ca->key.key_id);
+    BOOST_CHECK_EQUAL(persisted::key_id_of(files->files[file_b]), cb->key.key_id);
+  }
+  BOOST_CHECK_EQUAL(files->count(call::kind::remove), 0u);
+  BOOST_CHECK_EQUAL(file_x5t(ca->key), get_ok(a)->x5t_s256);
+  BOOST_CHECK_NE(get_ok(a)->x5t_s256, ca->x5t_s256); // renewed
+  BOOST_CHECK_EQUAL(counter(*this, "msiv2_persistence_errors_total{artifact=\"certificate\"}"), 0u);
 }
 
 BOOST_FIXTURE_TEST_CASE(corrupt_or_other_version_file_is_a_miss_deleted_under_the_lock,
@@ -1092,7 +1202,7 @@ BOOST_FIXTURE_TEST_CASE(real_cache_directory_shares_the_certificate_and_replaces
     now.bytes,
     persisted::certificate_artifact_id(config.imds_base_url,
                                        certificate_cache_key(managed_identity::system(), false)),
-    fresh->key, wall_ms() / 1000);
+    fresh->key, wall_ms() / 1000, config.token_endpoint_hosts);
   BOOST_REQUIRE_MESSAGE(d, d.reason);
   BOOST_CHECK_EQUAL(d.value->x5t_s256, fresh->x5t_s256);
 }

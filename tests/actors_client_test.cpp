@@ -3,7 +3,11 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include <caf/event_based_actor.hpp>
@@ -11,6 +15,7 @@
 #include "actors/client.hpp"
 #include "actors/token_service.hpp"
 #include "io/fake_transport.hpp"
+#include "platform/files.hpp"
 
 using namespace msiv2;
 using namespace std::chrono_literals;
@@ -68,6 +73,19 @@ client_options options(std::shared_ptr<peers> p) {
   return o;
 }
 
+struct text_sink final : platform::log_sink {
+  void write(platform::log_level, std::string_view, std::string_view message) override {
+    std::lock_guard<std::mutex> g(mtx);
+    text.append(message).append("\n");
+  }
+  std::string all() {
+    std::lock_guard<std::mutex> g(mtx);
+    return text;
+  }
+  std::mutex mtx;
+  std::string text;
+};
+
 token_request pop() {
   token_request r;
   r.resource = "https://vault.azure.net";
@@ -93,6 +111,55 @@ BOOST_AUTO_TEST_CASE(get_token_blocking_returns_a_token_then_serves_it_from_the_
   BOOST_CHECK_EQUAL(p->exchanges.load(), 1);
   auto s = (*c)->stats();
   BOOST_CHECK_EQUAL(s.counters["msiv2_cache_hits_total{artifact=\"access_token\"}"], 1u);
+}
+
+// Review M5: a per-boot private key is not written to persistent disk unless asked for.
+BOOST_AUTO_TEST_CASE(a_cache_dir_on_persistent_disk_is_not_used_unless_asked) {
+  // The build directory is on disk (CI's /tmp may be tmpfs).
+  auto base = std::filesystem::current_path() / ("client-persist-" + std::to_string(::getpid()));
+  if (platform::on_memory_filesystem(base.string())) {
+    BOOST_TEST_MESSAGE("skipped: " << base << " is on a memory file system here");
+    return;
+  }
+  struct cleanup {
+    std::filesystem::path p;
+    ~cleanup() { std::filesystem::remove_all(p); }
+  } guard{base};
+  auto sink = std::make_shared<text_sink>();
+  {
+    auto o = options(std::make_shared<peers>());
+    o.config.cache_dir = (base / "off").string();
+    o.log = sink;
+    auto c = client::create(std::move(o));
+    BOOST_REQUIRE(c);
+  }
+  BOOST_CHECK(!std::filesystem::exists(base / "off")); // nothing made, nothing written
+  BOOST_CHECK(sink->all().find("not on a memory file system") != std::string::npos);
+  {
+    auto o = options(std::make_shared<peers>());
+    o.config.cache_dir = (base / "on").string();
+    o.config.persist_key_on_disk = true;
+    auto c = client::create(std::move(o));
+    BOOST_REQUIRE(c);
+  }
+  BOOST_CHECK(std::filesystem::exists(base / "on" / "locks")); // asked for: the store is there
+  {
+    // The tpm store writes only a blob wrapped by the TPM: its directory is used on disk too
+    // (no TPM is opened before the first key request, so none is needed here).
+    auto tpm_sink = std::make_shared<text_sink>();
+    auto o = options(std::make_shared<peers>());
+    o.config.cache_dir = (base / "tpm").string();
+    o.config.key_store = key_store_choice::tpm;
+    o.config.tpm_tcti = "swtpm:host=127.0.0.1,port=1";
+    o.log = tpm_sink;
+    auto c = client::create(std::move(o));
+    BOOST_REQUIRE(c);
+    BOOST_CHECK(tpm_sink->all().find("not on a memory file system") == std::string::npos);
+  }
+  BOOST_CHECK(std::filesystem::exists(base / "tpm" / "locks"));
+  BOOST_CHECK(!platform::on_memory_filesystem("/proc/self"));
+  if (std::filesystem::exists("/dev/shm"))
+    BOOST_CHECK(platform::on_memory_filesystem("/dev/shm/msiv2-not-there/x"));
 }
 
 BOOST_AUTO_TEST_CASE(get_token_calls_back_once_on_a_module_thread) {

@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "actors/key_manager.hpp"
@@ -41,6 +42,17 @@ struct key_fixture : test::actor_fixture {
     if (store)
       d->keys = std::move(store);
     return keep(sys.spawn(key_manager_impl, deps_ptr(d)));
+  }
+
+  /// The key `km` makes first, then the one a rotation of it gives.
+  std::pair<key_ref, key_ref> create_then_rotate(const key_manager& km) {
+    auto first = request<key_ref>(km, caf::get_atom::value);
+    run();
+    BOOST_REQUIRE(first->value);
+    auto rotated = request<key_ref>(km, rotate_atom::value, first->value->key_id);
+    run();
+    BOOST_REQUIRE(rotated->value);
+    return {*first->value, *rotated->value};
   }
 };
 
@@ -94,25 +106,41 @@ BOOST_FIXTURE_TEST_CASE(concurrent_gets_wait_for_the_one_slow_creation, key_fixt
 
 BOOST_FIXTURE_TEST_CASE(rotate_replaces_only_the_current_key, key_fixture) {
   auto km = spawn();
-  auto first = request<key_ref>(km, caf::get_atom::value);
-  run();
-  BOOST_REQUIRE(first->value);
-  auto rotated = request<key_ref>(km, rotate_atom::value, first->value->key_id);
-  run();
-  BOOST_REQUIRE(rotated->value);
-  BOOST_CHECK_NE(rotated->value->key_id, first->value->key_id);
+  const auto [first, rotated] = create_then_rotate(km);
+  BOOST_CHECK_NE(rotated.key_id, first.key_id);
   BOOST_CHECK_EQUAL(keys->rotations, 1);
   // A late report about the old key returns the current one and rotates nothing.
-  auto stale = request<key_ref>(km, rotate_atom::value, first->value->key_id);
+  auto stale = request<key_ref>(km, rotate_atom::value, first.key_id);
   run();
   BOOST_REQUIRE(stale->value);
-  BOOST_CHECK_EQUAL(stale->value->key_id, rotated->value->key_id);
+  BOOST_CHECK_EQUAL(stale->value->key_id, rotated.key_id);
   BOOST_CHECK_EQUAL(keys->rotations, 1);
   auto now = request<key_ref>(km, caf::get_atom::value);
   run();
   BOOST_REQUIRE(now->value);
-  BOOST_CHECK_EQUAL(now->value->key_id, rotated->value->key_id);
+  BOOST_CHECK_EQUAL(now->value->key_id, rotated.key_id);
   BOOST_CHECK_EQUAL(stats->snapshot().counters["msiv2_renewals_total{artifact=\"binding_key\"}"], 1u);
+}
+
+// Review M6: an upstream that keeps answering "another key" rotates once per 10 minutes.
+BOOST_FIXTURE_TEST_CASE(rotations_are_limited_to_one_per_ten_minutes, key_fixture) {
+  auto km = spawn();
+  const auto [first, rotated] = create_then_rotate(km);
+  BOOST_CHECK_EQUAL(keys->rotations, 1);
+  for (int i = 0; i < 20; ++i) { // the new key is "refused" again and again
+    auto again = request<key_ref>(km, rotate_atom::value, rotated.key_id);
+    advance(std::chrono::seconds(29));
+    BOOST_REQUIRE(again->value);
+    BOOST_CHECK_EQUAL(again->value->key_id, rotated.key_id);
+  }
+  BOOST_CHECK_EQUAL(keys->rotations, 1);
+  BOOST_CHECK_EQUAL(stats->snapshot().counters["msiv2_rotations_refused_total"], 20u);
+  advance(std::chrono::seconds(21)); // 10 minutes after the first rotation
+  auto later = request<key_ref>(km, rotate_atom::value, rotated.key_id);
+  run();
+  BOOST_REQUIRE(later->value);
+  BOOST_CHECK_NE(later->value->key_id, rotated.key_id);
+  BOOST_CHECK_EQUAL(keys->rotations, 2);
 }
 
 BOOST_FIXTURE_TEST_CASE(key_store_failure_is_key_failed_for_every_waiter, key_fixture) {

@@ -58,6 +58,7 @@ credential_expectation expectation() {
   want.metadata = *meta;
   want.key = test_key_ref();
   want.attested = true;
+  want.token_hosts = {"mtlsauth.test"};
   return want;
 }
 
@@ -132,11 +133,18 @@ BOOST_AUTO_TEST_CASE(credential_answer_for_another_key_sets_key_mismatch) {
 BOOST_AUTO_TEST_CASE(credential_answer_refuses_plain_http_user_info_and_a_foreign_client) {
   auto want = expectation();
   for (const char* endpoint : {"http://westus.mtlsauth.test", "https://u:p@westus.mtlsauth.test",
-                               "not a url"}) {
+                               "not a url", "https://westus.mtlsauth.test.evil.example"}) {
     auto c = read_credential_answer(credential_body(certificate(client), endpoint), want, now_s);
     BOOST_REQUIRE(!c);
-    BOOST_TEST(contains(c.error(), "must be an https URL without user-info"), endpoint);
+    BOOST_TEST(contains(c.error(), "mtls_authentication_endpoint '"), endpoint);
+    BOOST_TEST(contains(c.error(), "is not trusted"), endpoint);
   }
+  // An empty allow-list trusts no host, even a well-formed https one.
+  want.token_hosts.clear();
+  auto no_list = read_credential_answer(credential_body(certificate(client)), want, now_s);
+  BOOST_REQUIRE(!no_list);
+  BOOST_TEST(contains(no_list.error(), "is not on the allow-list"));
+  want = expectation();
   want.metadata.client_id = "00000000-0000-0000-0000-000000000001";
   auto other = read_credential_answer(credential_body(certificate(client)), want, now_s);
   BOOST_REQUIRE(!other);
@@ -155,7 +163,15 @@ BOOST_AUTO_TEST_CASE(correlation_and_upstream_text_come_from_the_error_body) {
   auto r = io::http_response::with_status(
     503, R"({"error":"busy","error_description":")" + std::string(400, 'x') + "\"}");
   auto said = upstream_says(r);
-  BOOST_TEST(said == "HTTP 503: " + std::string(300, 'x'));
+  // Cut at 300 characters and says how long it was (review L2).
+  BOOST_TEST(said == "HTTP 503: " + std::string(300, 'x') + "...(400 bytes)");
+  // Control bytes cannot start a new log line or forge a field: they come out escaped.
+  BOOST_TEST(upstream_says(io::http_response::with_status(
+               400, R"({"error_description":"bad\nlevel=info msg=forged"})")) ==
+             "HTTP 400: bad\\x0alevel=info msg=forged");
+  BOOST_TEST(correlation_of(R"({"correlationId":"c\r\n-1"})", "ours") == "c\\x0d\\x0a-1");
+  BOOST_TEST(correlation_of(R"({"correlationId":")" + std::string(150, 'c') + "\"}", "ours") ==
+             std::string(100, 'c') + "...(150 bytes)");
   BOOST_TEST(upstream_says(io::http_response::with_status(500, "not json")) == "HTTP 500");
   BOOST_TEST(upstream_says(io::http_response::failure(io::transport_error::reset, "closed")) ==
              "reset (closed)");
@@ -176,6 +192,12 @@ BOOST_AUTO_TEST_CASE(oauth_error_reads_codes_and_falls_back_to_message_and_corre
   BOOST_TEST(has_code(read_oauth_error(R"({"error_codes":[7,500181]})"), not_bound_code));
   auto other = read_oauth_error(R"({"error":"invalid_scope","error_codes":[70011]})");
   BOOST_TEST(!certificate_refused(other));
+  auto escaped = read_oauth_error(
+    R"({"error":"x\u001b[31m","error_description":")" + std::string(350, 'd') +
+    R"(","correlation_id":"id\n2"})");
+  BOOST_TEST(escaped.error == "x\\x1b[31m");
+  BOOST_TEST(escaped.description == std::string(300, 'd') + "...(350 bytes)");
+  BOOST_TEST(escaped.correlation_id == "id\\x0a2");
   auto garbage = read_oauth_error("\x01\x02");
   BOOST_TEST(garbage.error.empty());
   BOOST_TEST(garbage.codes.empty());

@@ -142,6 +142,14 @@ key_ref load_ok(key_store& s) {
 
 } // namespace
 
+/// The token endpoint hosts trusted here: the Azure defaults and the test's own.
+static const std::vector<std::string> test_hosts = [] {
+  auto h = io::default_token_endpoint_hosts();
+  h.push_back("mtlsauth.test");
+  h.push_back("127.0.0.1");
+  return h;
+}();
+
 BOOST_AUTO_TEST_SUITE(actors_persistence_test)
 
 // -- certificate file ----------------------------------------------------------------------------
@@ -152,7 +160,7 @@ BOOST_AUTO_TEST_CASE(certificate_file_round_trips_bound_to_the_current_key) {
   auto bytes = persisted::encode_certificate(c, artifact, now_s * 1000);
   BOOST_CHECK(bytes.find("PRIVATE") == std::string::npos);
   BOOST_CHECK_EQUAL(persisted::key_id_of(bytes), key.key_id);
-  auto d = persisted::decode_certificate(bytes, artifact, key, now_s + 60);
+  auto d = persisted::decode_certificate(bytes, artifact, key, now_s + 60, test_hosts);
   BOOST_REQUIRE_MESSAGE(d, d.reason);
   auto& got = *d.value;
   BOOST_CHECK(got.identity == c.identity);
@@ -174,11 +182,19 @@ BOOST_AUTO_TEST_CASE(certificate_file_round_trips_bound_to_the_current_key) {
   c.identity = managed_identity::by_resource_id("/subscriptions/s/resourceGroups/g/x \"q\"");
   c.attested = true;
   auto d2 = persisted::decode_certificate(persisted::encode_certificate(c, artifact, 0), artifact,
-                                          key, now_s);
+                                          key, now_s, test_hosts);
   BOOST_REQUIRE_MESSAGE(d2, d2.reason);
   BOOST_CHECK(d2.value->identity == c.identity);
   BOOST_CHECK(d2.value->attested);
-  BOOST_CHECK_EQUAL(persisted::certificate_file_name(artifact).rfind("cert-", 0), 0u);
+  // Named with the key: another key's certificate of the same identity has another file.
+  auto name = persisted::certificate_file_name(artifact, key.key_id);
+  BOOST_CHECK_EQUAL(name.rfind("cert-", 0), 0u);
+  BOOST_CHECK_EQUAL(name.substr(name.size() - 22), "-" + key.key_id.substr(0, 16) + ".json");
+  auto other = new_key();
+  BOOST_CHECK_NE(persisted::certificate_file_name(artifact, other.key_id), name);
+  BOOST_CHECK_EQUAL(persisted::certificate_file_name(artifact, "not hex"),
+                    persisted::certificate_file_name(artifact, "not hex"));
+  BOOST_CHECK(persisted::certificate_file_name(artifact, "a/b").find('/') == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(certificate_file_refusals_name_the_reason) {
@@ -205,11 +221,16 @@ BOOST_AUTO_TEST_CASE(certificate_file_refusals_name_the_reason) {
     {good, refusal::orphan, "does not certify", &same_id_other_spki},
     {replaced(good, "\"certificate\":\"", "\"certificate\":\"AAAA"), refusal::invalid, "certificate"},
     {good, refusal::expired, "expired", nullptr, now_s + 8 * 24 * 3600},
+    // Review M3: a file is trusted no more than the IMDS answer it was made from.
+    {replaced(good, "https://westus.mtlsauth.test", "http://127.0.0.1:1"), refusal::invalid,
+     "must be an https URL"},
+    {replaced(good, "https://westus.mtlsauth.test", "https://evil.example"), refusal::invalid,
+     "not on the allow-list"},
   };
   for (std::size_t i = 0; i < cases.size(); ++i) {
     auto& c = cases[i];
     auto id = c.why == refusal::other_artifact ? std::string("http://other") : std::string(artifact);
-    auto d = persisted::decode_certificate(c.bytes, id, c.with ? *c.with : key, c.at);
+    auto d = persisted::decode_certificate(c.bytes, id, c.with ? *c.with : key, c.at, test_hosts);
     BOOST_TEST_CONTEXT("case " << i) {
       BOOST_CHECK(!d);
       BOOST_CHECK(d.why == c.why);

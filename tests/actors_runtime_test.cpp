@@ -1,5 +1,6 @@
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 
@@ -38,6 +39,44 @@ BOOST_AUTO_TEST_CASE(environment_overrides_imds_host_and_kill_switch) {
   BOOST_CHECK_EQUAL(cfg.imds_base_url, "http://127.0.0.1:1234");
   BOOST_CHECK(!cfg.v2_enabled);
   BOOST_CHECK(msiv2::module_config::from_environment().v2_enabled);
+}
+
+// Review L7: the kill switch fails closed.
+BOOST_AUTO_TEST_CASE(kill_switch_disables_v2_for_every_yes_spelling_and_any_unknown_value) {
+  for (const char* on : {"1", "true", "TRUE", "True", "yes", "YES", "on", "On", " 1 "}) {
+    setenv("MSIV2_DISABLE_V2", on, 1);
+    auto cfg = msiv2::module_config::from_environment();
+    BOOST_CHECK_MESSAGE(!cfg.v2_enabled, "MSIV2_DISABLE_V2='" << on << "' left v2 enabled");
+    BOOST_CHECK(cfg.environment_warnings.empty());
+  }
+  for (const char* off : {"0", "false", "FALSE", "no", "off", ""}) {
+    setenv("MSIV2_DISABLE_V2", off, 1);
+    BOOST_CHECK_MESSAGE(msiv2::module_config::from_environment().v2_enabled,
+                        "MSIV2_DISABLE_V2='" << off << "' disabled v2");
+  }
+  for (const char* odd : {"2", "disable", "yess", "tru"}) {
+    setenv("MSIV2_DISABLE_V2", odd, 1);
+    auto cfg = msiv2::module_config::from_environment();
+    BOOST_CHECK_MESSAGE(!cfg.v2_enabled, "MSIV2_DISABLE_V2='" << odd << "' left v2 enabled");
+    BOOST_REQUIRE_EQUAL(cfg.environment_warnings.size(), 1u);
+    BOOST_CHECK(cfg.environment_warnings[0].find("v2 (mtls_pop) is disabled") != std::string::npos);
+  }
+  unsetenv("MSIV2_DISABLE_V2");
+}
+
+BOOST_AUTO_TEST_CASE(trusted_hosts_from_the_environment_join_both_endpoint_lists) {
+  setenv("MSIV2_TRUSTED_HOSTS", "127.0.0.1, sim.test", 1);
+  auto cfg = msiv2::module_config::from_environment();
+  unsetenv("MSIV2_TRUSTED_HOSTS");
+  for (const auto* list : {&cfg.token_endpoint_hosts, &cfg.attestation_endpoint_hosts}) {
+    BOOST_CHECK(std::count(list->begin(), list->end(), "127.0.0.1") == 1);
+    BOOST_CHECK(std::count(list->begin(), list->end(), "sim.test") == 1);
+  }
+  BOOST_CHECK(std::count(cfg.token_endpoint_hosts.begin(), cfg.token_endpoint_hosts.end(),
+                         "mtlsauth.microsoft.com") == 1);
+  auto plain = msiv2::module_config::from_environment();
+  BOOST_CHECK(std::count(plain.token_endpoint_hosts.begin(), plain.token_endpoint_hosts.end(),
+                         "127.0.0.1") == 0);
 }
 
 BOOST_AUTO_TEST_CASE(the_environment_config_makes_the_key_eagerly_unless_told_not_to) {

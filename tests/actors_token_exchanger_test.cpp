@@ -767,6 +767,29 @@ BOOST_AUTO_TEST_CASE(v1_400_is_identity_not_found_or_invalid_request_and_not_ret
   BOOST_CHECK_EQUAL(f.transport->requests().size(), 2u);
 }
 
+// Review L2: upstream text reaches errors (and so logs) bounded, on one line, escaped.
+BOOST_AUTO_TEST_CASE(upstream_error_text_is_cut_and_escaped_in_the_error) {
+  exchanger_fixture f;
+  f.start();
+  std::string flood = "line one\\nFAKE LOG LINE \\u001b[31m" + std::string(10000, 'x');
+  f.transport->on("GET", v1_path)
+    .respond(400, "{\"error\":\"invalid_request\",\"error_description\":\"" + flood +
+                    "\",\"correlation_id\":\"c\\r\\n" + std::string(5000, 'c') + "\"}");
+  auto got = f.ask(f.make_req(nullptr, "https://vault.azure.net", msiv2::token_type::bearer));
+  BOOST_REQUIRE(got->error);
+  auto info = msiv2::describe(got->error);
+  BOOST_CHECK(info.code == error_code::invalid_request);
+  BOOST_CHECK_MESSAGE(info.description.size() <= 500, info.description.size());
+  BOOST_CHECK(info.description.find('\n') == std::string::npos);
+  BOOST_CHECK(info.description.find('\x1b') == std::string::npos);
+  BOOST_CHECK(info.description.find("line one\\x0aFAKE LOG LINE \\x1b[31m") != std::string::npos);
+  BOOST_CHECK(info.description.find("(10") != std::string::npos); // "...(10034 bytes)"
+  auto rendered = msiv2::render(got->error);
+  BOOST_CHECK(rendered.find('\n') == std::string::npos);
+  BOOST_CHECK(rendered.find('\r') == std::string::npos);
+  BOOST_CHECK_MESSAGE(rendered.size() <= 800, rendered.size());
+}
+
 BOOST_AUTO_TEST_CASE(v1_imds_503_retries_on_the_imds_schedule) {
   exchanger_fixture f;
   f.start();

@@ -545,6 +545,13 @@ BOOST_AUTO_TEST_CASE(invalid_requests_are_refused_with_clear_errors_and_no_peer_
   check(r, "GUID");
   r.identity = managed_identity::by_resource_id("rg/identity");
   check(r, "ARM id");
+  // Review L12: ids that could not round-trip through a certificate file.
+  r.identity = managed_identity::by_resource_id("/subscriptions/s/resourcegroups/rg\xff/x");
+  check(r, "printable ASCII");
+  r.identity = managed_identity::by_resource_id("/subscriptions/s/r\xc3\xa9sum\xc3\xa9");
+  check(r, "printable ASCII");
+  check(pop("https://vault.azure.net/\xff"), "not valid UTF-8");
+  check(pop("https://vault.azure.net/\xc0\xaf"), "not valid UTF-8"); // overlong '/'
   r = pop();
   r.timeout = 0ms;
   check(r, "timeout");
@@ -556,6 +563,7 @@ BOOST_AUTO_TEST_CASE(invalid_requests_are_refused_with_clear_errors_and_no_peer_
   r.identity = managed_identity::by_resource_id(
     "/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i");
   BOOST_CHECK(get(r).value);
+  BOOST_CHECK(get(pop("api://caf\xc3\xa9-app")).value); // valid UTF-8 in a resource passes
 }
 
 BOOST_AUTO_TEST_CASE(trailing_default_scope_is_stripped_for_the_cache_key_and_the_exchange) {

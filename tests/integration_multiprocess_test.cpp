@@ -52,7 +52,8 @@ std::vector<std::string> token_args(sim_fixture& f, const machine& m,
                                 "--ca-file",        f.urls().ca_file, "--timeout",
                                 "40",               "--cache-dir",   m.cache,
                                 "--boot-id-file",   m.boot_id_file,  "--resource",
-                                arm,                "--json"};
+                                arm,                "--json",        "--trust-host",
+                                "127.0.0.1",        "--persist-key"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }

@@ -190,7 +190,8 @@ std::vector<std::string> token_cli(msiv2::test::sim_fixture& s, const msiv2::tes
   std::vector<std::string> args{MSIV2_TOKEN_BINARY, "--imds",      s.urls().imds, "--ca-file",
                                 s.urls().ca_file,   "--timeout",   "120",         "--cache-dir",
                                 m.cache,            "--boot-id-file", m.boot_id_file,
-                                "--key-store",      "tpm",         "--tpm-tcti",  tpm.tcti()};
+                                "--key-store",      "tpm",         "--tpm-tcti",  tpm.tcti(),
+                                "--trust-host",     "127.0.0.1"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }

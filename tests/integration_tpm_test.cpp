@@ -54,7 +54,7 @@ std::vector<std::string> token_args(sim_fixture& f, const machine& m, const std:
                                 f.urls().ca_file,   "--timeout",  "60",          "--cache-dir",
                                 m.cache,            "--boot-id-file", m.boot_id_file,
                                 "--resource",       arm,          "--json",      "--tpm-tcti",
-                                tcti};
+                                tcti,               "--trust-host", "127.0.0.1", "--persist-key"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }

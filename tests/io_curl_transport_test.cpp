@@ -329,6 +329,19 @@ void session<Tls>::handle() {
       if (!ec)
         self->respond(200, "delayed");
     });
+  } else if (t.rfind("/headers/", 0) == 0) {
+    // N header fields of ~30 bytes each, written raw (Beast caps what it serializes).
+    std::size_t n = number_after(t, "/headers/");
+    auto raw = std::make_shared<std::string>("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+    for (std::size_t i = 0; i < n; ++i)
+      *raw += "X-Field-" + std::to_string(i) + ": some value here\r\n";
+    *raw += "\r\nok";
+    raw_ = raw;
+    net::async_write(stream_, net::buffer(*raw_),
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (!ec)
+                         self->read();
+                     });
   } else if (t == "/hang") {
     read();  // keeps the connection open and never answers
   } else if (t == "/truncate") {
@@ -626,6 +639,21 @@ BOOST_AUTO_TEST_CASE(bodies_over_the_limit_fail_with_too_large) {
   BOOST_TEST(transport->counters().errors(transport_error::too_large) == 2u);
 }
 
+// Review L3: a server cannot make one response hold unbounded header memory.
+BOOST_AUTO_TEST_CASE(responses_with_too_many_header_fields_fail_with_too_large) {
+  test_server server;
+  auto transport = make_transport();
+  auto fine = send_and_wait(*transport, get(server.url("/headers/90")));
+  BOOST_REQUIRE_MESSAGE(fine.ok(), describe(fine));
+  BOOST_TEST(fine.headers.fields.size() == 91u); // and Content-Length
+  auto many = send_and_wait(*transport, get(server.url("/headers/10000")));
+  BOOST_TEST((many.error == transport_error::too_large), describe(many));
+  BOOST_TEST(many.error_message.find("response headers exceed 100 fields") != std::string::npos,
+             many.error_message);
+  // The connection that carried it is not reused for a bad state: the next request works.
+  BOOST_TEST(send_and_wait(*transport, get(server.url("/hello"))).status == 200);
+}
+
 BOOST_AUTO_TEST_CASE(a_response_cut_short_fails_with_reset) {
   test_server server;
   auto transport = make_transport();
@@ -811,6 +839,19 @@ BOOST_AUTO_TEST_CASE(client_certificate_reaches_the_server_through_the_ssl_ctx_c
   auto anonymous = send_and_wait(*transport, tls_get(server, "/whoami"));
   BOOST_TEST(anonymous.status == 200, describe(anonymous));
   BOOST_TEST(server.seen().at(1).client_cn == "");
+}
+
+// Review M3: a client certificate is only ever presented over TLS.
+BOOST_AUTO_TEST_CASE(a_request_with_a_client_certificate_to_an_http_url_is_refused_unsent) {
+  test_server plain;
+  auto transport = make_transport();
+  auto r = get(plain.url("/whoami"));
+  r.identity = pki().identity(pki().client_a);
+  auto refused = send_and_wait(*transport, r);
+  BOOST_TEST((refused.error == transport_error::other), describe(refused));
+  BOOST_TEST(refused.error_message.find("https required") != std::string::npos, refused.error_message);
+  BOOST_TEST(plain.connections() == 0u);
+  BOOST_TEST(plain.seen().empty());
 }
 
 BOOST_AUTO_TEST_CASE(client_identities_never_share_a_connection_but_each_reuses_its_own) {

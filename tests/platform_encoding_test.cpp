@@ -251,4 +251,26 @@ BOOST_AUTO_TEST_CASE(der_reader_rejects_ber_and_truncation) {
   BOOST_TEST(contains(missing.error(), "the thing is missing"));
 }
 
+BOOST_AUTO_TEST_CASE(sanitize_upstream_escapes_controls_and_cuts_long_text) {
+  BOOST_TEST(sanitize_upstream("plain text") == "plain text");
+  BOOST_TEST(sanitize_upstream("a\nb\r\x1b\\c\x7f\xc3\xa9") == "a\\x0ab\\x0d\\x1b\\\\c\\x7f\\xc3\\xa9");
+  auto cut = sanitize_upstream(std::string(1000, 'z'), 300);
+  BOOST_TEST(cut == std::string(300, 'z') + "...(1000 bytes)");
+  BOOST_TEST(sanitize_upstream("", 300).empty());
+}
+
+BOOST_AUTO_TEST_CASE(utf8_and_ascii_checks_refuse_what_cannot_round_trip) {
+  BOOST_TEST(is_valid_utf8("ascii"));
+  BOOST_TEST(is_valid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  BOOST_TEST(!is_valid_utf8("\xff"));
+  BOOST_TEST(!is_valid_utf8("\xc3"));             // truncated
+  BOOST_TEST(!is_valid_utf8("\xc0\xaf"));         // overlong '/'
+  BOOST_TEST(!is_valid_utf8("\xed\xa0\x80"));     // a surrogate
+  BOOST_TEST(!is_valid_utf8("\xf4\x90\x80\x80")); // past U+10FFFF
+  BOOST_TEST(!is_valid_utf8("\xe2\x82"));         // truncated at the end
+  BOOST_TEST(is_printable_ascii("/subscriptions/s/x"));
+  BOOST_TEST(!is_printable_ascii("a b"));
+  BOOST_TEST(!is_printable_ascii("caf\xc3\xa9"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ctime>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 
 #include "platform/encoding.hpp"
 #include "platform/files.hpp"
+#include "platform/private_dir.hpp"
 #include "tests/support/temp_dir.hpp"
 
 using namespace msiv2::platform;
@@ -194,6 +196,22 @@ BOOST_AUTO_TEST_CASE(prepare_refuses_group_or_world_writable_dir_without_chmod) 
   }
 }
 
+// Review M9: whoever can rename an ancestor can swap the cache directory.
+BOOST_AUTO_TEST_CASE(prepare_refuses_an_ancestor_others_can_write_without_the_sticky_bit) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  const std::string shared = tmp / "shared";
+  BOOST_REQUIRE_EQUAL(::mkdir(shared.c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::chmod(shared.c_str(), 0777), 0);
+  auto made = prepare_private_dir(shared + "/x/msiv2");
+  BOOST_REQUIRE(!made.ok());
+  BOOST_TEST(contains(made.error(), "ancestor " + shared), made.error());
+  BOOST_TEST(contains(made.error(), "without the sticky bit"));
+  // Sticky, as /tmp is: fine.
+  BOOST_REQUIRE_EQUAL(::chmod(shared.c_str(), 01777), 0);
+  auto sticky = prepare_private_dir(shared + "/y/msiv2");
+  BOOST_TEST(sticky.ok(), why(sticky));
+}
+
 BOOST_AUTO_TEST_CASE(prepare_refuses_a_symlinked_dir_even_to_a_good_one) {
   msiv2::test::temp_dir tmp{"files-test"};
   const std::string real = tmp / "real";
@@ -273,16 +291,28 @@ BOOST_AUTO_TEST_CASE(read_refuses_a_symlink_even_to_a_good_file) {
   BOOST_TEST(contains(r.reason, "symlink"));
 }
 
-BOOST_AUTO_TEST_CASE(read_refuses_group_or_world_writable_files) {
+// Review L6: only what the module itself writes (0600, one link) is trusted.
+BOOST_AUTO_TEST_CASE(read_refuses_files_open_to_group_or_others) {
   msiv2::test::temp_dir tmp{"files-test"};
-  for (mode_t mode : {0602u, 0620u, 0666u}) {
+  for (mode_t mode : {0602u, 0620u, 0666u, 0644u, 0640u, 0604u}) {
     const std::string name = "w" + std::to_string(mode);
     write_plain(tmp / name, "data", mode);
     auto r = read_private_file(tmp.path(), name);
     BOOST_REQUIRE((r.status == read_status::refused));
     BOOST_TEST(contains(r.reason, tmp / name));
-    BOOST_TEST(contains(r.reason, "writable by group or others"));
+    BOOST_TEST(contains(r.reason, "open to group or others"), r.reason);
   }
+}
+
+BOOST_AUTO_TEST_CASE(read_refuses_a_file_with_more_than_one_hard_link) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  write_plain(tmp / "cert-x.json", "{}", 0600);
+  BOOST_REQUIRE_EQUAL(::link((tmp / "cert-x.json").c_str(), (tmp / "elsewhere").c_str()), 0);
+  auto r = read_private_file(tmp.path(), "cert-x.json");
+  BOOST_REQUIRE((r.status == read_status::refused));
+  BOOST_TEST(contains(r.reason, "2 hard links"), r.reason);
+  BOOST_REQUIRE_EQUAL(::unlink((tmp / "elsewhere").c_str()), 0);
+  BOOST_TEST((read_private_file(tmp.path(), "cert-x.json").status == read_status::ok));
 }
 
 BOOST_AUTO_TEST_CASE(read_refuses_a_fifo_without_hanging) {
@@ -370,19 +400,26 @@ BOOST_AUTO_TEST_CASE(atomic_write_into_a_missing_dir_names_the_path) {
   BOOST_TEST(contains(written.error(), std::strerror(ENOENT)));
 }
 
-BOOST_AUTO_TEST_CASE(atomic_write_sweeps_temp_files_of_dead_writers_only) {
+// Review L5: temps are swept by age, whatever their pid says: pid 1 is always "alive" (a
+// reused pid kept a dead writer's temp forever), and a fresh temp of a "dead" pid may be a
+// live writer in another pid namespace.
+BOOST_AUTO_TEST_CASE(atomic_write_sweeps_old_temp_files_and_keeps_fresh_ones) {
   msiv2::test::temp_dir tmp{"files-test"};
-  const std::string dead = ".art.json.tmp." + std::to_string(dead_pid()) + ".0011223344556677";
-  const std::string alive = ".art.json.tmp." + std::to_string(::getpid()) + ".8899aabbccddeeff";
-  const std::string other = ".other.json.tmp." + std::to_string(dead_pid()) + ".00";
-  write_plain(tmp / dead, "partial");
-  write_plain(tmp / alive, "partial");
-  write_plain(tmp / other, "partial");
+  const std::string old_alive = ".art.json.tmp.1.0011223344556677";
+  const std::string fresh_dead = ".art.json.tmp." + std::to_string(dead_pid()) + ".8899aabbccddeeff";
+  const std::string old_other = ".other.json.tmp.1.00";
+  write_plain(tmp / old_alive, "partial");
+  write_plain(tmp / fresh_dead, "partial");
+  write_plain(tmp / old_other, "partial");
+  for (const auto& name : {old_alive, old_other}) {
+    struct timespec times[2] = {{::time(nullptr) - 120, 0}, {::time(nullptr) - 120, 0}};
+    BOOST_REQUIRE_EQUAL(::utimensat(AT_FDCWD, (tmp / name).c_str(), times, AT_SYMLINK_NOFOLLOW), 0);
+  }
   auto written = write_file_atomically(tmp.path(), "art.json", "x");
   BOOST_REQUIRE_MESSAGE(written.ok(), why(written));
-  BOOST_TEST(!fs::exists(tmp / dead));
-  BOOST_TEST(fs::exists(tmp / alive)); // a live writer's temp is never touched
-  BOOST_TEST(fs::exists(tmp / other)); // nor another artifact's
+  BOOST_TEST(!fs::exists(tmp / old_alive));
+  BOOST_TEST(fs::exists(tmp / fresh_dead)); // may be a live writer in another pid namespace
+  BOOST_TEST(fs::exists(tmp / old_other));  // another artifact's: swept by its own writes
 }
 
 BOOST_AUTO_TEST_CASE(remove_deletes_a_file_or_a_symlink_itself_and_missing_is_fine) {
@@ -442,6 +479,47 @@ std::string payload_problem(const std::string& bytes) {
   return {};
 }
 
+/// Forks a writer that calls write(make_payload(seq)) for seq = iteration * 1,000,000, +1, ...
+/// until it is killed, and kills it with SIGKILL after a random delay of up to 12 ms. The
+/// writer says (through a pipe) when its first write is done and the delay starts then, so a
+/// slow start (a loaded machine, a sanitizer's fork) cannot eat the delay: every kill lands
+/// while it rewrites the file. Fails the test when the writer stopped by itself.
+template <class Write>
+void kill_a_writer_while_it_rewrites(int iteration, std::mt19937& rng, Write write) {
+  std::uniform_int_distribution<int> delay_us(0, 12000);
+  int started_pipe[2];
+  BOOST_REQUIRE(::pipe(started_pipe) == 0);
+  pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::alarm(10); // never outlive a parent that failed to kill us
+    ::close(started_pipe[0]);
+    for (std::uint64_t seq = static_cast<std::uint64_t>(iteration) * 1000000;; ++seq) {
+      if (!write(make_payload(seq)))
+        ::_exit(3);
+      if (started_pipe[1] >= 0) {
+        const char one = 1;
+        if (::write(started_pipe[1], &one, 1) != 1)
+          ::_exit(4);
+        ::close(started_pipe[1]);
+        started_pipe[1] = -1;
+      }
+    }
+  }
+  ::close(started_pipe[1]);
+  char byte = 0;
+  const auto got = ::read(started_pipe[0], &byte, 1);
+  ::close(started_pipe[0]);
+  BOOST_REQUIRE_MESSAGE(got == 1, "iteration " << iteration << ": the writer never finished a write");
+  ::usleep(static_cast<useconds_t>(delay_us(rng)));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(pid, &status, 0), pid);
+  BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                        "iteration " << iteration << ": the writer stopped by itself (status "
+                                     << status << ")");
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file) {
@@ -452,45 +530,13 @@ BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file)
   const unsigned seed = rd();
   BOOST_TEST_MESSAGE("random delay seed " << seed);
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> delay_us(0, 12000);
   constexpr int iterations = 200;
   bool seen = false;
   int complete_reads = 0;
   for (int i = 0; i < iterations; ++i) {
-    // The writer says when its first write is done, so that the random delay runs while it
-    // rewrites the file: a slow start (a loaded machine, a sanitizer's fork) no longer eats the
-    // delay, and every kill lands in the middle of the writes.
-    int started_pipe[2];
-    BOOST_REQUIRE(::pipe(started_pipe) == 0);
-    pid_t pid = ::fork();
-    BOOST_REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::alarm(10); // never outlive a parent that failed to kill us
-      ::close(started_pipe[0]);
-      for (std::uint64_t seq = static_cast<std::uint64_t>(i) * 1000000;; ++seq) {
-        if (!write_file_atomically(tmp.path(), name, make_payload(seq)).ok())
-          ::_exit(3);
-        if (started_pipe[1] >= 0) {
-          const char one = 1;
-          if (::write(started_pipe[1], &one, 1) != 1)
-            ::_exit(4);
-          ::close(started_pipe[1]);
-          started_pipe[1] = -1;
-        }
-      }
-    }
-    ::close(started_pipe[1]);
-    char byte = 0;
-    const auto got = ::read(started_pipe[0], &byte, 1);
-    ::close(started_pipe[0]);
-    BOOST_REQUIRE_MESSAGE(got == 1, "iteration " << i << ": the writer never finished a write");
-    ::usleep(static_cast<useconds_t>(delay_us(rng)));
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    BOOST_REQUIRE_EQUAL(::waitpid(pid, &status, 0), pid);
-    BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-                          "iteration " << i << ": the writer stopped by itself (status "
-                                       << status << ")");
+    kill_a_writer_while_it_rewrites(i, rng, [&](const std::string& payload) {
+      return write_file_atomically(tmp.path(), name, payload).ok();
+    });
     auto r = read_private_file(tmp.path(), name);
     if (r.status == read_status::missing) {
       BOOST_REQUIRE_MESSAGE(!seen, "iteration " << i << ": the file vanished after it existed");
@@ -509,14 +555,49 @@ BOOST_AUTO_TEST_CASE(writer_killed_at_random_points_never_leaves_a_partial_file)
   // Every writer finished a write before it was killed: the file is whole every time.
   BOOST_TEST(complete_reads == iterations);
   BOOST_TEST((elapsed < std::chrono::seconds(30)));
-  // Each writer sweeps the temp files of the dead ones before it starts.
+  // Killed writers' temps stay until they are stale_temp_age (60 s) old, then the next write
+  // sweeps them (review L5: by age, not by pid). Age them rather than wait.
   auto temps = entries_with_prefix(tmp.path(), "." + name + ".tmp.");
-  BOOST_TEST(temps.size() <= 3u, temps.size() << " temp files left behind");
+  BOOST_TEST(temps.size() <= static_cast<std::size_t>(iterations));
+  for (const auto& t : temps) {
+    struct timespec old[2] = {{::time(nullptr) - 120, 0}, {::time(nullptr) - 120, 0}};
+    ::utimensat(AT_FDCWD, (tmp / t).c_str(), old, AT_SYMLINK_NOFOLLOW);
+  }
   // And the next process recovers: it writes, and no garbage stays.
   auto written = write_file_atomically(tmp.path(), name, make_payload(1));
   BOOST_REQUIRE_MESSAGE(written.ok(), why(written));
   BOOST_TEST(payload_problem(read_private_file(tmp.path(), name).bytes).empty());
   BOOST_TEST(entries_with_prefix(tmp.path(), "." + name + ".tmp.").empty());
+}
+
+// Review M5: a secret (the binding key) never has a name before it is complete, so a writer
+// killed at any point leaves no file holding part or all of it, under any name.
+BOOST_AUTO_TEST_CASE(secret_writer_killed_at_random_points_leaves_no_temp_file_at_all) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  const std::string name = "binding-key.pem";
+  std::random_device rd;
+  const unsigned seed = rd();
+  BOOST_TEST_MESSAGE("random delay seed " << seed);
+  std::mt19937 rng(seed);
+  constexpr int iterations = 60;
+  int complete_reads = 0;
+  for (int i = 0; i < iterations; ++i) {
+    kill_a_writer_while_it_rewrites(i, rng, [&](const std::string& payload) {
+      return write_secret_file(tmp.path(), name, payload).ok();
+    });
+    // Every entry of the directory is the secret itself, complete, or nothing.
+    for (const auto& entry : entries_with_prefix(tmp.path(), ""))
+      BOOST_REQUIRE_MESSAGE(entry == name, "iteration " << i << ": left behind: " << entry);
+    auto r = read_private_file(tmp.path(), name);
+    if (r.status == read_status::missing)
+      continue; // killed between replacing the old one and linking the new one
+    BOOST_REQUIRE_MESSAGE(r.status == read_status::ok, "iteration " << i << ": " << r.reason);
+    BOOST_TEST(r.mode == 0600u);
+    auto problem = payload_problem(r.bytes);
+    BOOST_REQUIRE_MESSAGE(problem.empty(), "iteration " << i << ": partial file: " << problem);
+    ++complete_reads;
+  }
+  BOOST_TEST(complete_reads > iterations / 2, "the writers hardly ever got to write");
 }
 
 // --- locks ---------------------------------------------------------------------------------
@@ -590,7 +671,72 @@ BOOST_AUTO_TEST_CASE(lock_files_are_checked_like_reads) {
   write_plain(tmp / "open.lock", "", 0666);
   attempt = file_lock::try_acquire(tmp / "open.lock");
   BOOST_REQUIRE(!attempt.ok());
-  BOOST_TEST(contains(attempt.error(), "writable by group or others"));
+  BOOST_TEST(contains(attempt.error(), "open to group or others"));
+}
+
+// --- the cache directory held open (review M9) ----------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_held_directory_swapped_for_a_symlink_still_gets_every_file_and_lock) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  const std::string dir = tmp / "cache";
+  auto held = private_dir::open(dir);
+  BOOST_REQUIRE_MESSAGE(held.ok(), why(held));
+  BOOST_TEST(held->path() == dir);
+  // Someone renames the checked directory away and puts a symlink to a directory of theirs
+  // (here: another empty one of ours) at its path.
+  BOOST_REQUIRE_EQUAL(::rename(dir.c_str(), (tmp / "moved").c_str()), 0);
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "planted").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "planted/locks").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::symlink((tmp / "planted").c_str(), dir.c_str()), 0);
+
+  auto w = write_file_atomically(*held, "cert-a.json", "certificate");
+  BOOST_REQUIRE_MESSAGE(w.ok(), why(w));
+  auto sw = write_secret_file(*held, "binding-key.pem", "key");
+  BOOST_REQUIRE_MESSAGE(sw.ok(), why(sw));
+  auto lock = lock_in(*held, "cert-a.json.lock");
+  BOOST_REQUIRE_MESSAGE(lock.ok(), why(lock));
+  BOOST_TEST(lock->has_value());
+  auto r = read_private_file(*held, "cert-a.json");
+  BOOST_TEST((r.status == read_status::ok));
+  BOOST_TEST(r.bytes == "certificate");
+
+  // Everything went into the directory that was checked, nothing into the planted one.
+  BOOST_TEST(mode_of(tmp / "moved/cert-a.json") == 0600u);
+  BOOST_TEST(mode_of(tmp / "moved/binding-key.pem") == 0600u);
+  BOOST_TEST(mode_of(tmp / "moved/locks/cert-a.json.lock") == 0600u);
+  BOOST_TEST(fs::is_empty(tmp / "planted/locks"));
+  BOOST_TEST(entries_with_prefix(tmp / "planted", "").size() == 1u); // locks/ only
+
+  auto gone = remove_file(*held, "cert-a.json");
+  BOOST_REQUIRE_MESSAGE(gone.ok(), why(gone));
+  BOOST_TEST(!fs::exists(tmp / "moved/cert-a.json"));
+  // The path-based calls, by contrast, resolve the path again: they land in the planted one.
+  auto by_path = write_file_atomically(dir, "other.json", "x");
+  BOOST_REQUIRE_MESSAGE(by_path.ok(), why(by_path));
+  BOOST_TEST(fs::exists(tmp / "planted/other.json"));
+}
+
+BOOST_AUTO_TEST_CASE(opening_a_held_directory_checks_what_it_opened) {
+  msiv2::test::temp_dir tmp{"files-test"};
+  // A symlink at the path is refused, even to a good directory.
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "real").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::symlink((tmp / "real").c_str(), (tmp / "link").c_str()), 0);
+  auto linked = private_dir::open(tmp / "link");
+  BOOST_REQUIRE(!linked.ok());
+  BOOST_TEST(contains(linked.error(), "symlink"));
+  // A group-writable directory is refused and named.
+  BOOST_REQUIRE_EQUAL(::mkdir((tmp / "open").c_str(), 0700), 0);
+  BOOST_REQUIRE_EQUAL(::chmod((tmp / "open").c_str(), 0770), 0);
+  auto open = private_dir::open(tmp / "open");
+  BOOST_REQUIRE(!open.ok());
+  BOOST_TEST(contains(open.error(), tmp / "open"));
+  // A held directory moves with its descriptors.
+  auto a = private_dir::open(tmp / "good");
+  BOOST_REQUIRE_MESSAGE(a.ok(), why(a));
+  private_dir b = std::move(*a);
+  BOOST_TEST(b.fd() >= 0);
+  BOOST_TEST(b.locks_fd() >= 0);
+  BOOST_TEST(b.path() == tmp / "good");
 }
 
 // --- boot id and names ----------------------------------------------------------------------

@@ -2,9 +2,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -318,6 +323,48 @@ BOOST_AUTO_TEST_CASE(private_key_from_pem_reads_traditional_rsa_and_refuses_encr
   BOOST_TEST(!refused.ok());
   BOOST_TEST(!private_key_from_pem("not a pem").ok());
   BOOST_TEST(ERR_peek_error() == 0ul);
+}
+
+// Review M5: key material lives in pages kept out of core dumps, and buffers that held a key
+// are cleared.
+BOOST_AUTO_TEST_CASE(the_secure_heap_is_kept_out_of_core_dumps) {
+  BOOST_REQUIRE(enable_secure_heap());
+  BOOST_REQUIRE(enable_secure_heap()); // idempotent
+  void* p = CRYPTO_secure_malloc(64, __FILE__, __LINE__);
+  BOOST_REQUIRE(p != nullptr);
+  BOOST_TEST(CRYPTO_secure_allocated(p) == 1);
+  auto at = reinterpret_cast<std::uintptr_t>(p);
+  // Find the mapping that holds it in /proc/self/smaps and read its VmFlags.
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  std::string flags;
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      inside = at >= lo && at < hi;
+      continue;
+    }
+    if (inside && line.rfind("VmFlags:", 0) == 0) {
+      flags = line;
+      break;
+    }
+  }
+  CRYPTO_secure_free(p, __FILE__, __LINE__);
+  BOOST_REQUIRE_MESSAGE(!flags.empty(), "no mapping found for the secure heap");
+  BOOST_TEST(flags.find(" dd") != std::string::npos, flags); // MADV_DONTDUMP
+}
+
+BOOST_AUTO_TEST_CASE(secure_clear_overwrites_the_whole_buffer) {
+  std::string s(100, 'k');
+  s.resize(10);
+  const char* data = s.data();
+  auto capacity = s.capacity();
+  secure_clear(s);
+  BOOST_TEST(s.empty());
+  BOOST_TEST(s.data() == data); // the same buffer, not a new one
+  for (std::size_t i = 0; i < capacity; ++i)
+    BOOST_REQUIRE_MESSAGE(data[i] != 'k', "byte " << i << " still holds key material");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -166,7 +166,10 @@ BOOST_AUTO_TEST_CASE(config_file_and_flags_combine_with_flags_winning) {
   BOOST_TEST_REQUIRE(c.read_until("ca_file", std::chrono::seconds(30)), c.err());
   auto admin = json_string(read_file(ready), "admin");
   BOOST_TEST_REQUIRE(admin.has_value());
-  auto config = msiv2::test::http_get(*admin + "/config");
+  auto token = json_string(read_file(ready), "admin_token");
+  BOOST_TEST_REQUIRE(token.has_value());
+  BOOST_TEST(msiv2::test::http_get(*admin + "/config").status == 401); // no token, no config
+  auto config = msiv2::test::http_get(*admin + "/config", {{"Authorization", "Bearer " + *token}});
   BOOST_TEST(config.body.find("\"v1_only\":true") != std::string::npos, config.body);
   BOOST_TEST(config.body.find("\"threads\":3") != std::string::npos, config.body);
   BOOST_TEST(config.body.find("\"region\":\"uksouth\"") != std::string::npos, config.body);

@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -28,6 +29,7 @@
 #include "platform/x509.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/sim_fixture.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace {
 
@@ -70,6 +72,13 @@ std::optional<std::int64_t> json_int2(const std::string& body, std::string_view 
   if (parser.parse(body).get(doc) != simdjson::SUCCESS || doc[a][b].get(n) != simdjson::SUCCESS)
     return std::nullopt;
   return n;
+}
+
+std::string read_whole(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 std::int64_t unix_now() {
@@ -701,6 +710,11 @@ BOOST_AUTO_TEST_CASE(ready_file_lists_endpoints_ca_tenant_identities_and_pid) {
   BOOST_TEST(json_string(ready, "token").value_or("") == f.urls().token);
   BOOST_TEST(json_string(ready, "resource").value_or("") == f.urls().resource);
   BOOST_TEST(json_string(ready, "admin").value_or("") == f.urls().admin);
+  BOOST_TEST(json_string(ready, "admin_token").value_or("") == f.urls().admin_token);
+  BOOST_TEST(f.urls().admin_token.size() == 32u);
+  struct stat st {};
+  BOOST_TEST_REQUIRE(::stat((f.state_dir() + "/ready.json").c_str(), &st) == 0);
+  BOOST_TEST((st.st_mode & 0777) == 0600u); // it holds the admin token
   BOOST_TEST(json_string(ready, "ca_file").value_or("") == f.urls().ca_file);
   BOOST_TEST(json_string(ready, "tenant_id").value_or("") == f.cfg().tenant_id);
   BOOST_TEST(json_int(ready, "pid").value_or(0) == ::getpid());
@@ -725,6 +739,46 @@ BOOST_AUTO_TEST_CASE(ready_file_lists_endpoints_ca_tenant_identities_and_pid) {
   std::stringstream pem;
   pem << ca.rdbuf();
   BOOST_TEST(pem.str().find("-----BEGIN CERTIFICATE-----") == 0);
+}
+
+// Review L11: only who can read the ready file, addressing the admin listener by its own
+// name, can reset, revoke or move the clock.
+BOOST_AUTO_TEST_CASE(the_admin_api_needs_the_bearer_token_and_its_own_host) {
+  sim_fixture f;
+  auto url = f.urls().admin + "/reset";
+  auto no_token = msiv2::test::http_post(url, {}, "");
+  BOOST_TEST(no_token.status == 401);
+  auto wrong = msiv2::test::http_post(url, {{"Authorization", "Bearer 00"}}, "");
+  BOOST_TEST(wrong.status == 401);
+  const std::string bearer = "Bearer " + f.urls().admin_token;
+  auto rebound = msiv2::test::http_post(url, {{"Authorization", bearer}, {"Host", "evil.example"}}, "");
+  BOOST_TEST(rebound.status == 403);
+  BOOST_TEST(msiv2::test::http_post(url, {{"Authorization", bearer}}, "").status == 200);
+  BOOST_TEST(f.admin("GET", "/counters").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(files_are_written_without_following_planted_names) {
+  msiv2::test::temp_dir dir{"sim-files"};
+  const std::string victim = dir.path() + "/victim";
+  { std::ofstream(victim) << "keep me"; }
+  // Whatever temp names the simulator picks, a planted symlink at the old predictable one
+  // (<ready>.tmp.<pid>) is left alone and the victim untouched.
+  const std::string ready = dir.path() + "/ready.json";
+  BOOST_TEST_REQUIRE(::symlink(victim.c_str(), (ready + ".tmp." + std::to_string(::getpid())).c_str()) == 0);
+  {
+    sim_fixture f([&](sim::config& c) { c.ready_file = ready; });
+    BOOST_TEST(json_string(read_whole(ready), "admin").value_or("") == f.urls().admin);
+  }
+  BOOST_TEST(read_whole(victim) == "keep me");
+  // A state dir others can write to is refused (a planted ca.pem would become the CA).
+  const std::string open_dir = dir.path() + "/open";
+  BOOST_TEST_REQUIRE(::mkdir(open_dir.c_str(), 0700) == 0);
+  BOOST_TEST_REQUIRE(::chmod(open_dir.c_str(), 0777) == 0);
+  sim::config c = sim::config{};
+  c.state_dir = open_dir;
+  auto started = sim::simulator::start(c);
+  BOOST_TEST_REQUIRE(!started.ok());
+  BOOST_TEST(started.error().find("writable by group or others") != std::string::npos, started.error());
 }
 
 BOOST_AUTO_TEST_CASE(counters_count_per_endpoint_and_status) {

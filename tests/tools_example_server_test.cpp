@@ -55,7 +55,7 @@ BOOST_AUTO_TEST_CASE(answers_every_request_with_one_issuecredential) {
   temp_dir tmp;
   const std::string cache = tmp.path + "/cache";
   msiv2::test::child_process server({MSIV2_EXAMPLE_SERVER_BINARY, "--imds", f.urls().imds,
-                                     "--ca-file", f.urls().ca_file, "--resource-url",
+                                     "--ca-file", f.urls().ca_file, "--trust-host", "127.0.0.1", "--persist-key", "--resource-url",
                                      f.urls().resource + "/api/whoami", "--cache-dir", cache});
   BOOST_TEST_REQUIRE(server.read_until("\n", std::chrono::seconds(30)),
                      "no port; stderr: " << server.err());
@@ -112,7 +112,7 @@ BOOST_AUTO_TEST_CASE(answers_every_request_with_one_issuecredential) {
   BOOST_TEST(files_starting(cache, "binding-key.pem").size() == 1u);
   auto metadata_before = f.sim().count("imds_metadata");
   msiv2::test::child_process restarted({MSIV2_EXAMPLE_SERVER_BINARY, "--imds", f.urls().imds,
-                                        "--ca-file", f.urls().ca_file, "--resource-url",
+                                        "--ca-file", f.urls().ca_file, "--trust-host", "127.0.0.1", "--persist-key", "--resource-url",
                                         f.urls().resource + "/api/whoami", "--cache-dir", cache});
   BOOST_TEST_REQUIRE(restarted.read_until("\n", std::chrono::seconds(30)),
                      "no port; stderr: " << restarted.err());

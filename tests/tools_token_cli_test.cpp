@@ -30,7 +30,7 @@ using msiv2::test::sim_fixture;
 run_result token_cli(sim_fixture& f, std::vector<std::string> extra, std::string cache_dir = {}) {
   msiv2::test::temp_dir fresh{"cli-cache"};
   std::vector<std::string> args{MSIV2_TOKEN_BINARY, "--imds", f.urls().imds, "--ca-file",
-                                f.urls().ca_file, "--timeout", "20", "--cache-dir",
+                                f.urls().ca_file, "--trust-host", "127.0.0.1", "--persist-key", "--timeout", "20", "--cache-dir",
                                 cache_dir.empty() ? fresh.path() : cache_dir};
   args.insert(args.end(), extra.begin(), extra.end());
   return run_process(std::move(args), std::chrono::seconds(60));

@@ -544,9 +544,11 @@ void run_runtime_part(sim::simulator& s, timeline& tl, int duration) {
   const std::string cache_dir = std::string(cache_root) + "/cache";
   client_options opts;
   opts.config.cache_dir = cache_dir;
+  opts.config.persist_key_on_disk = true; // a throwaway mkdtemp dir, removed at the end
   opts.config.cache_dir_error.clear();
   opts.config.imds_base_url = s.urls().imds;
   opts.config.ca_file = s.urls().ca_file;
+  opts.config.trust_hosts(msiv2::io::loopback_hosts()); // the simulator's endpoints
   opts.transport = transport;
   opts.attestation = std::make_shared<keyguard_attestation>(transport, s.urls().ca_file);
   std::vector<flow> flows;
@@ -840,6 +842,7 @@ private:
     client_options opts;
     opts.config.imds_base_url = sim_->urls().imds;
     opts.config.ca_file = sim_->urls().ca_file;
+    opts.config.trust_hosts(msiv2::io::loopback_hosts()); // the simulator's endpoints
     opts.config.cache_dir = cache_dir_;
     opts.config.boot_id_path = boot_id_file_;
     opts.config.key_store = key_store_choice::tpm;

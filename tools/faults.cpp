@@ -36,6 +36,7 @@
 #include "actors/keyguard_attestation.hpp"
 #include "actors/software_key_store.hpp"
 #include "io/curl_transport.hpp"
+#include "io/endpoint_trust.hpp"
 #include "messages/errors.hpp"
 #include "platform/encoding.hpp"
 #include "tools/sim/server.hpp"
@@ -267,6 +268,7 @@ private:
     o.config = module_config{};
     o.config.imds_base_url = sim_->urls().imds;
     o.config.ca_file = sim_->urls().ca_file;
+    o.config.trust_hosts(io::loopback_hosts()); // the simulator's token and attestation endpoints
     o.config.eager_key = true;
     o.keys = keys_;
     o.transport = transport;

@@ -246,10 +246,10 @@ int serve(int argc, char** argv) {
               "  attestation  %s\n"
               "  token        %s\n"
               "  resource     %s\n"
-              "  admin        %s\n"
+              "  admin        %s  (Authorization: Bearer %s)\n"
               "  ca_file      %s\n",
               msiv2::version(), u.imds.c_str(), u.attestation.c_str(), u.token.c_str(),
-              u.resource.c_str(), u.admin.c_str(), u.ca_file.c_str());
+              u.resource.c_str(), u.admin.c_str(), u.admin_token.c_str(), u.ca_file.c_str());
   std::fflush(stdout);
 
   int sig = 0;

@@ -55,6 +55,9 @@ const char* usage_text =
   "                           else http://169.254.169.254)\n"
   "  --ca-file PEM            CA bundle trusted for the HTTPS upstreams and --call\n"
   "                           (default: the system store)\n"
+  "  --trust-host H[,H...]    also trust host H for the token and attestation endpoints\n"
+  "                           that IMDS names (added to $MSIV2_TRUSTED_HOSTS and the Azure\n"
+  "                           defaults; \"127.0.0.1\" for the simulator); repeatable\n"
   "  --attest                 attest the binding key: TPM key attestation for a TPM key,\n"
   "                           the simulated keyguard protocol for a software key\n"
   "  --min-binding S          fail with binding_too_weak unless this host can bind the token\n"
@@ -81,6 +84,9 @@ const char* usage_text =
   "                           (binding key, certificates, attestation tokens; never access\n"
   "                           tokens); \"none\": memory only (default: $MSIV2_CACHE_DIR, else\n"
   "                           $XDG_RUNTIME_DIR/msiv2, else ~/.cache/msiv2)\n"
+  "  --persist-key            write the binding key into the cache directory even when it is\n"
+  "                           on persistent disk, not tmpfs (default: $MSIV2_PERSIST_KEY;\n"
+  "                           without it such a directory is not used at all)\n"
   "  --boot-id-file PATH      where the boot id is read (default: $MSIV2_BOOT_ID_FILE, else\n"
   "                           /proc/sys/kernel/random/boot_id); a new value means a new boot\n"
   "  --key-store S            where the binding key lives: auto (a TPM when one is usable,\n"
@@ -111,10 +117,12 @@ struct options {
   msiv2::managed_identity identity;
   std::optional<std::string> imds;
   std::string ca_file;
+  std::vector<std::string> trusted_hosts;
   bool attest = false;
   bool capabilities = false;
   msiv2::binding_strength min_binding = msiv2::binding_strength::bearer;
   std::string correlation_id;
+  bool persist_key = false;
   std::string claims;
   int timeout_s = 30;
   bool json = false;
@@ -176,10 +184,11 @@ std::optional<int> parse(int argc, char** argv, options& o) {
       return exit_ok;
     }
     if (arg == "--attest" || arg == "--json" || arg == "--show-token" ||
-        arg == "--capabilities") {
+        arg == "--capabilities" || arg == "--persist-key") {
       bool& target = arg == "--attest"         ? o.attest
                      : arg == "--json"         ? o.json
                      : arg == "--capabilities" ? o.capabilities
+                     : arg == "--persist-key"  ? o.persist_key
                                                : o.show_token;
       if (auto rc = flag(target))
         return rc;
@@ -191,7 +200,7 @@ std::optional<int> parse(int argc, char** argv, options& o) {
                        arg == "--call" || arg == "--repeat" || arg == "--interval-ms" ||
                        arg == "--cache-dir" || arg == "--boot-id-file" || arg == "--log-level" ||
                        arg == "--min-binding" || arg == "--correlation-id" ||
-                       arg == "--key-store" || arg == "--tpm-tcti";
+                       arg == "--key-store" || arg == "--tpm-tcti" || arg == "--trust-host";
     if (!known)
       return usage_error("unknown option '" + std::string(argv[i]) + "'");
     if (!need_value())
@@ -233,6 +242,11 @@ std::optional<int> parse(int argc, char** argv, options& o) {
       if (value.empty())
         return usage_error("--correlation-id must not be empty");
       o.correlation_id = value;
+    } else if (arg == "--trust-host") {
+      auto hosts = msiv2::io::parse_host_list(value);
+      if (hosts.empty())
+        return usage_error("--trust-host needs a host name or address");
+      o.trusted_hosts.insert(o.trusted_hosts.end(), hosts.begin(), hosts.end());
     } else if (arg == "--claims") {
       o.claims = value;
     } else if (arg == "--timeout") {
@@ -466,6 +480,9 @@ int run(const options& o) {
   if (o.imds)
     copts.config.imds_base_url = *o.imds;
   copts.config.ca_file = o.ca_file;
+  copts.config.trust_hosts(o.trusted_hosts);
+  if (o.persist_key)
+    copts.config.persist_key_on_disk = true;
   if (o.cache_dir) {
     copts.config.cache_dir = *o.cache_dir == "none" ? std::string() : *o.cache_dir;
     copts.config.cache_dir_error.clear();

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "actors/imds_parse.hpp"
+#include "io/endpoint_trust.hpp"
 #include "platform/x509.hpp"
 #include "tests/fuzz/fuzz_common.hpp"
 #include "tools/sim/config.hpp"
@@ -18,6 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     w.metadata.client_id = cfg.system_identity.client_id;
     w.metadata.tenant_id = cfg.tenant_id;
     w.key = fuzz::fixed_key();
+    w.token_hosts = io::loopback_hosts();
     return w;
   }();
   bool mismatch = false;
@@ -27,6 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz::require(!mismatch, "an accepted certificate certifies our key");
     fuzz::require(c->mtls_endpoint.rfind("https://", 0) == 0, "the endpoint is https");
     fuzz::require(c->mtls_endpoint.back() != '/', "the endpoint has no trailing '/'");
+    fuzz::require(static_cast<bool>(io::check_endpoint(c->mtls_endpoint, want.token_hosts, "url")),
+                  "the endpoint passes the allow-list again");
     fuzz::require(c->x5t_s256 == platform::x5t_s256(c->certificate_der),
                   "x5t#S256 is the certificate's");
     fuzz::require(c->not_before_ms <= c->not_after_ms, "the certificate's window is ordered");

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "actors/persisted.hpp"
+#include "io/endpoint_trust.hpp"
 #include "platform/keys.hpp"
 #include "tests/fuzz/fuzz_common.hpp"
 
@@ -15,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto bytes = fuzz::as_text(data, size);
   const auto& key = fuzz::fixed_key();
   auto cert = persisted::decode_certificate(bytes, fuzz::seed_certificate_artifact, key,
-                                            fuzz::seed_time_s + 60);
+                                            fuzz::seed_time_s + 60, io::loopback_hosts());
   if (cert) {
     fuzz::require(cert.reason.empty(), "an adopted file has no refusal reason");
     fuzz::require(cert.value->key.spki_der == key.spki_der, "an adopted file certifies our key");

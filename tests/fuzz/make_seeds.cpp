@@ -15,6 +15,7 @@
 #include "actors/imds_parse.hpp"
 #include "actors/keyguard_attestation.hpp"
 #include "actors/persisted.hpp"
+#include "io/endpoint_trust.hpp"
 #include "platform/binding.hpp"
 #include "platform/csr.hpp"
 #include "platform/encoding.hpp"
@@ -132,7 +133,7 @@ int main(int argc, char** argv) {
     die("issuecredential answered " + std::to_string(issued.status) + ": " + issued.body);
   seed("credential", "answer", issued.body);
   seed("json", "credential", issued.body);
-  credential_expectation want{managed_identity::system(), meta, key, true};
+  credential_expectation want{managed_identity::system(), meta, key, true, io::loopback_hosts()};
   auto cred = need(read_credential_answer(issued.body, want, fuzz::seed_time_s + 60),
                    "issuecredential answer");
   seed("x509", "binding-certificate", cred.certificate_der);

@@ -71,6 +71,8 @@ actor_fixture::actor_fixture()
     1'767'225'600'000, [this] { return sched.clock().now(); });
   draw = [](std::int64_t lo, std::int64_t hi) { return lo + (hi - lo) / 2; };
   config.imds_base_url = "http://imds.test";
+  // The scripted upstreams' hosts, added as a deployment would add its own (review M3).
+  config.trust_hosts({"mtlsauth.test", "attest.test", "attest2.test", "127.0.0.1"});
 }
 
 actor_fixture::~actor_fixture() {

@@ -65,9 +65,10 @@ http_result sim_fixture::v1_token(std::string_view resource, std::string_view se
 
 http_result sim_fixture::admin(std::string_view method, std::string_view path,
                                const std::string& body) {
-  return http_request(method, urls().admin + std::string(path),
-                      body.empty() ? header_list{} : header_list{{"Content-Type", "application/json"}},
-                      body);
+  header_list headers{{"Authorization", "Bearer " + urls().admin_token}};
+  if (!body.empty())
+    headers.emplace_back("Content-Type", "application/json");
+  return http_request(method, urls().admin + std::string(path), headers, body);
 }
 
 } // namespace msiv2::test

@@ -52,6 +52,7 @@ runtime_rig::runtime_rig(const std::function<void(sim::config&)>& sim_tweak, rig
   o.config = module_config{};
   o.config.imds_base_url = fixture_.urls().imds;
   o.config.ca_file = fixture_.urls().ca_file;
+  o.config.trust_hosts(io::loopback_hosts());
   if (options.module)
     options.module(o.config);
   o.log = log_;

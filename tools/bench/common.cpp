@@ -111,9 +111,11 @@ std::unique_ptr<client_handle> make_client(const sim::endpoints& urls, bool atte
   client_options o;
   o.config = module_config{}; // nothing from the environment; memory only unless cache_dir
   o.config.cache_dir = std::move(cache_dir);
+  o.config.persist_key_on_disk = true; // the bench's state dir is on whatever disk /tmp is
   o.config.eager_key = eager_key;
   o.config.imds_base_url = urls.imds;
   o.config.ca_file = urls.ca_file;
+  o.config.trust_hosts(msiv2::io::loopback_hosts());
   o.transport = h->transport;
   if (attest)
     o.attestation = std::make_shared<keyguard_attestation>(h->transport, urls.ca_file);

@@ -133,7 +133,8 @@ void run_multi(const options& o, std::vector<row>& out) {
     std::vector<std::string> args{o.token_exe,  "--imds",     host.urls().imds,
                                   "--ca-file",  host.urls().ca_file, "--cache-dir",
                                   dir,          "--attest",   "--resource",
-                                  "https://management.azure.com", "--timeout", "60"};
+                                  "https://management.azure.com", "--timeout", "60",
+                                  "--trust-host", "127.0.0.1", "--persist-key"};
     std::vector<char*> argv;
     for (auto& a : args)
       argv.push_back(a.data());

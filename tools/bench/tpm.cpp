@@ -285,6 +285,7 @@ void run_tpm_key(const options& o, std::vector<row>& out) {
     opts.config = module_config{};
     opts.config.imds_base_url = host.urls().imds;
     opts.config.ca_file = host.urls().ca_file;
+    opts.config.trust_hosts(io::loopback_hosts()); // the simulator's endpoints
     opts.config.cache_dir = cache;
     opts.config.boot_id_path = boot_id;
     opts.config.key_store = key_store_choice::tpm;

@@ -55,6 +55,8 @@ namespace {
 struct settings {
   std::string imds;
   std::string ca_file;
+  std::vector<std::string> trusted_hosts;
+  bool persist_key = false;
   std::string resource = "https://management.azure.com";
   std::string resource_url;
   std::string port_file;
@@ -210,7 +212,9 @@ int usage(const std::string& message) {
   std::fprintf(stderr,
                "msiv2-example-server: %s\n"
                "usage: msiv2-example-server --resource-url URL [--imds URL] [--ca-file PEM]\n"
-               "         [--resource R] [--attest] [--port-file PATH] [--cache-dir DIR|none]\n",
+               "         [--resource R] [--attest] [--port-file PATH] [--cache-dir DIR|none]\n"
+               "         [--trust-host H[,H...]] (hosts trusted for the endpoints IMDS names)\n"
+               "         [--persist-key] (write the key into a cache dir on persistent disk)\n",
                message.c_str());
   return 2;
 }
@@ -236,6 +240,10 @@ int main(int argc, char** argv) {
       cfg.attest = true;
       continue;
     }
+    if (arg == "--persist-key") {
+      cfg.persist_key = true;
+      continue;
+    }
     if (arg == "--help" || arg == "-h")
       return usage("an example async server that calls a resource with msiv2 tokens"), 0;
     if (i + 1 >= argc)
@@ -253,6 +261,9 @@ int main(int argc, char** argv) {
       cfg.port_file = value;
     else if (arg == "--cache-dir")
       cfg.cache_dir = value;
+    else if (arg == "--trust-host")
+      for (auto& h : msiv2::io::parse_host_list(value))
+        cfg.trusted_hosts.push_back(h);
     else
       return usage("unknown option '" + arg + "'");
   }
@@ -271,6 +282,9 @@ int main(int argc, char** argv) {
   if (!cfg.imds.empty())
     opts.config.imds_base_url = cfg.imds;
   opts.config.ca_file = cfg.ca_file;
+  opts.config.trust_hosts(cfg.trusted_hosts);
+  if (cfg.persist_key)
+    opts.config.persist_key_on_disk = true;
   if (cfg.cache_dir) {
     opts.config.cache_dir = *cfg.cache_dir == "none" ? std::string() : *cfg.cache_dir;
     opts.config.cache_dir_error.clear();

@@ -41,6 +41,7 @@ field() { sed -E "s/.*\"$1\":\"([^\"]*)\".*/\1/" "$work/ready.json"; }
 
 "$build/bin/msiv2-example-server" --imds "$(field imds)" --ca-file "$(field ca_file)" \
   --resource-url "$(field resource)/api/whoami" --cache-dir none --port-file "$work/port" \
+  --trust-host 127.0.0.1 \
   >"$work/server.log" 2>&1 &
 pids+=($!)
 wait_for_file "$work/port" "${pids[-1]}" msiv2-example-server || { cat "$work/server.log"; exit 1; }

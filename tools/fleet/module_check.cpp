@@ -22,6 +22,7 @@
 
 #include "actors/software_key_store.hpp"
 #include "actors/supervisor.hpp"
+#include "io/endpoint_trust.hpp"
 #include "io/http.hpp"
 #include "platform/clock.hpp"
 #include "platform/keys.hpp"
@@ -337,6 +338,7 @@ check_result check_against_module(const check_params& p) {
       auto vm = order[next_boot++];
       runtime_deps deps;
       deps.config.imds_base_url = imds_url;
+      deps.config.trust_hosts(io::loopback_hosts()); // token_url and attestation_url
       deps.transport = std::make_shared<sim_link>(vm, imds, **pki, sc.imds_server_header,
                                                   window_now, outage_from, outage_to, book);
       deps.wall = std::make_shared<platform::derived_wall_clock>(

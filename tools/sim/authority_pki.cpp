@@ -1,5 +1,7 @@
 #include "tools/sim/authority_pki.hpp"
 
+#include "tools/sim/authority_support.hpp"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -109,9 +111,10 @@ result<std::string> prepare_state_dir(std::string dir) {
     return templ; // mkdtemp makes it 0700
   }
   struct stat st{};
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode))
-      return fail("state_dir '" + dir + "' exists and is not a directory");
+  if (::lstat(dir.c_str(), &st) == 0) {
+    // A planted ca.pem would become the CA the clients trust (review L11).
+    if (auto ok = detail::check_state_dir(dir); !ok)
+      return ok.fail();
     return dir;
   }
   if (errno != ENOENT)
@@ -121,31 +124,9 @@ result<std::string> prepare_state_dir(std::string dir) {
   return dir;
 }
 
-// Temp file + rename, so a client never reads a half-written CA bundle.
+// A client never reads a half-written CA bundle, and no planted name is followed (L11).
 result<void> write_file_atomically(const std::string& path, std::string_view content) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return fail("'" + tmp + "': cannot create: " + errno_text());
-  std::size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      const std::string why = errno_text();
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return fail("'" + tmp + "': write failed: " + why);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::close(fd) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = errno_text();
-    ::unlink(tmp.c_str());
-    return fail("'" + path + "': cannot write: " + why);
-  }
-  return ok();
+  return detail::write_file_safely(path, content, 0644, "CA bundle");
 }
 
 result<std::string> make_jwks(EVP_PKEY* key, const std::string& kid) {

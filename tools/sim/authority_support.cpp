@@ -2,7 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <simdjson.h>
 
@@ -160,6 +166,68 @@ result<issue_request> read_issue_request(std::string_view body, const csr_expect
   if (auto att = members->find("attestation_token"); att != members->end())
     out.attestation_token = att->second;
   return out;
+}
+
+result<void> write_file_safely(const std::string& path, std::string_view content, mode_t mode,
+                               std::string_view what) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string tmp = (dir == "/" ? "" : dir) + "/." + base + ".tmp." +
+                          std::to_string(::getpid()) + "." +
+                          platform::hex_lower(platform::random_bytes(8));
+  auto failed = [&](const std::string& step) {
+    return fail(std::string(what) + " " + path + ": " + step + ": " + std::strerror(errno));
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0)
+    return failed("cannot create " + tmp);
+  auto give_up = [&](const std::string& step) {
+    auto r = failed(step);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return r;
+  };
+  if (::fchmod(fd, mode) != 0)
+    return give_up("fchmod");
+  std::size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return give_up("write failed");
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0)
+    return give_up("cannot flush");
+  if (::close(fd) != 0) {
+    auto r = failed("cannot close");
+    ::unlink(tmp.c_str());
+    return r;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    auto r = failed("cannot rename into place");
+    ::unlink(tmp.c_str());
+    return r;
+  }
+  return ok();
+}
+
+result<void> check_state_dir(const std::string& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0)
+    return fail("state_dir '" + dir + "': " + std::strerror(errno));
+  if (S_ISLNK(st.st_mode))
+    return fail("state_dir '" + dir + "' is a symlink; refusing to follow it (use the real path)");
+  if (!S_ISDIR(st.st_mode))
+    return fail("state_dir '" + dir + "' exists and is not a directory");
+  if (st.st_uid != ::geteuid())
+    return fail("state_dir '" + dir + "' is owned by uid " + std::to_string(st.st_uid) +
+                ", not by this user (uid " + std::to_string(::geteuid()) + ")");
+  if ((st.st_mode & 022) != 0)
+    return fail("state_dir '" + dir + "' is writable by group or others; fix with chmod 700");
+  return ok();
 }
 
 } // namespace msiv2::sim::detail

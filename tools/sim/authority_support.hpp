@@ -5,6 +5,7 @@
 // Private to tools/sim (authority*.cpp).
 
 #include <cstdint>
+#include <sys/types.h>
 #include <initializer_list>
 #include <map>
 #include <string>
@@ -70,6 +71,17 @@ response resource_refusal(std::string_view scheme, std::string_view error,
 
 /// ASCII case-insensitive equality.
 bool iequals(std::string_view a, std::string_view b);
+
+/// Replaces `path` with `content` (mode `mode`) through a temp file of a random name in the
+/// same directory, created O_CREAT|O_EXCL|O_NOFOLLOW (a symlink or file planted at a
+/// predictable name is never followed nor truncated; review L11), fsync-ed and renamed over
+/// `path`. `what` names the file in errors ("ready file").
+result<void> write_file_safely(const std::string& path, std::string_view content, mode_t mode,
+                               std::string_view what);
+
+/// Checks an existing directory the simulator keeps state in (its CA key among it): a real
+/// directory, not a symlink, owned by this user and writable by nobody else.
+result<void> check_state_dir(const std::string& dir);
 
 /// ASCII lower case.
 std::string to_lower(std::string_view s);

@@ -38,9 +38,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <openssl/crypto.h>
 
 #include "platform/encoding.hpp"
 #include "tools/sim/admin.hpp"
+#include "tools/sim/authority_support.hpp"
 #include "tools/sim/faults.hpp"
 #include "tools/sim/imds.hpp"
 
@@ -94,37 +96,10 @@ std::string host_for_url(const std::string& address) {
   return address.find(':') != std::string::npos ? "[" + address + "]" : address;
 }
 
-/// Writes `content` to `path` through a temp file in the same directory and a rename, so a
-/// reader never sees a partial file.
+/// The ready file: 0600 (it holds the admin token), through a temp file of a random name
+/// created O_EXCL|O_NOFOLLOW and a rename (review L11).
 result<void> write_file_atomically(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return fail("ready file " + path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  std::size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      std::string why = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return fail("ready file " + path + ": write failed: " + why);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return fail("ready file " + path + ": cannot flush: " + why);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return fail("ready file " + path + ": cannot rename into place: " + why);
-  }
-  return ok();
+  return detail::write_file_safely(path, content, 0600, "ready file");
 }
 
 /// 1,000 connections need more descriptors than the usual soft limit of 1,024.
@@ -210,6 +185,8 @@ public:
   std::string route(listener_kind kind, const request& req) const;
   /// The answer of the service behind `kind`.
   response answer(listener_kind kind, const std::string& endpoint, const request& req);
+  /// Why an admin request is refused (wrong Host, missing or wrong bearer token); nullopt: ok.
+  std::optional<response> admin_refusal(const request& req) const;
   fault_decision next_fault(const std::string& endpoint) { return faults_.next(endpoint); }
   void record(const std::string& endpoint, int status);
   /// Adds a request to the bounded log of GET /requests and counts its x-client-SKU.
@@ -646,10 +623,15 @@ simulator_impl::~simulator_impl() {
 
 result<void> simulator_impl::prepare_state_dir() {
   if (!cfg_.state_dir.empty()) {
+    // Parents as the umask says; the state directory itself 0700 (the authority refuses an
+    // existing one others can write to).
     std::error_code ec;
-    std::filesystem::create_directories(cfg_.state_dir, ec);
-    if (ec)
-      return fail("state_dir: cannot create " + cfg_.state_dir + ": " + ec.message());
+    auto parent = std::filesystem::path(cfg_.state_dir).parent_path();
+    if (!parent.empty())
+      std::filesystem::create_directories(parent, ec);
+    if (ec || (::mkdir(cfg_.state_dir.c_str(), 0700) != 0 && errno != EEXIST))
+      return fail("state_dir: cannot create " + cfg_.state_dir + ": " +
+                  (ec ? ec.message() : std::string(std::strerror(errno))));
     state_dir_ = cfg_.state_dir;
     return ok();
   }
@@ -771,6 +753,7 @@ result<void> simulator_impl::init() {
     return r;
   if (auto r = open_listener(listener_kind::admin, cfg_.admin_port, urls_.admin, "http"); !r)
     return r;
+  urls_.admin_token = platform::hex_lower(platform::random_bytes(16));
 
   pki_->set_urls(authority_urls{urls_.attestation, urls_.token});
   imds_ = std::make_unique<imds_service>(cfg_, *pki_, urls_.attestation);
@@ -881,6 +864,27 @@ std::string simulator_impl::route(listener_kind kind, const request& req) const 
   return "";
 }
 
+std::optional<response> simulator_impl::admin_refusal(const request& req) const {
+  // Loopback only, and only for those who can read the ready file: a Host that names the
+  // admin listener (no DNS rebinding from a browser) and the bearer token (review L11).
+  auto authority = urls_.admin.substr(urls_.admin.find("://") + 3);
+  auto port = authority.substr(authority.rfind(':'));
+  auto host = req.header("Host");
+  bool host_ok = host && (*host == authority || *host == "localhost" + port ||
+                          *host == "127.0.0.1" + port || *host == "[::1]" + port);
+  if (!host_ok)
+    return response::json(403, "{\"error\":\"the admin API answers only Host " + authority +
+                                 " (or localhost" + port + ")\"}");
+  auto auth = req.header("Authorization");
+  const std::string expected = "Bearer " + urls_.admin_token;
+  if (!auth || auth->size() != expected.size() ||
+      CRYPTO_memcmp(auth->data(), expected.data(), expected.size()) != 0)
+    return response::json(401, "{\"error\":\"the admin API needs 'Authorization: Bearer "
+                               "<admin_token>' (admin_token is in the ready file)\"}")
+      .set("WWW-Authenticate", "Bearer");
+  return std::nullopt;
+}
+
 response simulator_impl::answer(listener_kind kind, const std::string& endpoint,
                                 const request& req) {
   try {
@@ -888,6 +892,8 @@ response simulator_impl::answer(listener_kind kind, const std::string& endpoint,
     case listener_kind::imds:
       return imds_->handle(endpoint, req);
     case listener_kind::admin:
+      if (auto refused = admin_refusal(req); refused)
+        return *refused;
       return handle_admin(req, *this);
     case listener_kind::resource:
       return pki_->resource(req);
@@ -1019,6 +1025,7 @@ std::string simulator_impl::ready_json() const {
   return "{\"imds\":" + json_quote(urls_.imds) + ",\"attestation\":" +
          json_quote(urls_.attestation) + ",\"token\":" + json_quote(urls_.token) +
          ",\"resource\":" + json_quote(urls_.resource) + ",\"admin\":" + json_quote(urls_.admin) +
+         ",\"admin_token\":" + json_quote(urls_.admin_token) +
          ",\"ca_file\":" + json_quote(urls_.ca_file) + ",\"tenant_id\":" +
          json_quote(cfg_.tenant_id) + ",\"identities\":" + ids +
          ",\"pid\":" + std::to_string(::getpid()) + "}\n";

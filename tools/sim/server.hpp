@@ -23,6 +23,9 @@ struct endpoints {
   std::string token;       ///< https://127.0.0.1:P
   std::string resource;    ///< https://127.0.0.1:P
   std::string admin;       ///< http://127.0.0.1:P
+  /// Bearer token every admin request must carry ("Authorization: Bearer <token>"), random
+  /// per start, written to the ready file (0600) only (review L11).
+  std::string admin_token;
   std::string ca_file;     ///< PEM bundle to trust for the HTTPS listeners
 };
 

@@ -154,7 +154,8 @@ imds=$(field imds); ca=$(field ca_file); resource=$(field resource)
 
 for c in "${consumers[@]}"; do
   echo "== $(basename "$c")"
-  out=$(timeout 120 "$c" --imds "$imds" --ca-file "$ca" --resource-url "$resource/api/whoami")
+  out=$(timeout 120 "$c" --imds "$imds" --ca-file "$ca" --resource-url "$resource/api/whoami" \
+    --trust-host 127.0.0.1)
   echo "$out"
   grep -q '^resource: HTTP 200 ' <<<"$out" || { echo "FAIL: $c did not get HTTP 200"; exit 1; }
   grep -q '"token_bound_auth":true' <<<"$out" \

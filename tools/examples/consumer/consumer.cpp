@@ -5,7 +5,10 @@
 // chain and key handle) is presented as the TLS client certificate through libcurl's
 // SSL_CTX callback and msiv2::io::client_identity::apply_to.
 //
-//   msiv2-consumer --imds URL --ca-file PEM --resource-url URL [--resource R]
+//   msiv2-consumer --imds URL --ca-file PEM --resource-url URL [--resource R] [--trust-host H]
+//
+// --trust-host adds H to the hosts the token and attestation endpoints IMDS names may be on
+// (the Azure clouds' by default; "127.0.0.1" for the simulator).
 //
 // Prints the msiv2 version, the token's expiry and x5t#S256 (never the token), then the
 // resource's HTTP status and body. Exits 0 when the resource answered 200, 1 otherwise,
@@ -16,6 +19,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <curl/curl.h>
 
@@ -28,13 +32,14 @@ struct options {
   std::string ca_file;
   std::string resource = "https://management.azure.com";
   std::string resource_url;
+  std::vector<std::string> trusted_hosts;
 };
 
 int usage(const std::string& why) {
   std::fprintf(stderr,
                "msiv2-consumer: %s\n"
                "usage: msiv2-consumer --imds URL --ca-file PEM --resource-url URL "
-               "[--resource R]\n",
+               "[--resource R] [--trust-host H]\n",
                why.c_str());
   return 2;
 }
@@ -72,6 +77,8 @@ int main(int argc, char** argv) {
       o.resource = value;
     else if (arg == "--resource-url")
       o.resource_url = value;
+    else if (arg == "--trust-host")
+      o.trusted_hosts.push_back(value);
     else
       return usage("unknown argument '" + arg + "'");
   }
@@ -83,6 +90,7 @@ int main(int argc, char** argv) {
   copts.config.imds_base_url = o.imds;
   copts.config.ca_file = o.ca_file;
   copts.config.cache_dir.clear(); // memory only: this example leaves no files behind
+  copts.config.trust_hosts(o.trusted_hosts);
   auto client = msiv2::client::create(std::move(copts));
   if (!client) {
     std::fprintf(stderr, "msiv2-consumer: cannot start the module: %s\n",
