@@ -2,6 +2,7 @@
 // of upstream error bodies (correlation_of, upstream_says). The first line is the Server
 // header of the answer.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,8 +29,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz::require(!meta->cuid_json.empty(), "cuId has a CSR form");
   }
   auto said = upstream_says(io::http_response::with_status(400, std::string(body)));
-  fuzz::require(said.size() <= std::string("HTTP 400: ").size() + 300,
-                "upstream text is cut at 300 bytes");
+  // sanitize_upstream: at most 300 characters, plus the last escape that crossed the bound
+  // (4 characters) and "...(N bytes)" naming the original length when it cut (review L2).
+  fuzz::require(said.size() <= std::string("HTTP 400: ").size() + 300 + 3
+                                 + std::string("...(18446744073709551615 bytes)").size(),
+                "upstream text is cut at 300 characters (plus the cut's note)");
+  fuzz::require(std::none_of(said.begin(), said.end(),
+                             [](char c) { return static_cast<unsigned char>(c) < 0x20; }),
+                "upstream text has its control bytes escaped");
   (void)correlation_of(body, "ours");
   return 0;
 }
